@@ -1,0 +1,1 @@
+"""Reusable Pulumi components of the hybrid GPU cluster (one ComponentResource per module)."""

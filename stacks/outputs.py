@@ -1,0 +1,96 @@
+"""The exported outputs of each stack: the contract the homelab stack reads from aws-gpu.
+
+Export names are a stable interface (renaming one breaks the other stack), so they are declared
+once here, with their secretness. :func:`export_stack_outputs` refuses to export anything that is
+not declared, or to miss anything that is, and wraps secret ones with ``Output.secret``;
+:class:`AwsGpuReference` reads them back by the same names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    description: str
+    secret: bool = False
+
+
+AWS_GPU_OUTPUTS: tuple[OutputSpec, ...] = (
+    OutputSpec("region", "AWS region of the stack."),
+    OutputSpec(
+        "networkPlan",
+        "Every address range (config key -> CIDR) as aws-gpu saw it; homelab checks it matches.",
+    ),
+    OutputSpec("nebulaCaCert", "PEM of the mesh CA certificate (public)."),
+    OutputSpec(
+        "nebulaCaKey",
+        "PEM of the mesh CA signing key: homelab signs its host certificates with it.",
+        secret=True,
+    ),
+    OutputSpec(
+        "nebulaLighthouses",
+        "Lighthouse overlay IP -> list of public 'host:port' endpoints (Nebula static_host_map).",
+    ),
+)
+
+HOMELAB_OUTPUTS: tuple[OutputSpec, ...] = (
+    OutputSpec("awsStack", "Full name of the aws-gpu stack this homelab is linked to."),
+    OutputSpec("nebulaHosts", "Node name -> overlay IP of every homelab node on the mesh."),
+)
+
+CONTRACTS: Mapping[str, tuple[OutputSpec, ...]] = {
+    "aws-gpu": AWS_GPU_OUTPUTS,
+    "homelab": HOMELAB_OUTPUTS,
+}
+
+
+def export_stack_outputs(stack: str, values: Mapping[str, pulumi.Input[Any]]) -> None:
+    """Export exactly the outputs the contract of ``stack`` declares."""
+    specs = {spec.name: spec for spec in CONTRACTS[stack]}
+    missing = sorted(set(specs) - set(values))
+    extra = sorted(set(values) - set(specs))
+    if missing or extra:
+        raise ValueError(
+            f"exports of stack '{stack}' do not match stacks/outputs.py: "
+            f"missing {missing}, undeclared {extra}"
+        )
+    for name, spec in specs.items():
+        value = values[name]
+        pulumi.export(name, pulumi.Output.secret(value) if spec.secret else value)
+
+
+class MissingStackOutputError(pulumi.RunError):
+    """A referenced stack lacks an output this stack needs."""
+
+
+class AwsGpuReference:
+    """Typed view of the aws-gpu stack's outputs through a StackReference."""
+
+    def __init__(self, stack_name: str, opts: pulumi.ResourceOptions | None = None) -> None:
+        self.stack_name = stack_name
+        self._ref = pulumi.StackReference(stack_name, stack_name=stack_name, opts=opts)
+
+    def require(self, name: str) -> pulumi.Output[Any]:
+        """The output ``name``; if the stack lacks it, a clear error when the value is needed."""
+        specs = {spec.name: spec for spec in AWS_GPU_OUTPUTS}
+        if name not in specs:
+            raise KeyError(f"'{name}' is not an aws-gpu output declared in stacks/outputs.py")
+        stack_name = self.stack_name
+
+        def present(value: Any) -> Any:
+            if value is None:
+                raise MissingStackOutputError(
+                    f"stack '{stack_name}' has no output '{name}'. Deploy the aws-gpu stack "
+                    "first (`pulumi up -s aws-gpu`), or fix hybridgpu:homelab.awsStack"
+                )
+            return value
+
+        output = self._ref.get_output(name).apply(present)
+        return pulumi.Output.secret(output) if specs[name].secret else output

@@ -1,0 +1,103 @@
+"""Typed config: every valid fixture loads and runs, every invalid one fails with the key named
+and before any resource is registered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stacks import config as stack_config
+from tests import fixture_configs
+from tools import offline
+
+
+@pytest.mark.parametrize("path", fixture_configs.all_fixtures("invalid"), ids=lambda p: p.stem)
+def test_invalid_fixture_fails_naming_the_key(path: Path) -> None:
+    fixture = fixture_configs.load(path)
+    assert fixture.expect_key, f"{path.name} must say which key the error names (expectKey)"
+    if fixture.stack == "homelab":
+        offline.run_stack("aws-gpu")  # a StackReference must never be what fails here
+    with pytest.raises(stack_config.ConfigError) as caught:
+        offline.run_stack(fixture.stack, fixture.overrides)
+    message = str(caught.value)
+    assert fixture.expect_key in message, f"{fixture.description}: error does not name the key"
+    if fixture.expect_text:
+        assert fixture.expect_text in message
+    _, monitor = offline.install_mocks()
+    assert monitor.registrations == [], "config errors must come before any resource"
+
+
+@pytest.mark.parametrize("path", fixture_configs.all_fixtures("valid"), ids=lambda p: p.stem)
+def test_valid_fixture_runs(path: Path) -> None:
+    fixture = fixture_configs.load(path)
+    if fixture.stack == "homelab":
+        offline.run_stack("aws-gpu")
+    run = offline.run_stack(fixture.stack, fixture.overrides)
+    assert run.exports, f"{fixture.description}: the stack exported nothing"
+
+
+@pytest.mark.parametrize("stack", offline.STACK_ORDER)
+def test_example_stack_config_is_valid(stack: str) -> None:
+    if stack == "homelab":
+        offline.run_stack("aws-gpu")
+    run = offline.run_stack(stack)
+    assert run.registrations
+
+
+def test_fixtures_exist_for_both_stacks() -> None:
+    for kind in ("valid", "invalid"):
+        stacks = {fixture_configs.load(p).stack for p in fixture_configs.all_fixtures(kind)}
+        assert stacks == set(offline.STACK_ORDER), f"{kind} fixtures cover {stacks}"
+
+
+def test_unknown_stack_is_a_clear_error() -> None:
+    with pytest.raises(stack_config.ConfigError) as caught:
+        offline.run_stack("staging")
+    assert "unknown stack 'staging'" in str(caught.value)
+    for known in offline.STACK_ORDER:
+        assert known in str(caught.value)
+
+
+def test_pulumi_yaml_declares_exactly_the_project_keys_with_model_defaults() -> None:
+    project = yaml.safe_load((offline.REPO_ROOT / "Pulumi.yaml").read_text())
+    declared = {k.split(":", 1)[1]: v for k, v in project["config"].items()}
+    assert set(declared) == set(stack_config.PROJECT_KEYS)
+    model_defaults = stack_config.parse_project({})
+    for config_key, spec in declared.items():
+        assert {"type", "description", "default"} <= set(spec), config_key
+        # The CLI applies the Pulumi.yaml default; the model's own default must be the same.
+        from_yaml = stack_config.parse_project({config_key: spec["default"]})
+        assert from_yaml == model_defaults, f"{config_key}: Pulumi.yaml default differs from model"
+
+
+def test_project_defaults_are_a_disjoint_plan() -> None:
+    ranges = list(
+        stack_config.parse_project({}).network.named_ranges(include_subnet=False).values()
+    )
+    for i, first in enumerate(ranges):
+        for second in ranges[i + 1 :]:
+            assert not first.overlaps(second)
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "gpus", "label"),
+    [
+        ("g4dn.xlarge", 1, "nvidia-t4"),
+        ("g5.12xlarge", 4, "nvidia-a10g"),
+        ("p4d.24xlarge", 8, "nvidia-a100"),
+    ],
+)
+def test_gpu_instance_facts(instance_type: str, gpus: int, label: str) -> None:
+    worker = stack_config.GpuWorkerSettings(instance_type=instance_type)
+    assert worker.gpu_count == gpus
+    assert worker.gpu_type_label == label
+
+
+def test_secrets_are_read_as_secrets() -> None:
+    run = offline.run_stack("aws-gpu")
+    assert run  # the loader read sshPrivateKey with require_secret: a plain read would warn
+    cfg, secret_keys = offline.runtime_config_for("aws-gpu")
+    assert "hybridgpu:sshPrivateKey" in secret_keys
+    assert cfg["hybridgpu:sshPrivateKey"].startswith("mock-secret-")
