@@ -1,0 +1,94 @@
+"""Whole-stack properties under the mocks: determinism, the output contract, the StackReference
+link between the stacks, and the offline plan command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stacks import outputs
+from stacks.outputs import MissingStackOutputError
+from tools import offline, plan
+
+
+@pytest.mark.parametrize("stack", offline.STACK_ORDER)
+def test_running_a_stack_twice_gives_byte_identical_inputs(stack: str) -> None:
+    first = offline.run_with_dependencies(stack).canonical_inputs()
+    second = offline.run_with_dependencies(stack).canonical_inputs()
+    assert first == second
+
+
+@pytest.mark.parametrize("stack", offline.STACK_ORDER)
+def test_exports_match_the_contract_module(stack: str) -> None:
+    run = offline.run_with_dependencies(stack)
+    declared = {spec.name: spec for spec in outputs.CONTRACTS[stack]}
+    assert set(run.exports) == set(declared)
+    for name, spec in declared.items():
+        assert (name in run.secret_exports) == spec.secret, f"{stack}.{name} secretness"
+
+
+def test_homelab_reads_the_aws_gpu_stack_named_in_its_config(homelab_run: offline.StackRun) -> None:
+    config = offline.stack_config_file("homelab")["hybridgpu:homelab"]
+    refs = homelab_run.by_type("pulumi:pulumi:StackReference")
+    assert [r.name for r in refs] == [config["awsStack"]]
+    assert all(r.read for r in refs)
+
+
+def test_homelab_fails_naming_a_missing_aws_gpu_output() -> None:
+    offline.run_stack("aws-gpu")
+    mocks, _ = offline.install_mocks()
+    exports = mocks.stack_exports["aws-gpu"]
+    exports.values = {k: v for k, v in exports.values.items() if k != "networkPlan"}
+    with pytest.raises(MissingStackOutputError) as caught:
+        offline.run_stack("homelab")
+    assert "networkPlan" in str(caught.value)
+    assert "pulumi up -s aws-gpu" in str(caught.value)
+
+
+def test_homelab_refuses_a_network_plan_that_differs_from_aws_gpu() -> None:
+    from stacks.config import ConfigError
+
+    offline.run_stack("aws-gpu", {"hybridgpu:awsPodCidr": "10.62.0.0/16"})
+    with pytest.raises(ConfigError) as caught:
+        offline.run_stack("homelab")
+    assert "hybridgpu:awsPodCidr" in str(caught.value)
+
+
+def test_secret_config_never_appears_outside_secret_inputs() -> None:
+    for stack in offline.STACK_ORDER:
+        run = offline.run_with_dependencies(stack)
+        for reg in run.registrations:
+            redacted = json.dumps(offline.redact(reg.inputs), default=str)
+            assert "mock-secret-" not in redacted, f"{stack}: {reg.type} {reg.name} leaks a secret"
+        exported = json.dumps(
+            {k: v for k, v in run.exports.items() if k not in run.secret_exports}, default=str
+        )
+        assert "mock-secret-" not in exported
+
+
+def test_plan_command_prints_tree_writes_artifacts_and_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for stack in offline.STACK_ORDER:
+        json_path = tmp_path / f"{stack}.json"
+        code = plan.main([stack, "--artifacts", str(tmp_path / stack), "--json", str(json_path)])
+        printed = capsys.readouterr().out
+        assert code == 0
+        assert f"pulumi:pulumi:Stack  hybridgpu-{stack}" in printed
+        data = json.loads(json_path.read_text())
+        assert data["stack"] == stack
+        assert data["resourceCount"] == sum(data["counts"].values()) == len(data["resources"])
+        assert f"{data['resourceCount']} resources:" in printed
+        # A second plan of the same config is byte-identical: diffable in a pull request.
+        again = tmp_path / f"{stack}-again.json"
+        assert plan.main([stack, "--artifacts", str(tmp_path / stack), "--json", str(again)]) == 0
+        assert again.read_bytes() == json_path.read_bytes()
+
+
+def test_plan_command_rejects_bad_config_with_the_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert plan.main(["aws-gpu", "--set", "nebulaMtu=100"]) == 2
+    assert "hybridgpu:nebulaMtu" in capsys.readouterr().err
+    assert plan.main(["production"]) == 2
+    assert "unknown stack 'production'" in capsys.readouterr().err
