@@ -1,0 +1,231 @@
+"""Nebula mesh model, validation and per-node config rendering (pure, no Pulumi).
+
+Groups carried in host certificates (the firewall speaks only in these):
+
+``lighthouse``    the AWS control node: lighthouse and relay for everyone
+``aws``           nodes of the AWS k3s cluster
+``homelab``       nodes of the homelab k3s cluster
+``kubernetes``    every k3s node of either cluster
+``gpu``           GPU workers
+``liqo-gateway``  nodes that may carry the Liqo WireGuard tunnel between the clusters
+
+Rendered configs use only keys Nebula 1.6 already knows (Debian's nebula, used in the tests) and
+that current releases still read (https://github.com/slackhq/nebula/blob/v1.9.5/examples/config.yml).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import yaml
+
+KNOWN_GROUPS = ("lighthouse", "aws", "homelab", "kubernetes", "gpu", "liqo-gateway")
+K3S_API_PORT = 6443
+KUBELET_PORT = 10250
+# k3s' default flannel backend is VXLAN on UDP 8472 (https://docs.k3s.io/installation/requirements).
+FLANNEL_VXLAN_PORT = 8472
+# Liqo gateway server, exposed as a NodePort over the overlay (issue: federation); any fixed port
+# in the NodePort range works, it only has to match the Liqo peering.
+LIQO_GATEWAY_NODEPORT = 30840
+OLLAMA_PORT = 11434
+TUN_DEVICE = "nebula1"
+PKI_DIR = "/etc/nebula"
+
+Role = Literal["lighthouse", "relay", "host"]
+Proto = Literal["tcp", "udp", "icmp", "any"]
+
+
+@dataclass(frozen=True)
+class FirewallRule:
+    """Inbound allow rule. ``from_groups`` must ALL be on the peer's cert (Nebula's ``groups:``
+    is an AND); empty means any mesh member. The rule is rendered only on nodes carrying ALL of
+    ``applies_to`` (empty: every node)."""
+
+    port: int | str
+    proto: Proto
+    from_groups: tuple[str, ...] = ()
+    applies_to: tuple[str, ...] = ()
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class MeshNode:
+    name: str
+    overlay_ip: ipaddress.IPv4Address
+    groups: tuple[str, ...]
+    role: Role = "host"
+    config_key: str = ""
+    """Where the operator configured this node (e.g. ``hybridgpu:homelab.gpuWorkers[0]``)."""
+    unsafe_networks: tuple[ipaddress.IPv4Network, ...] = ()
+
+
+@dataclass(frozen=True)
+class UnsafeRoute:
+    route: ipaddress.IPv4Network
+    via: ipaddress.IPv4Address
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    overlay_cidr: ipaddress.IPv4Network
+    mtu: int = 1300
+    listen_port: int = 4242
+    tun_device: str = TUN_DEVICE
+    pki_dir: str = PKI_DIR
+    unsafe_routes: tuple[UnsafeRoute, ...] = ()
+    other_ranges: Mapping[str, ipaddress.IPv4Network] = field(default_factory=dict)
+    """Every other range of the system (config key -> CIDR); the overlay must miss them all."""
+
+
+def default_policy(liqo_gateway_port: int = LIQO_GATEWAY_NODEPORT) -> tuple[FirewallRule, ...]:
+    """Least-privilege inbound rules of the mesh."""
+    return (
+        FirewallRule("any", "icmp", why="ping from any mesh member, for diagnosis"),
+        FirewallRule(K3S_API_PORT, "tcp", ("kubernetes",), ("kubernetes",), "k3s API"),
+        FirewallRule(KUBELET_PORT, "tcp", ("kubernetes",), ("kubernetes",), "kubelet (logs, exec)"),
+        FirewallRule(
+            FLANNEL_VXLAN_PORT,
+            "udp",
+            ("aws",),
+            ("aws",),
+            "flannel VXLAN of the AWS cluster, "
+            "which runs over the overlay (the homelab's runs on its LAN)",
+        ),
+        FirewallRule(
+            liqo_gateway_port, "udp", ("liqo-gateway",), ("liqo-gateway",), "Liqo WireGuard gateway"
+        ),
+        FirewallRule(
+            OLLAMA_PORT, "tcp", ("homelab",), ("aws", "gpu"), "Ollama, for the homelab only"
+        ),
+    )
+
+
+def _fail(where: str, message: str) -> None:
+    raise ValueError(f"{where}: {message}" if where else message)
+
+
+def validate_mesh(  # noqa: PLR0912 - one flat list of independent checks reads best
+    settings: MeshSettings, nodes: Sequence[MeshNode], policy: Sequence[FirewallRule]
+) -> None:
+    """Reject a mesh Nebula would run badly or not at all; messages name the config key."""
+    overlay = settings.overlay_cidr
+    for name, other in settings.other_ranges.items():
+        if overlay.overlaps(other):
+            _fail("nebulaOverlayCidr", f"{overlay} overlaps {name} ({other})")
+    if not 1200 <= settings.mtu <= 9001:
+        _fail("nebulaMtu", f"{settings.mtu} is outside 1200..9001")
+    by_ip: dict[ipaddress.IPv4Address, MeshNode] = {}
+    by_name: dict[str, MeshNode] = {}
+    for node in nodes:
+        where = f"{node.config_key}.overlayIp" if node.config_key else node.name
+        if node.overlay_ip not in overlay or node.overlay_ip in (
+            overlay.network_address,
+            overlay.broadcast_address,
+        ):
+            _fail(where, f"{node.overlay_ip} is not a host address of the overlay {overlay}")
+        if node.overlay_ip in by_ip:
+            _fail(
+                where,
+                f"{node.overlay_ip} is already the overlay IP of '{by_ip[node.overlay_ip].name}'",
+            )
+        if node.name in by_name:
+            _fail(node.config_key or node.name, f"node name '{node.name}' is used twice")
+        unknown = sorted(set(node.groups) - set(KNOWN_GROUPS))
+        if unknown:
+            _fail(
+                node.config_key or node.name,
+                f"unknown groups {unknown}; known: {list(KNOWN_GROUPS)}",
+            )
+        by_ip[node.overlay_ip] = node
+        by_name[node.name] = node
+    if nodes and not any(n.role == "lighthouse" for n in nodes):
+        _fail("", "the mesh has hosts but no lighthouse")
+    for i, rule in enumerate(policy):
+        unknown = sorted(set(rule.from_groups + rule.applies_to) - set(KNOWN_GROUPS))
+        if unknown:
+            _fail(f"firewall rule [{i}] ({rule.why or rule.port})", f"unknown groups {unknown}")
+    for route in settings.unsafe_routes:
+        if route.via not in by_ip:
+            _fail(
+                "unsafeRoutes", f"route {route.route} goes via {route.via}, which is no mesh node"
+            )
+
+
+def inbound_rules(node: MeshNode, policy: Sequence[FirewallRule]) -> list[dict[str, object]]:
+    """The Nebula ``firewall.inbound`` list of ``node``."""
+    rules: list[dict[str, object]] = []
+    for rule in policy:
+        if not set(rule.applies_to) <= set(node.groups):
+            continue
+        entry: dict[str, object] = {"port": rule.port, "proto": rule.proto}
+        if not rule.from_groups:
+            entry["host"] = "any"
+        elif len(rule.from_groups) == 1:
+            entry["group"] = rule.from_groups[0]
+        else:
+            entry["groups"] = list(rule.from_groups)
+        rules.append(entry)
+    return rules
+
+
+def render_node_config(
+    node: MeshNode,
+    settings: MeshSettings,
+    lighthouses: Mapping[str, Sequence[str]],
+    policy: Sequence[FirewallRule],
+) -> str:
+    """config.yml of one node. ``lighthouses``: lighthouse overlay IP -> public ``host:port``s."""
+    own_ip = str(node.overlay_ip)
+    others = {ip: list(endpoints) for ip, endpoints in sorted(lighthouses.items()) if ip != own_ip}
+    is_lighthouse = node.role == "lighthouse"
+    config: dict[str, object] = {
+        "pki": {
+            "ca": f"{settings.pki_dir}/ca.crt",
+            "cert": f"{settings.pki_dir}/host.crt",
+            "key": f"{settings.pki_dir}/host.key",
+        },
+        "static_host_map": others,
+        "lighthouse": {
+            "am_lighthouse": is_lighthouse,
+            "interval": 60,
+            "hosts": [] if is_lighthouse else list(others),
+        },
+        "listen": {"host": "0.0.0.0", "port": settings.listen_port},  # noqa: S104 - UDP on all NICs
+        # Keep NAT mappings open and answer punches (https://nebula.defined.net/docs/config/punchy/).
+        "punchy": {"punch": True, "respond": True},
+        # AWS NAT and many home routers defeat hole punching: everyone may fall back to relaying
+        # through the lighthouse; a relay must be listed by the hosts, not only set am_relay
+        # (slackhq/nebula#1192).
+        "relay": {
+            "am_relay": node.role in ("lighthouse", "relay"),
+            "use_relays": True,
+            "relays": [] if node.role != "host" else list(others),
+        },
+        "tun": {
+            "disabled": False,
+            "dev": settings.tun_device,
+            "drop_local_broadcast": False,
+            "drop_multicast": False,
+            "tx_queue": 500,
+            "mtu": settings.mtu,
+            "routes": [],
+            "unsafe_routes": [
+                {"route": str(r.route), "via": str(r.via)}
+                for r in settings.unsafe_routes
+                if r.via != node.overlay_ip
+            ],
+        },
+        "logging": {"level": "info", "format": "text"},
+        "firewall": {
+            "outbound_action": "drop",
+            "inbound_action": "drop",
+            "conntrack": {"tcp_timeout": "12m", "udp_timeout": "3m", "default_timeout": "10m"},
+            "outbound": [{"port": "any", "proto": "any", "host": "any"}],
+            "inbound": inbound_rules(node, policy),
+        },
+    }
+    header = f"# Nebula config of {node.name} ({node.role}), rendered by hybridgpu; do not edit.\n"
+    return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
