@@ -72,7 +72,8 @@ BINARY_INSTALL = f"""\
 # Install Nebula {NEBULA_VERSION} (pinned, checksum-verified). Idempotent.
 set -euo pipefail
 want="{NEBULA_VERSION.removeprefix("v")}"
-if [ -x {BIN_DIR}/nebula ] && {BIN_DIR}/nebula -version 2>/dev/null | grep -qx "Version: $want"; then
+installed=$({BIN_DIR}/nebula -version 2>/dev/null || true)
+if [ "$installed" = "Version: $want" ]; then
   exit 0
 fi
 tmp=$(mktemp -d)
