@@ -1,0 +1,233 @@
+"""Rendered Nebula configs: accepted by the real `nebula -test`, least-privilege firewall, and
+clear errors for a broken mesh."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components import nebula_config as nc
+from components import nebula_install as inst
+from components import nebula_pki as pki
+from tests.real_tools import cloud_init_schema, require, run, shellcheck
+
+OVERLAY = ipaddress.IPv4Network("10.200.0.0/16")
+LIGHTHOUSES = {"10.200.0.1": ["203.0.113.7:4242"]}
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def node(name: str, ip: str, groups: tuple[str, ...], role: nc.Role = "host") -> nc.MeshNode:
+    return nc.MeshNode(name, ipaddress.IPv4Address(ip), groups, role, config_key=f"test.{name}")
+
+
+LIGHTHOUSE = node(
+    "aws-control", "10.200.0.1", ("lighthouse", "aws", "kubernetes", "liqo-gateway"), "lighthouse"
+)
+AWS_GPU = node("aws-gpu", "10.200.2.1", ("aws", "kubernetes", "gpu"))
+HOMELAB_GPU = node("k3s-gpu-1", "10.200.1.11", ("homelab", "kubernetes", "gpu", "liqo-gateway"))
+RELAY = node("relay-1", "10.200.0.2", ("aws",), "relay")
+
+
+def _with_pki(tmp_path: Path, mesh_node: nc.MeshNode, settings: nc.MeshSettings) -> Path:
+    """Write a config plus real PKI files next to it, as nebula -test needs them."""
+    ca = pki.ca_from_seed(bytes(32), "test-ca", START, START + timedelta(days=3650))
+    keys = pki.host_keypair_from_seed(bytes([7]) * 32)
+    cert = pki.sign_host_cert(
+        ca,
+        name=mesh_node.name,
+        overlay_ip=f"{mesh_node.overlay_ip}/16",
+        groups=mesh_node.groups,
+        public_key_pem=keys.public_pem,
+        not_before=START,
+        not_after=START + timedelta(days=3000),
+    )
+    (tmp_path / "ca.crt").write_text(ca.cert_pem)
+    (tmp_path / "host.crt").write_text(cert)
+    (tmp_path / "host.key").write_text(keys.private_pem)
+    local = nc.MeshSettings(
+        overlay_cidr=settings.overlay_cidr,
+        mtu=settings.mtu,
+        unsafe_routes=settings.unsafe_routes,
+        pki_dir=str(tmp_path),
+    )
+    path = tmp_path / "config.yml"
+    path.write_text(nc.render_node_config(mesh_node, local, LIGHTHOUSES, nc.default_policy()))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mesh_node", "routes"),
+    [
+        (LIGHTHOUSE, ()),
+        (RELAY, ()),
+        (HOMELAB_GPU, ()),
+        (
+            AWS_GPU,
+            (
+                nc.UnsafeRoute(
+                    ipaddress.IPv4Network("10.52.0.0/16"), ipaddress.IPv4Address("10.200.0.1")
+                ),
+            ),
+        ),
+    ],
+    ids=["lighthouse", "relay", "host", "host-with-unsafe-routes"],
+)
+def test_real_nebula_accepts_every_rendered_config(
+    tmp_path: Path, mesh_node: nc.MeshNode, routes: tuple[nc.UnsafeRoute, ...]
+) -> None:
+    settings = nc.MeshSettings(overlay_cidr=OVERLAY, unsafe_routes=routes)
+    path = _with_pki(tmp_path, mesh_node, settings)
+    result = run(require("nebula"), "-test", "-config", path, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    if routes:
+        rendered = yaml.safe_load(path.read_text())
+        assert rendered["tun"]["unsafe_routes"] == [{"route": "10.52.0.0/16", "via": "10.200.0.1"}]
+
+
+def _rendered(mesh_node: nc.MeshNode) -> dict:
+    text = nc.render_node_config(
+        mesh_node, nc.MeshSettings(overlay_cidr=OVERLAY), LIGHTHOUSES, nc.default_policy()
+    )
+    return yaml.safe_load(text)
+
+
+def test_roles_lighthouse_relay_host() -> None:
+    lighthouse, host = _rendered(LIGHTHOUSE), _rendered(AWS_GPU)
+    assert lighthouse["lighthouse"]["am_lighthouse"] is True
+    assert lighthouse["lighthouse"]["hosts"] == []
+    assert lighthouse["relay"]["am_relay"] is True
+    assert lighthouse["static_host_map"] == {}
+    assert host["lighthouse"] == {"am_lighthouse": False, "interval": 60, "hosts": ["10.200.0.1"]}
+    assert host["relay"] == {"am_relay": False, "use_relays": True, "relays": ["10.200.0.1"]}
+    assert host["static_host_map"] == {"10.200.0.1": ["203.0.113.7:4242"]}
+    assert host["listen"]["port"] == 4242
+    assert host["tun"]["mtu"] == 1300
+    assert host["punchy"] == {"punch": True, "respond": True}
+
+
+def _allowed(config: dict, port: int, proto: str, peer_groups: set[str]) -> bool:
+    """Nebula's inbound semantics: any rule whose port/proto match and whose group(s) the peer has."""
+    for rule in config["firewall"]["inbound"]:
+        if rule["proto"] not in (proto, "any") or rule["port"] not in (port, "any"):
+            continue
+        if rule.get("host") == "any":
+            return True
+        needed = set(rule.get("groups", [])) | ({rule["group"]} if "group" in rule else set())
+        if needed <= peer_groups:
+            return True
+    return False
+
+
+def test_firewall_is_least_privilege() -> None:
+    aws_gpu, lighthouse, homelab_gpu = (
+        _rendered(AWS_GPU),
+        _rendered(LIGHTHOUSE),
+        _rendered(HOMELAB_GPU),
+    )
+    homelab_peer = {"homelab", "kubernetes"}
+    outsider = {"relay-only"}
+    assert aws_gpu["firewall"]["inbound_action"] == "drop"
+    # Ollama on the AWS GPU node: from the homelab only.
+    assert _allowed(aws_gpu, 11434, "tcp", homelab_peer)
+    assert not _allowed(aws_gpu, 11434, "tcp", {"aws", "kubernetes", "lighthouse"})
+    # ... and not opened on homelab GPU nodes, which are not AWS nodes.
+    assert not _allowed(homelab_gpu, 11434, "tcp", homelab_peer)
+    # k3s API / kubelet only from kubernetes members.
+    assert _allowed(lighthouse, 6443, "tcp", homelab_peer)
+    assert not _allowed(lighthouse, 6443, "tcp", outsider)
+    assert not _allowed(lighthouse, 10250, "tcp", outsider)
+    # Flannel VXLAN only inside the AWS cluster.
+    assert _allowed(aws_gpu, 8472, "udp", {"aws", "kubernetes"})
+    assert not _allowed(aws_gpu, 8472, "udp", homelab_peer)
+    # Liqo gateway only between gateway nodes; not on the AWS GPU worker at all.
+    assert _allowed(lighthouse, nc.LIQO_GATEWAY_NODEPORT, "udp", {"liqo-gateway"})
+    assert not _allowed(lighthouse, nc.LIQO_GATEWAY_NODEPORT, "udp", homelab_peer)
+    assert not _allowed(aws_gpu, nc.LIQO_GATEWAY_NODEPORT, "udp", {"liqo-gateway"})
+    # ICMP from any member; nothing else (e.g. SSH) over the overlay.
+    assert _allowed(aws_gpu, 0, "icmp", outsider)
+    assert not _allowed(aws_gpu, 22, "tcp", homelab_peer | {"aws", "gpu", "lighthouse"})
+
+
+def test_validation_names_the_key() -> None:
+    settings = nc.MeshSettings(
+        overlay_cidr=OVERLAY,
+        other_ranges={"homelabPodCidr": ipaddress.IPv4Network("10.200.128.0/17")},
+    )
+    with pytest.raises(ValueError, match="nebulaOverlayCidr: .* overlaps homelabPodCidr"):
+        nc.validate_mesh(settings, [LIGHTHOUSE], nc.default_policy())
+    ok = nc.MeshSettings(overlay_cidr=OVERLAY)
+    outside = node("stray", "10.9.0.1", ("homelab",))
+    with pytest.raises(
+        ValueError, match=r"test\.stray\.overlayIp: 10\.9\.0\.1 is not a host address"
+    ):
+        nc.validate_mesh(ok, [LIGHTHOUSE, outside], nc.default_policy())
+    twin = node("twin", "10.200.2.1", ("homelab",))
+    with pytest.raises(
+        ValueError, match=r"test\.twin\.overlayIp: .*already the overlay IP of 'aws-gpu'"
+    ):
+        nc.validate_mesh(ok, [LIGHTHOUSE, AWS_GPU, twin], nc.default_policy())
+    bad_rule = (*nc.default_policy(), nc.FirewallRule(22, "tcp", ("admins",), why="ssh"))
+    with pytest.raises(
+        ValueError, match=r"firewall rule \[\d+\] \(ssh\): unknown groups \['admins'\]"
+    ):
+        nc.validate_mesh(ok, [LIGHTHOUSE], bad_rule)
+    with pytest.raises(ValueError, match="no lighthouse"):
+        nc.validate_mesh(ok, [AWS_GPU], nc.default_policy())
+    with pytest.raises(ValueError, match="unknown groups"):
+        nc.validate_mesh(
+            ok, [LIGHTHOUSE, node("x", "10.200.5.5", ("wizards",))], nc.default_policy()
+        )
+    nc.validate_mesh(ok, [LIGHTHOUSE, AWS_GPU, HOMELAB_GPU, RELAY], nc.default_policy())
+
+
+FILES = inst.NebulaFiles(
+    config_yaml="pki: {}\n",
+    ca_pem="-----BEGIN NEBULA CERTIFICATE-----\nAA==\n-----END NEBULA CERTIFICATE-----\n",
+    cert_pem="CERT 'quoted' $(not run)\n",
+    key_pem="KEY\n",
+)
+
+
+def test_cloud_init_fragment_passes_schema_and_shellcheck(tmp_path: Path) -> None:
+    fragment = inst.render_cloud_init_fragment(FILES)
+    document = inst.dump_cloud_config(fragment)
+    cloud_init_schema(document, tmp_path)
+    modes = {f["path"]: f["permissions"] for f in fragment["write_files"]}
+    assert modes["/etc/nebula/host.key"] == "0600"
+    assert modes["/etc/nebula/config.yml"] == "0600"
+    assert modes["/etc/nebula/ca.crt"] == "0644"
+    for entry in fragment["write_files"]:
+        if entry["content"].startswith("#!"):
+            shellcheck(entry["content"], tmp_path, Path(entry["path"]).name + ".sh")
+    commands = "\n".join(" ".join(c) if isinstance(c, list) else c for c in fragment["runcmd"])
+    shellcheck(commands, tmp_path, "runcmd.sh")
+    assert inst.NEBULA_SHA256 in inst.BINARY_INSTALL and inst.NEBULA_VERSION in inst.BINARY_INSTALL
+
+
+def test_ssh_scripts_pass_shellcheck_and_carry_files_exactly(tmp_path: Path) -> None:
+    script = inst.render_ssh_install_script(FILES)
+    shellcheck(script, tmp_path, "install.sh")
+    shellcheck(inst.render_ssh_uninstall_script(), tmp_path, "uninstall.sh")
+    assert "set -x" not in script and "KEY" not in script  # contents travel base64-encoded
+    # Run the file-writing part against a scratch root to prove the contents arrive byte-exact.
+    body = script.split("put() {", 1)[1]
+    function = "put() {" + body.split("\n}\n", 1)[0] + "\n}\n"
+    puts = [line for line in script.splitlines() if line.startswith("put /etc/nebula/")]
+    root = tmp_path / "root"
+    test_script = (
+        "set -euo pipefail\nchanged=0\n"
+        + function.replace("-o root -g root ", "")
+        + "\n".join(p.replace("/etc/nebula", str(root)) for p in puts)
+        + '\necho "changed=$changed"\n'
+    )
+    root.mkdir()
+    first = run("bash", "-c", test_script)
+    assert "changed=1" in first.stdout
+    assert (root / "host.crt").read_text() == FILES.cert_pem
+    assert (root / "host.key").stat().st_mode & 0o777 == 0o600
+    second = run("bash", "-c", test_script)
+    assert "changed=0" in second.stdout, "unchanged files must not trigger a restart"
