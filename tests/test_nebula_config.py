@@ -110,7 +110,7 @@ def test_roles_lighthouse_relay_host() -> None:
 
 
 def _allowed(config: dict, port: int, proto: str, peer_groups: set[str]) -> bool:
-    """Nebula's inbound semantics: any rule whose port/proto match and whose group(s) the peer has."""
+    """Nebula's inbound semantics: a rule matching port/proto whose group(s) the peer has."""
     for rule in config["firewall"]["inbound"]:
         if rule["proto"] not in (proto, "any") or rule["port"] not in (port, "any"):
             continue
@@ -157,7 +157,7 @@ def test_validation_names_the_key() -> None:
         overlay_cidr=OVERLAY,
         other_ranges={"homelabPodCidr": ipaddress.IPv4Network("10.200.128.0/17")},
     )
-    with pytest.raises(ValueError, match="nebulaOverlayCidr: .* overlaps homelabPodCidr"):
+    with pytest.raises(ValueError, match=r"nebulaOverlayCidr: .* overlaps homelabPodCidr"):
         nc.validate_mesh(settings, [LIGHTHOUSE], nc.default_policy())
     ok = nc.MeshSettings(overlay_cidr=OVERLAY)
     outside = node("stray", "10.9.0.1", ("homelab",))
@@ -205,14 +205,16 @@ def test_cloud_init_fragment_passes_schema_and_shellcheck(tmp_path: Path) -> Non
             shellcheck(entry["content"], tmp_path, Path(entry["path"]).name + ".sh")
     commands = "\n".join(" ".join(c) if isinstance(c, list) else c for c in fragment["runcmd"])
     shellcheck(commands, tmp_path, "runcmd.sh")
-    assert inst.NEBULA_SHA256 in inst.BINARY_INSTALL and inst.NEBULA_VERSION in inst.BINARY_INSTALL
+    assert inst.NEBULA_SHA256 in inst.BINARY_INSTALL
+    assert inst.NEBULA_VERSION in inst.BINARY_INSTALL
 
 
 def test_ssh_scripts_pass_shellcheck_and_carry_files_exactly(tmp_path: Path) -> None:
     script = inst.render_ssh_install_script(FILES)
     shellcheck(script, tmp_path, "install.sh")
     shellcheck(inst.render_ssh_uninstall_script(), tmp_path, "uninstall.sh")
-    assert "set -x" not in script and "KEY" not in script  # contents travel base64-encoded
+    assert "set -x" not in script
+    assert "KEY" not in script  # contents travel base64-encoded
     # Run the file-writing part against a scratch root to prove the contents arrive byte-exact.
     body = script.split("put() {", 1)[1]
     function = "put() {" + body.split("\n}\n", 1)[0] + "\n}\n"
