@@ -1,0 +1,146 @@
+"""The Nebula mesh plan of each stack, derived from the typed config (pure, no resources).
+
+Which node carries which groups (see components/nebula_config.py for what the groups allow):
+
+============================  ============================================================
+AWS control node              lighthouse (and relay), aws, kubernetes, liqo-gateway
+AWS GPU worker                aws, kubernetes, gpu
+homelab control planes        homelab, kubernetes
+homelab GPU workers           homelab, kubernetes, gpu, liqo-gateway
+============================  ============================================================
+
+The Liqo gateway client runs on a homelab worker (control planes are tainted NoSchedule) and
+the gateway server is reached on the AWS control node's overlay IP, hence ``liqo-gateway`` there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pulumi
+import pulumi_command as command
+
+from components.nebula_ca import NebulaCaArgs
+from components.nebula_config import (
+    FirewallRule,
+    MeshNode,
+    MeshSettings,
+    default_policy,
+    validate_mesh,
+)
+from components.nebula_host import NebulaHostArgs
+from stacks.config import (
+    PROJECT,
+    AwsSettings,
+    ConfigError,
+    HomelabSettings,
+    ProjectSettings,
+    key,
+)
+
+CA_NAME = "hybridgpu-mesh"
+
+
+def mesh_settings(project: ProjectSettings) -> MeshSettings:
+    overlay = project.network.nebula_overlay_cidr
+    others = {
+        name: cidr
+        for name, cidr in project.network.named_ranges().items()
+        if name != "nebulaOverlayCidr"
+    }
+    return MeshSettings(
+        overlay_cidr=overlay,
+        mtu=project.nebula.mtu,
+        listen_port=project.nebula.listen_port,
+        other_ranges=others,
+    )
+
+
+def aws_nodes(aws: AwsSettings) -> tuple[MeshNode, MeshNode]:
+    """(control node = lighthouse, GPU worker)."""
+    control = MeshNode(
+        name="aws-control-node",
+        overlay_ip=aws.control_node.overlay_ip,
+        groups=("lighthouse", "aws", "kubernetes", "liqo-gateway"),
+        role="lighthouse",
+        config_key=key("aws") + ".controlNode",
+    )
+    worker = MeshNode(
+        name="aws-gpu-worker",
+        overlay_ip=aws.gpu_worker.overlay_ip,
+        groups=("aws", "kubernetes", "gpu"),
+        role="host",
+        config_key=key("aws") + ".gpuWorker",
+    )
+    return control, worker
+
+
+def homelab_nodes(homelab: HomelabSettings) -> list[MeshNode]:
+    nodes = []
+    for group, i, vm in homelab.vms_with_place():
+        is_gpu = group == "gpuWorkers"
+        nodes.append(
+            MeshNode(
+                name=vm.name,
+                overlay_ip=vm.overlay_ip,
+                groups=("homelab", "kubernetes", "gpu", "liqo-gateway")
+                if is_gpu
+                else ("homelab", "kubernetes"),
+                role="host",
+                config_key=f"{key('homelab')}.{group}[{i}]",
+            )
+        )
+    return nodes
+
+
+def checked(
+    settings: MeshSettings, nodes: Sequence[MeshNode], policy: Sequence[FirewallRule]
+) -> None:
+    """validate_mesh with errors in the operator's terms (fully qualified config keys)."""
+    try:
+        validate_mesh(settings, nodes, policy)
+    except ValueError as err:
+        message = str(err)
+        if not message.startswith(f"{PROJECT}:") and message.split(":", 1)[0].isidentifier():
+            message = f"{PROJECT}:{message}"
+        raise ConfigError(message) from None
+
+
+def ca_args(project: ProjectSettings) -> NebulaCaArgs:
+    # A CA is re-issued while a full host-certificate lifetime still fits inside it.
+    return NebulaCaArgs(
+        ca_name=CA_NAME,
+        validity_days=project.nebula.ca_validity_days,
+        renew_before_days=project.nebula.cert_validity_days,
+    )
+
+
+def host_args(
+    project: ProjectSettings,
+    node: MeshNode,
+    *,
+    ca_cert_pem: pulumi.Input[str],
+    ca_key_pem: pulumi.Input[str],
+    lighthouses: pulumi.Input[dict[str, list[str]]],
+    ssh: command.remote.ConnectionArgs | None = None,
+    ssh_depends_on: Sequence[pulumi.Resource] = (),
+) -> NebulaHostArgs:
+    return NebulaHostArgs(
+        node=node,
+        settings=mesh_settings(project),
+        policy=default_policy(),
+        ca_cert_pem=ca_cert_pem,
+        ca_key_pem=ca_key_pem,
+        lighthouses=lighthouses,
+        validity_days=project.nebula.cert_validity_days,
+        renew_before_days=project.nebula.cert_renew_before_days,
+        ssh=ssh,
+        ssh_depends_on=tuple(ssh_depends_on),
+    )
+
+
+def lighthouse_map(
+    overlay_ip: str, public_ip: pulumi.Input[str], port: int
+) -> pulumi.Output[dict[str, list[str]]]:
+    """Nebula ``static_host_map`` entry of the lighthouse."""
+    return pulumi.Output.from_input(public_ip).apply(lambda ip: {overlay_ip: [f"{ip}:{port}"]})
