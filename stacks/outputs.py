@@ -38,6 +38,19 @@ AWS_GPU_OUTPUTS: tuple[OutputSpec, ...] = (
         "nebulaLighthouses",
         "Lighthouse overlay IP -> list of public 'host:port' endpoints (Nebula static_host_map).",
     ),
+    OutputSpec("controlNodePublicIp", "Elastic IP of the control node (lighthouse, SSH)."),
+    OutputSpec("controlNodeOverlayIp", "Nebula overlay IP of the control node (k3s server)."),
+    OutputSpec("k3sApiEndpoint", "URL of the AWS k3s API on the overlay: https://<ip>:6443."),
+    OutputSpec(
+        "kubeconfig",
+        "Admin kubeconfig of the AWS k3s cluster, pointed at k3sApiEndpoint (Liqo peering).",
+        secret=True,
+    ),
+    OutputSpec("gpuWorkerInstanceId", "EC2 instance id of the GPU worker (to start/stop it)."),
+    OutputSpec("gpuWorkerGpuType", "Value of the worker's gpu-type node label (e.g. nvidia-t4)."),
+    OutputSpec("gpuWorkerGpuCount", "Number of GPUs of the worker's instance type."),
+    OutputSpec("modelBucketName", "Name of the S3 bucket holding the LLM model weights."),
+    OutputSpec("modelBucketArn", "ARN of the model bucket."),
 )
 
 HOMELAB_OUTPUTS: tuple[OutputSpec, ...] = (

@@ -157,6 +157,10 @@ def _computed_outputs(typ: str, name: str, inputs: Mapping[str, Any], stack: str
             "publicIp": _mock_ip("203.0.113", stack, name),
             "allocationId": f"eipalloc-{digest[:17]}",
         }
+    if typ == "aws:ec2/keyPair:KeyPair":
+        return {
+            "keyName": plain.get("keyName") or f"{plain.get('keyNamePrefix', name)}{digest[:8]}"
+        }
     if typ == "aws:s3/bucket:Bucket":
         bucket = plain.get("bucket") or f"{plain.get('bucketPrefix', name)}{digest[:12]}"
         return {"bucket": bucket, "arn": f"arn:aws:s3:::{bucket}", "region": "us-west-2"}

@@ -1,0 +1,164 @@
+"""AWS network of the aws-gpu stack: a VPC with one public subnet and the nodes' security group.
+
+No NAT gateway, on purpose: the nodes need direct public IPs. An AWS NAT gateway maps ports
+symmetrically, which defeats Nebula's UDP hole punching (slackhq/nebula#33, #487), and it costs
+about $33/month before traffic (https://aws.amazon.com/vpc/pricing/), a third of the budget.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+ROLE_TAG = "network"
+ANYWHERE_IPV4 = "0.0.0.0/0"
+
+
+@dataclass(frozen=True)
+class AwsNetworkArgs:
+    vpc_cidr: str
+    subnet_cidr: str
+    availability_zone: pulumi.Input[str]
+    """Zone of the public subnet (and so of every node)."""
+    admin_cidrs: Sequence[str]
+    """Sources allowed to SSH to the nodes, one rule each; never the whole internet."""
+    nebula_port: int = 4242
+    """UDP port Nebula listens on: the only port open to the internet."""
+
+    def __post_init__(self) -> None:
+        vpc = ipaddress.IPv4Network(self.vpc_cidr)
+        if not ipaddress.IPv4Network(self.subnet_cidr).subnet_of(vpc):
+            raise ValueError(f"subnet_cidr {self.subnet_cidr} is not inside vpc_cidr {vpc}")
+        if not self.admin_cidrs:
+            raise ValueError("admin_cidrs is empty; give at least one SSH source range")
+        for cidr in self.admin_cidrs:
+            if ipaddress.IPv4Network(cidr).prefixlen == 0:
+                raise ValueError(f"admin_cidrs: {cidr} would open SSH to the whole internet")
+        if not 1 <= self.nebula_port <= 65535:
+            raise ValueError(f"nebula_port {self.nebula_port} is not a port number")
+
+
+def _tags(name: str) -> dict[str, str]:
+    return {"Name": name, "Role": ROLE_TAG}
+
+
+def _cidr_slug(cidr: str) -> str:
+    """Resource-name form of a CIDR: names stay stable when the list is reordered."""
+    return str(ipaddress.IPv4Network(cidr)).replace(".", "-").replace("/", "-")
+
+
+class AwsNetwork(pulumi.ComponentResource):
+    """VPC, public subnet, internet gateway and route, and one security group for the nodes."""
+
+    vpc_id: pulumi.Output[str]
+    subnet_id: pulumi.Output[str]
+    security_group_id: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: AwsNetworkArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("hybridgpu:aws:Network", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        vpc = aws.ec2.Vpc(
+            f"{name}-vpc",
+            cidr_block=args.vpc_cidr,
+            # DNS resolution and hostnames: apt mirrors, S3 and the k3s installer need DNS.
+            enable_dns_support=True,
+            enable_dns_hostnames=True,
+            tags=_tags(f"{name}-vpc"),
+            opts=child,
+        )
+        # Adopting the VPC's default security group removes its allow-all rules, so nothing can
+        # fall back to it (CIS AWS Foundations 5.4; https://www.pulumi.com/registry/packages/aws/api-docs/ec2/defaultsecuritygroup/).
+        aws.ec2.DefaultSecurityGroup(
+            f"{name}-default-sg",
+            vpc_id=vpc.id,
+            tags=_tags(f"{name}-default-sg"),
+            opts=child,
+        )
+        igw = aws.ec2.InternetGateway(
+            f"{name}-igw", vpc_id=vpc.id, tags=_tags(f"{name}-igw"), opts=child
+        )
+        subnet = aws.ec2.Subnet(
+            f"{name}-public",
+            vpc_id=vpc.id,
+            cidr_block=args.subnet_cidr,
+            availability_zone=args.availability_zone,
+            # Every node gets a public IPv4 address at launch: Nebula needs it (see module doc).
+            map_public_ip_on_launch=True,
+            tags=_tags(f"{name}-public"),
+            opts=child,
+        )
+        route_table = aws.ec2.RouteTable(
+            f"{name}-public-rt",
+            vpc_id=vpc.id,
+            routes=[{"cidr_block": ANYWHERE_IPV4, "gateway_id": igw.id}],
+            tags=_tags(f"{name}-public-rt"),
+            opts=child,
+        )
+        aws.ec2.RouteTableAssociation(
+            f"{name}-public-rta", subnet_id=subnet.id, route_table_id=route_table.id, opts=child
+        )
+
+        # Rules are separate resources (the provider's advice: inline rules cannot describe one
+        # CIDR per rule and fight with rule resources). Inbound: Nebula from anywhere, SSH from
+        # the admin ranges only; k3s (6443, 10250, flannel) travels inside Nebula, so no other
+        # port is opened.
+        group = aws.ec2.SecurityGroup(
+            f"{name}-nodes-sg",
+            vpc_id=vpc.id,
+            description="hybridgpu k3s nodes: Nebula UDP from anywhere, SSH from admin ranges",
+            tags=_tags(f"{name}-nodes-sg"),
+            opts=child,
+        )
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-nebula-udp",
+            security_group_id=group.id,
+            description="Nebula overlay (UDP); everything else runs inside it",
+            ip_protocol="udp",
+            from_port=args.nebula_port,
+            to_port=args.nebula_port,
+            cidr_ipv4=ANYWHERE_IPV4,
+            tags=_tags(f"{name}-nebula-udp"),
+            opts=child,
+        )
+        for cidr in args.admin_cidrs:
+            rule_name = f"{name}-ssh-{_cidr_slug(cidr)}"
+            aws.vpc.SecurityGroupIngressRule(
+                rule_name,
+                security_group_id=group.id,
+                description="SSH from an admin range (kubeconfig fetch, break-glass)",
+                ip_protocol="tcp",
+                from_port=22,
+                to_port=22,
+                cidr_ipv4=str(ipaddress.IPv4Network(cidr)),
+                tags=_tags(rule_name),
+                opts=child,
+            )
+        # The provider deletes AWS's default allow-all egress rule of a new group; say it back
+        # explicitly: nodes reach Nebula peers, S3, the k3s release downloads and apt.
+        aws.vpc.SecurityGroupEgressRule(
+            f"{name}-egress-all",
+            security_group_id=group.id,
+            description="All outbound IPv4",
+            ip_protocol="-1",
+            cidr_ipv4=ANYWHERE_IPV4,
+            tags=_tags(f"{name}-egress-all"),
+            opts=child,
+        )
+
+        self.vpc_id = vpc.id
+        self.subnet_id = subnet.id
+        self.security_group_id = group.id
+        self.register_outputs(
+            {
+                "vpcId": self.vpc_id,
+                "subnetId": self.subnet_id,
+                "securityGroupId": self.security_group_id,
+            }
+        )

@@ -1,0 +1,153 @@
+"""Private, encrypted, versioned S3 bucket for LLM model weights.
+
+The GPU worker reads it (Mountpoint for S3 CSI driver, read-only); models are uploaded from an
+operator machine with ``aws s3 sync``. Every setting is a separate resource: in pulumi_aws 7 the
+inline ``Bucket`` arguments (versioning, encryption, lifecycle, policy) are deprecated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+ROLE_TAG = "model-bucket"
+# bucket_prefix is at most 37 characters (pulumi_aws s3.Bucket docs); we add one '-'.
+MAX_NAME_PREFIX = 36
+
+
+@dataclass(frozen=True)
+class ModelBucketArgs:
+    name_prefix: str
+    """Start of the bucket name; AWS appends a unique suffix."""
+    force_destroy: bool = False
+    """Allow ``pulumi destroy`` to delete a non-empty bucket (and every model in it)."""
+    noncurrent_version_expiration_days: int = 30
+    """Overwritten or deleted model versions are kept this long, then expire."""
+    abort_incomplete_upload_days: int = 7
+    """Parts of an interrupted multipart upload (large model files) are removed after this."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.name_prefix) <= MAX_NAME_PREFIX:
+            raise ValueError(
+                f"name_prefix '{self.name_prefix}' has {len(self.name_prefix)} characters; "
+                f"S3 bucket prefixes allow at most {MAX_NAME_PREFIX} here"
+            )
+        if self.noncurrent_version_expiration_days < 1 or self.abort_incomplete_upload_days < 1:
+            raise ValueError("lifecycle day counts must be at least 1")
+
+
+def tls_only_policy(bucket_arn: str) -> str:
+    """Bucket policy: deny every request that does not use TLS
+    (https://docs.aws.amazon.com/AmazonS3/latest/userguide/security-best-practices.html)."""
+    document: dict[str, Any] = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
+    return json.dumps(document, indent=2, sort_keys=True)
+
+
+class ModelBucket(pulumi.ComponentResource):
+    """The model bucket and its public-access block, ownership, encryption, versioning,
+    lifecycle and TLS-only policy."""
+
+    bucket_name: pulumi.Output[str]
+    arn: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: ModelBucketArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("hybridgpu:aws:ModelBucket", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        bucket = aws.s3.Bucket(
+            f"{name}-bucket",
+            bucket_prefix=f"{args.name_prefix}-",
+            force_destroy=args.force_destroy,
+            tags={"Name": f"{name}-bucket", "Role": ROLE_TAG},
+            opts=child,
+        )
+        public_access = aws.s3.BucketPublicAccessBlock(
+            f"{name}-public-access",
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        # ACLs disabled: the bucket owner owns every object, access is by policy only.
+        ownership = aws.s3.BucketOwnershipControls(
+            f"{name}-ownership",
+            bucket=bucket.id,
+            rule={"object_ownership": "BucketOwnerEnforced"},
+            opts=child,
+        )
+        # SSE-S3 (AES256) rather than SSE-KMS: model weights are not secret, SSE-S3 costs
+        # nothing per request (KMS bills a call per GET, and Mountpoint reads big files in many
+        # ranged GETs), and the GPU worker's role needs no kms:Decrypt, so its policy stays
+        # s3:GetObject/s3:ListBucket on this bucket only. The AWS-managed aws/s3 KMS key would
+        # add cost without adding control (its key policy cannot be narrowed).
+        # bucket_key_enabled has no effect with SSE-S3; it is set so that a switch to aws:kms
+        # keeps KMS request costs low (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucket-key.html).
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-encryption",
+            bucket=bucket.id,
+            rules=[
+                {
+                    "apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"},
+                    "bucket_key_enabled": True,
+                }
+            ],
+            opts=child,
+        )
+        versioning = aws.s3.BucketVersioning(
+            f"{name}-versioning",
+            bucket=bucket.id,
+            versioning_configuration={"status": "Enabled"},
+            opts=child,
+        )
+        # Lifecycle after versioning, as AWS evaluates noncurrent-version rules against it
+        # (https://www.pulumi.com/registry/packages/aws/api-docs/s3/bucketlifecycleconfiguration/).
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-lifecycle",
+            bucket=bucket.id,
+            rules=[
+                {
+                    "id": "expire-noncurrent-and-abort-incomplete",
+                    "status": "Enabled",
+                    "filter": {"prefix": ""},
+                    "noncurrent_version_expiration": {
+                        "noncurrent_days": args.noncurrent_version_expiration_days
+                    },
+                    "abort_incomplete_multipart_upload": {
+                        "days_after_initiation": args.abort_incomplete_upload_days
+                    },
+                }
+            ],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
+        )
+        # After the public-access block and ownership controls: S3 rejects concurrent changes
+        # to one bucket's settings ("A conflicting conditional operation is in progress").
+        aws.s3.BucketPolicy(
+            f"{name}-tls-only",
+            bucket=bucket.id,
+            policy=bucket.arn.apply(tls_only_policy),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access, ownership]),
+        )
+
+        self.bucket_name = bucket.bucket
+        self.arn = bucket.arn
+        self.register_outputs({"bucketName": self.bucket_name, "arn": self.arn})
