@@ -25,7 +25,11 @@ from components.aws_network import AwsNetwork, AwsNetworkArgs
 from components.budget import CostBudget, CostBudgetArgs
 from components.kubeconfig import KubeconfigFetch, KubeconfigFetchArgs
 from components.model_bucket import ModelBucket, ModelBucketArgs
+from components.nebula_ca import NebulaCa
+from components.nebula_config import default_policy
+from components.nebula_host import NebulaHost
 from components.node_iam import NodeRole, NodeRoleArgs
+from stacks import mesh
 from stacks.config import STACK_AWS_GPU, AmiSelector, AwsGpuConfig, load_aws_gpu_config
 from stacks.outputs import export_stack_outputs
 
@@ -97,6 +101,12 @@ def main() -> None:
     config = load_aws_gpu_config()
     network_plan = config.project.network
     settings = config.aws
+    control_mesh_node, worker_mesh_node = mesh.aws_nodes(settings)
+    mesh.checked(
+        mesh.mesh_settings(config.project),
+        [control_mesh_node, worker_mesh_node],
+        default_policy(),
+    )
     provider = aws_provider(config)
     on_aws = pulumi.ResourceOptions(provider=provider)
 
@@ -152,6 +162,20 @@ def main() -> None:
     control_ip = str(control.overlay_ip)
     api_endpoint = k3s_api_url(control_ip)
 
+    # This stack owns the mesh CA (see README: where the Nebula CA key lives).
+    ca = NebulaCa("mesh-ca", mesh.ca_args(config.project))
+    nebula_port = config.project.nebula.listen_port
+    control_nebula = NebulaHost(
+        "control-node-nebula",
+        mesh.host_args(
+            config.project,
+            control_mesh_node,
+            ca_cert_pem=ca.cert_pem,
+            ca_key_pem=ca.key_pem,
+            lighthouses={},  # it is the lighthouse
+        ),
+    )
+
     control_node = AwsK3sNode(
         "control-node",
         AwsK3sNodeArgs(
@@ -174,10 +198,23 @@ def main() -> None:
                 k3s_version=k3s_version,
                 overlay_ip=control_ip,
                 token=token,
+                extra_parts=control_nebula.cloud_init_fragment,
             ),
             elastic_ip=True,
         ),
         opts=on_aws,
+    )
+
+    lighthouses = mesh.lighthouse_map(control_ip, control_node.public_ip, nebula_port)
+    worker_nebula = NebulaHost(
+        "gpu-worker-nebula",
+        mesh.host_args(
+            config.project,
+            worker_mesh_node,
+            ca_cert_pem=ca.cert_pem,
+            ca_key_pem=ca.key_pem,
+            lighthouses=lighthouses,
+        ),
     )
 
     # GPU worker AMI default: AWS's "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04)",
@@ -204,6 +241,7 @@ def main() -> None:
                 k3s_version=k3s_version,
                 overlay_ip=str(worker.overlay_ip),
                 token=token,
+                extra_parts=worker_nebula.cloud_init_fragment,
             ),
             spot=(
                 SpotOptions(
@@ -251,9 +289,9 @@ def main() -> None:
         {
             "region": settings.region,
             "networkPlan": {k: str(v) for k, v in network_plan.named_ranges().items()},
-            "nebulaCaCert": "",
-            "nebulaCaKey": "",
-            "nebulaLighthouses": {},
+            "nebulaCaCert": ca.cert_pem,
+            "nebulaCaKey": ca.key_pem,
+            "nebulaLighthouses": lighthouses,
             "controlNodePublicIp": control_node.public_ip,
             "controlNodeOverlayIp": control_ip,
             "k3sApiEndpoint": api_endpoint,

@@ -484,8 +484,11 @@ def test_exports_match_the_contract_and_the_config(aws_gpu_run: StackRun) -> Non
     assert exports["gpuWorkerInstanceId"].startswith("gpu-worker-instance")
     assert (exports["gpuWorkerGpuType"], exports["gpuWorkerGpuCount"]) == ("nvidia-t4", 1)
     assert exports["modelBucketArn"] == f"arn:aws:s3:::{exports['modelBucketName']}"
-    # The Nebula exports keep their placeholders until the mesh is wired in.
-    assert (exports["nebulaCaCert"], exports["nebulaLighthouses"]) == ("", {})
+    # The lighthouse is reached on the control node's Elastic IP at the Nebula port.
+    assert exports["nebulaLighthouses"] == {
+        config["controlNode"]["overlayIp"]: [f"{exports['controlNodePublicIp']}:4242"]
+    }
+    assert exports["nebulaCaCert"].startswith("-----BEGIN NEBULA CERTIFICATE-----")
 
 
 # --- real tools on the planned user data -------------------------------------------------------
@@ -513,7 +516,7 @@ def test_shellcheck_accepts_the_planned_scripts(aws_gpu_run: StackRun, tmp_path:
     fetch = tmp_path / "kubeconfig-fetch.sh"
     fetch.write_text("#!/bin/sh\n" + command.plain_inputs["create"])
     posix.append(fetch)
-    assert len(bash) == 4
+    assert len(bash) == 6  # per node: the Nebula installer, the k3s install and its wait script
     for shell, paths in (("bash", bash), ("sh", posix)):
         result = run(require("shellcheck"), f"--shell={shell}", *paths, check=False)
         assert result.returncode == 0, result.stdout + result.stderr

@@ -315,10 +315,18 @@ class RecordingMonitor(runtime_mocks.MockMonitor):
     def __init__(self, mocks: PlanMocks) -> None:
         super().__init__(mocks)
         self.registrations: list[Registration] = []
+        self.component_outputs: dict[str, dict[str, Any]] = {}
+        """URN -> what a component passed to ``register_outputs`` (secret wrappers kept)."""
 
     def reset(self) -> None:
         self.registrations = []
+        self.component_outputs = {}
         self.resources = {}
+
+    def RegisterResourceOutputs(self, request: Any) -> Any:
+        outputs = rpc.deserialize_properties(request.outputs, keep_unknowns=True)
+        self.component_outputs[request.urn] = dict(outputs or {})
+        return super().RegisterResourceOutputs(request)
 
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
@@ -450,6 +458,12 @@ class StackRun:
     """Export name -> plain value."""
     secret_exports: list[str]
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    component_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Component URN -> its registered outputs (secret wrappers kept)."""
+
+    def outputs_of(self, typ: str, name: str) -> dict[str, Any]:
+        """Plain registered outputs of the component ``typ`` named ``name``."""
+        return unwrap(self.component_outputs[self.one(typ, name).urn])
 
     def by_type(self, typ: str) -> list[Registration]:
         return [r for r in self.registrations if r.type == typ]
@@ -536,6 +550,7 @@ def run_stack(
         exports=exports,
         secret_exports=secret_exports,
         calls=list(mocks.calls),
+        component_outputs=dict(monitor.component_outputs),
     )
 
 

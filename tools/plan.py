@@ -116,6 +116,23 @@ def artifacts(run: offline.StackRun) -> Iterator[tuple[str, str, bool]]:
                 yield f"{base}.{_safe_name(input_name)}.txt", value, secret
 
 
+COMPONENT_DOCUMENT_SUFFIX = {"configYaml": "config.yml", "certPem": "crt", "keyPem": "key"}
+
+
+def component_artifacts(run: offline.StackRun) -> Iterator[tuple[str, str, bool]]:
+    """Documents components expose as outputs (e.g. each node's Nebula config and certificate)."""
+    by_urn = run.by_urn()
+    for urn, outputs in sorted(run.component_outputs.items()):
+        reg = by_urn.get(urn)
+        if reg is None:
+            continue
+        secrets = set(offline.secret_paths(outputs))
+        for name, value in sorted(offline.unwrap(outputs).items()):
+            if isinstance(value, str) and "\n" in value:
+                suffix = COMPONENT_DOCUMENT_SUFFIX.get(name, f"{_safe_name(name)}.txt")
+                yield f"{_safe_name(reg.name)}.{suffix}", value, name in secrets
+
+
 def resource_tree(run: offline.StackRun) -> list[str]:
     """Indented tree lines (type, name) following parents, in declaration order."""
     children: dict[str, list[offline.Registration]] = {}
@@ -243,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         if old.is_file():
             old.unlink()
     written = 0
-    for name, text, secret in artifacts(run):
+    for name, text, secret in [*artifacts(run), *component_artifacts(run)]:
         path = target / name
         path.write_text(text)
         # Under mocks secrets are placeholders, but keep the habit: secret files are owner-only.
