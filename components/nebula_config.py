@@ -108,9 +108,16 @@ def _fail(where: str, message: str) -> None:
 
 
 def validate_mesh(  # noqa: PLR0912 - one flat list of independent checks reads best
-    settings: MeshSettings, nodes: Sequence[MeshNode], policy: Sequence[FirewallRule]
+    settings: MeshSettings,
+    nodes: Sequence[MeshNode],
+    policy: Sequence[FirewallRule],
+    *,
+    lighthouse_elsewhere: bool = False,
 ) -> None:
-    """Reject a mesh Nebula would run badly or not at all; messages name the config key."""
+    """Reject a mesh Nebula would run badly or not at all; messages name the config key.
+
+    ``lighthouse_elsewhere``: the nodes are one stack's part of a mesh whose lighthouse another
+    stack declares (the homelab joins aws-gpu's lighthouse)."""
     overlay = settings.overlay_cidr
     for name, other in settings.other_ranges.items():
         if overlay.overlaps(other):
@@ -141,7 +148,7 @@ def validate_mesh(  # noqa: PLR0912 - one flat list of independent checks reads 
             )
         by_ip[node.overlay_ip] = node
         by_name[node.name] = node
-    if nodes and not any(n.role == "lighthouse" for n in nodes):
+    if nodes and not lighthouse_elsewhere and not any(n.role == "lighthouse" for n in nodes):
         _fail("", "the mesh has hosts but no lighthouse")
     for i, rule in enumerate(policy):
         unknown = sorted(set(rule.from_groups + rule.applies_to) - set(KNOWN_GROUPS))

@@ -7,6 +7,8 @@ from typing import Any
 
 import pulumi
 
+from components.nebula_config import default_policy
+from stacks import mesh
 from stacks.config import STACK_HOMELAB, ConfigError, HomelabConfig, key, load_homelab_config
 from stacks.outputs import AwsGpuReference, export_stack_outputs
 
@@ -34,8 +36,23 @@ def check_same_network_plan(
 
 def main() -> None:
     config = load_homelab_config()
+    mesh.checked(
+        mesh.mesh_settings(config.project),
+        mesh.homelab_nodes(config.homelab),
+        default_policy(),
+        lighthouse_elsewhere=True,  # the aws-gpu control node
+    )
     aws_gpu = AwsGpuReference(config.homelab.aws_stack)
     check_same_network_plan(config, aws_gpu.require("networkPlan"))
+    # Host certificates are signed with the CA the aws-gpu stack owns (secret across the link).
+    mesh.homelab_hosts(
+        config.project,
+        config.homelab,
+        ca_cert_pem=aws_gpu.require("nebulaCaCert"),
+        ca_key_pem=aws_gpu.require("nebulaCaKey"),
+        lighthouses=mesh.reject_overlay_clash(config.homelab, aws_gpu.require("nebulaLighthouses")),
+        ssh_private_key=config.secrets.ssh_private_key,
+    )
     export_stack_outputs(
         STACK_HOMELAB,
         {

@@ -15,7 +15,7 @@ the gateway server is reached on the AWS control node's overlay IP, hence ``liqo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pulumi
 import pulumi_command as command
@@ -28,7 +28,7 @@ from components.nebula_config import (
     default_policy,
     validate_mesh,
 )
-from components.nebula_host import NebulaHostArgs
+from components.nebula_host import NebulaHost, NebulaHostArgs
 from stacks.config import (
     PROJECT,
     AwsSettings,
@@ -94,11 +94,15 @@ def homelab_nodes(homelab: HomelabSettings) -> list[MeshNode]:
 
 
 def checked(
-    settings: MeshSettings, nodes: Sequence[MeshNode], policy: Sequence[FirewallRule]
+    settings: MeshSettings,
+    nodes: Sequence[MeshNode],
+    policy: Sequence[FirewallRule],
+    *,
+    lighthouse_elsewhere: bool = False,
 ) -> None:
     """validate_mesh with errors in the operator's terms (fully qualified config keys)."""
     try:
-        validate_mesh(settings, nodes, policy)
+        validate_mesh(settings, nodes, policy, lighthouse_elsewhere=lighthouse_elsewhere)
     except ValueError as err:
         message = str(err)
         if not message.startswith(f"{PROJECT}:") and message.split(":", 1)[0].isidentifier():
@@ -144,3 +148,64 @@ def lighthouse_map(
 ) -> pulumi.Output[dict[str, list[str]]]:
     """Nebula ``static_host_map`` entry of the lighthouse."""
     return pulumi.Output.from_input(public_ip).apply(lambda ip: {overlay_ip: [f"{ip}:{port}"]})
+
+
+def reject_overlay_clash(
+    homelab: HomelabSettings, lighthouses: pulumi.Output[dict[str, list[str]]]
+) -> pulumi.Output[dict[str, list[str]]]:
+    """The homelab's overlay IPs must not be the aws-gpu lighthouse's (known only at run time)."""
+
+    def check(value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for group, i, vm in homelab.vms_with_place():
+            if str(vm.overlay_ip) in value:
+                raise ConfigError(
+                    f"{key('homelab')}.{group}[{i}].overlayIp: {vm.overlay_ip} is the overlay IP "
+                    "of the aws-gpu lighthouse"
+                )
+        return value
+
+    return lighthouses.apply(check)
+
+
+def homelab_hosts(
+    project: ProjectSettings,
+    homelab: HomelabSettings,
+    *,
+    ca_cert_pem: pulumi.Input[str],
+    ca_key_pem: pulumi.Input[str],
+    lighthouses: pulumi.Input[dict[str, list[str]]],
+    ssh_private_key: pulumi.Input[str],
+    depends_on: Mapping[str, Sequence[pulumi.Resource]] | None = None,
+) -> dict[str, NebulaHost]:
+    """Nebula on every homelab VM, installed over SSH once the VM (``depends_on[name]``) is up."""
+    hosts: dict[str, NebulaHost] = {}
+    by_name = {vm.name: vm for vm in homelab.all_vms}
+    for node in homelab_nodes(homelab):
+        vm = by_name[node.name]
+        hosts[node.name] = NebulaHost(
+            f"{node.name}-nebula",
+            host_args(
+                project,
+                node,
+                ca_cert_pem=ca_cert_pem,
+                ca_key_pem=ca_key_pem,
+                lighthouses=lighthouses,
+                ssh=ssh_connection(str(vm.ip), homelab.ssh_user, ssh_private_key),
+                ssh_depends_on=(depends_on or {}).get(node.name, ()),
+            ),
+        )
+    return hosts
+
+
+def ssh_connection(
+    host: pulumi.Input[str], user: str, private_key: pulumi.Input[str]
+) -> command.remote.ConnectionArgs:
+    """SSH to a fresh VM: bounded retries and per-dial timeout, so an unreachable VM fails with
+    a clear error instead of hanging (pulumi/pulumi-command#199)."""
+    return command.remote.ConnectionArgs(
+        host=host,
+        user=user,
+        private_key=pulumi.Output.secret(private_key),
+        dial_error_limit=30,
+        per_dial_timeout=15,
+    )

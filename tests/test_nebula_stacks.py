@@ -4,13 +4,18 @@ stay secret."""
 
 from __future__ import annotations
 
+import base64
 import json
+import shlex
 from pathlib import Path
 
+import pytest
 import yaml
 
 from components.nebula_pki import parse_cert_pem
-from tests.real_tools import require, run
+from stacks.config import ConfigError
+from tests.real_tools import require, run, shellcheck
+from tools import offline
 from tools.offline import StackRun, redact
 
 INSTANCE = "aws:ec2/instance:Instance"
@@ -87,3 +92,75 @@ def test_nebula_keys_are_secret_everywhere(aws_gpu_run: StackRun) -> None:
     public = {k: v for k, v in aws_gpu_run.exports.items() if k not in aws_gpu_run.secret_exports}
     assert "PRIVATE KEY" not in json.dumps(public, default=str)
     assert "PRIVATE KEY" in aws_gpu_run.exports["nebulaCaKey"]
+
+
+def _files_from_ssh_script(script: str) -> dict[str, str]:
+    """What the install script writes under /etc/nebula (decoded from its `put` lines)."""
+    files = {}
+    for line in script.splitlines():
+        parts = shlex.split(line)
+        if len(parts) == 4 and parts[0] == "put" and parts[1].startswith("/etc/nebula/"):
+            files[Path(parts[1]).name] = base64.b64decode(parts[3]).decode()
+    return files
+
+
+def test_homelab_nodes_get_working_nebula_over_ssh(homelab_run: StackRun, tmp_path: Path) -> None:
+    installs = [
+        r
+        for r in homelab_run.by_type("command:remote:Command")
+        if r.name.endswith("-nebula-install")
+    ]
+    vms = offline.stack_config_file("homelab")["hybridgpu:homelab"]
+    expected = {vm["name"]: vm for vm in [*vms["controlPlanes"], *vms["gpuWorkers"]]}
+    assert {r.name.removesuffix("-nebula-install") for r in installs} == set(expected)
+    aws_exports = homelab_run.referenced["aws-gpu"].values
+    aws_ca, aws_lighthouses = aws_exports["nebulaCaCert"], aws_exports["nebulaLighthouses"]
+    for install in installs:
+        node = install.name.removesuffix("-nebula-install")
+        assert {"create", "update"} <= set(install.secret_inputs)
+        assert install.delete_before_replace
+        script = install.plain_inputs["create"]
+        shellcheck(script, tmp_path, f"{node}.sh")
+        files = _files_from_ssh_script(script)
+        assert files["ca.crt"] == aws_ca, "homelab hosts must trust the CA of the aws-gpu stack"
+        node_dir = tmp_path / node
+        node_dir.mkdir()
+        for name, text in files.items():
+            (node_dir / name).write_text(text.replace("/etc/nebula", str(node_dir)))
+        verify = run(
+            require("nebula-cert"),
+            "verify",
+            "-ca",
+            node_dir / "ca.crt",
+            "-crt",
+            node_dir / "host.crt",
+            check=False,
+        )
+        assert verify.returncode == 0, verify.stderr
+        test = run(require("nebula"), "-test", "-config", node_dir / "config.yml", check=False)
+        assert test.returncode == 0, test.stdout + test.stderr
+        details = parse_cert_pem(files["host.crt"]).details
+        assert [str(n) for n in details.networks] == [f"{expected[node]['overlayIp']}/16"]
+        gpu = "gpus" in expected[node]
+        assert ("gpu" in details.groups) == gpu
+        assert {"homelab", "kubernetes"} <= set(details.groups)
+        config = yaml.safe_load(files["config.yml"])
+        assert config["static_host_map"] == aws_lighthouses
+        assert install.plain_inputs["connection"]["host"] == expected[node]["ip"]
+        assert any(p.startswith("connection") for p in install.secret_inputs)
+
+
+def test_homelab_node_may_not_take_the_lighthouse_overlay_ip() -> None:
+    offline.run_stack("aws-gpu")
+    config = offline.stack_config_file("homelab")["hybridgpu:homelab"]
+    config["gpuWorkers"][0]["overlayIp"] = "10.200.0.1"
+    with pytest.raises(ConfigError) as caught:
+        offline.run_stack("homelab", {"hybridgpu:homelab": config})
+    assert "hybridgpu:homelab.gpuWorkers[0].overlayIp" in str(caught.value)
+
+
+def test_homelab_keys_are_secret_everywhere(homelab_run: StackRun) -> None:
+    for reg in homelab_run.registrations:
+        shown = json.dumps(redact(reg.inputs), default=str)
+        assert "PRIVATE KEY" not in shown, f"{reg.type} {reg.name} carries a key outside a secret"
+        assert "mock-secret-" not in shown

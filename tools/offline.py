@@ -21,6 +21,7 @@ and later runs only switch the stack name and config.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -238,6 +239,8 @@ class PlanMocks(pulumi.runtime.Mocks):
         self.stack_exports: dict[str, StackExports] = {}
         """Short stack name (``aws-gpu``) -> its exports from a mocked run."""
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.served: dict[str, StackExports] = {}
+        """Exports handed to the current run's StackReferences, by short stack name."""
 
     def new_resource(
         self, args: pulumi.runtime.MockResourceArgs
@@ -251,6 +254,7 @@ class PlanMocks(pulumi.runtime.Mocks):
                     f"StackReference '{full_name}': no mocked run of stack '{short}' was recorded; "
                     "run it first (tools.offline.run_stack)"
                 )
+            self.served[short] = exports
             return full_name, {
                 "name": full_name,
                 "outputs": exports.values,
@@ -460,6 +464,8 @@ class StackRun:
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     component_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Component URN -> its registered outputs (secret wrappers kept)."""
+    referenced: dict[str, StackExports] = field(default_factory=dict)
+    """Exports of other stacks this run read through StackReferences, as they were served."""
 
     def outputs_of(self, typ: str, name: str) -> dict[str, Any]:
         """Plain registered outputs of the component ``typ`` named ``name``."""
@@ -494,6 +500,22 @@ class StackRun:
         return json.dumps(rows, indent=0)
 
 
+def _settle_leftover_tasks() -> None:
+    """After a failed run, let the program's remaining tasks finish (or cancel them) so their
+    errors cannot surface in the next run of this process."""
+    loop = asyncio.get_event_loop()
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    if pending:
+        _, still = loop.run_until_complete(asyncio.wait(pending, timeout=5))
+        for task in still:
+            task.cancel()
+    for task in pending:
+        if task.done() and not task.cancelled():
+            task.exception()  # mark retrieved: no "exception was never retrieved" later
+    runtime_settings = cast(Any, settings.SETTINGS)
+    runtime_settings.rpc_manager.clear()
+
+
 def _resolve(value: Any) -> tuple[Any, bool]:
     output = pulumi.Output.from_input(value)
     plain = _sync_await(output.future())
@@ -520,6 +542,7 @@ def run_stack(
     monitor.reset()
     mocks.stack = stack
     mocks.calls = []
+    mocks.served = {}
     root = settings.get_root_resource()
     assert isinstance(root, pulumi.runtime.stack.Stack)
     root.outputs.clear()
@@ -534,7 +557,11 @@ def run_stack(
         else:
             runpy.run_path(str(REPO_ROOT / "__main__.py"), run_name="__main__")
 
-    _sync_await(run_pulumi_func(run_main))
+    try:
+        _sync_await(run_pulumi_func(run_main))
+    except BaseException:
+        _settle_leftover_tasks()
+        raise
 
     exports: dict[str, Any] = {}
     secret_exports: list[str] = []
@@ -551,6 +578,7 @@ def run_stack(
         secret_exports=secret_exports,
         calls=list(mocks.calls),
         component_outputs=dict(monitor.component_outputs),
+        referenced=dict(mocks.served),
     )
 
 
