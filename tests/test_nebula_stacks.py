@@ -38,6 +38,19 @@ def _nebula_files(user_data: str) -> dict[str, str]:
     }
 
 
+def check_with_real_nebula(files: dict[str, str], node_dir: Path) -> None:
+    """Lay the node's /etc/nebula out in ``node_dir``: the cert must verify against the CA
+    beside it and nebula must accept the config."""
+    node_dir.mkdir()
+    for name, text in files.items():
+        (node_dir / name).write_text(text.replace("/etc/nebula", str(node_dir)))
+    crt, ca = node_dir / "host.crt", node_dir / "ca.crt"
+    verify = run(require("nebula-cert"), "verify", "-ca", ca, "-crt", crt, check=False)
+    assert verify.returncode == 0, verify.stderr
+    test = run(require("nebula"), "-test", "-config", node_dir / "config.yml", check=False)
+    assert test.returncode == 0, test.stdout + test.stderr
+
+
 def test_planned_nebula_files_pass_the_real_tools(aws_gpu_run: StackRun, tmp_path: Path) -> None:
     instances = aws_gpu_run.by_type(INSTANCE)
     assert {i.name for i in instances} == set(EXPECTED_GROUPS)
@@ -45,22 +58,7 @@ def test_planned_nebula_files_pass_the_real_tools(aws_gpu_run: StackRun, tmp_pat
         files = _nebula_files(instance.plain_inputs["userData"])
         assert set(files) == {"config.yml", "ca.crt", "host.crt", "host.key"}
         assert files["ca.crt"] == aws_gpu_run.exports["nebulaCaCert"]
-        node_dir = tmp_path / instance.name
-        node_dir.mkdir()
-        for name, text in files.items():
-            (node_dir / name).write_text(text.replace("/etc/nebula", str(node_dir)))
-        verify = run(
-            require("nebula-cert"),
-            "verify",
-            "-ca",
-            node_dir / "ca.crt",
-            "-crt",
-            node_dir / "host.crt",
-            check=False,
-        )
-        assert verify.returncode == 0, verify.stderr
-        test = run(require("nebula"), "-test", "-config", node_dir / "config.yml", check=False)
-        assert test.returncode == 0, test.stdout + test.stderr
+        check_with_real_nebula(files, tmp_path / instance.name)
         name, ip, groups = EXPECTED_GROUPS[instance.name]
         details = parse_cert_pem(files["host.crt"]).details
         assert (details.name, [str(n) for n in details.networks], details.groups) == (
@@ -123,22 +121,7 @@ def test_homelab_nodes_get_working_nebula_over_ssh(homelab_run: StackRun, tmp_pa
         shellcheck(script, tmp_path, f"{node}.sh")
         files = _files_from_ssh_script(script)
         assert files["ca.crt"] == aws_ca, "homelab hosts must trust the CA of the aws-gpu stack"
-        node_dir = tmp_path / node
-        node_dir.mkdir()
-        for name, text in files.items():
-            (node_dir / name).write_text(text.replace("/etc/nebula", str(node_dir)))
-        verify = run(
-            require("nebula-cert"),
-            "verify",
-            "-ca",
-            node_dir / "ca.crt",
-            "-crt",
-            node_dir / "host.crt",
-            check=False,
-        )
-        assert verify.returncode == 0, verify.stderr
-        test = run(require("nebula"), "-test", "-config", node_dir / "config.yml", check=False)
-        assert test.returncode == 0, test.stdout + test.stderr
+        check_with_real_nebula(files, tmp_path / node)
         details = parse_cert_pem(files["host.crt"]).details
         assert [str(n) for n in details.networks] == [f"{expected[node]['overlayIp']}/16"]
         gpu = "gpus" in expected[node]
