@@ -33,6 +33,10 @@ from pydantic import (
     model_validator,
 )
 
+from components.aws_cloud_init import LABEL_VALUE_PATTERN
+from components.budget import MAX_EMAILS, MAX_NOTIFICATIONS
+from components.model_bucket import MAX_NAME_PREFIX
+
 PROJECT = "hybridgpu"
 """Config namespace: the project name in Pulumi.yaml."""
 
@@ -327,7 +331,7 @@ class SpotSettings(Model):
 
 class GpuWorkerSettings(Model):
     instance_type: str = "g4dn.xlarge"
-    gpu_model: str | None = None
+    gpu_model: str | None = Field(default=None, pattern=LABEL_VALUE_PATTERN.pattern, min_length=1)
     """Label value for ``gpu-type``; defaults to the family's GPU (g4dn -> nvidia-t4)."""
     market: Literal["spot", "on-demand"] = "on-demand"
     spot: SpotSettings = SpotSettings()
@@ -357,7 +361,7 @@ class GpuWorkerSettings(Model):
 
 
 class ModelBucketSettings(Model):
-    name_prefix: DnsLabel = "hybridgpu-models"
+    name_prefix: Annotated[DnsLabel, Field(max_length=MAX_NAME_PREFIX)] = "hybridgpu-models"
     force_destroy: bool = False
     noncurrent_version_expiration_days: int = Field(default=30, ge=1)
     abort_incomplete_upload_days: int = Field(default=7, ge=1)
@@ -365,9 +369,14 @@ class ModelBucketSettings(Model):
 
 class BudgetSettings(Model):
     monthly_limit_usd: float = Field(default=100.0, gt=0)
-    thresholds_percent: tuple[float, ...] = (50.0, 80.0, 100.0)
+    # One notification of the budget is the 100% forecast alert.
+    thresholds_percent: Annotated[tuple[float, ...], Field(max_length=MAX_NOTIFICATIONS - 1)] = (
+        50.0,
+        80.0,
+        100.0,
+    )
     emails: tuple[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")], ...] = Field(
-        min_length=1
+        min_length=1, max_length=MAX_EMAILS
     )
 
     @field_validator("thresholds_percent")
