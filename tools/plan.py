@@ -134,7 +134,8 @@ def component_artifacts(run: offline.StackRun) -> Iterator[tuple[str, str, bool]
 
 
 def resource_tree(run: offline.StackRun) -> list[str]:
-    """Indented tree lines (type, name) following parents, in declaration order."""
+    """Indented tree lines (type, name) following parents; siblings sorted by name, because
+    registration order varies between runs of an asynchronous program."""
     children: dict[str, list[offline.Registration]] = {}
     urns = {r.urn for r in run.registrations}
     for reg in run.registrations:
@@ -144,7 +145,7 @@ def resource_tree(run: offline.StackRun) -> list[str]:
     lines = [f"pulumi:pulumi:Stack  {offline.PROJECT}-{run.stack}"]
 
     def walk(parent: str, prefix: str) -> None:
-        kids = children.get(parent, [])
+        kids = sorted(children.get(parent, []), key=lambda r: (r.name, r.type))
         for i, reg in enumerate(kids):
             last = i == len(kids) - 1
             marker = "read " if reg.read else ""

@@ -1,0 +1,101 @@
+"""ProxmoxNodeAssets: what every VM on one Proxmox node shares: the cloud image (downloaded once
+per node, verified by SHA-256), the cloud-init vendor snippet, and the node's GPU PCI mappings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_proxmoxve as proxmoxve
+import yaml
+
+VENDOR_SNIPPET_NAME = "hybridgpu-vendor.yaml"
+
+
+def render_vendor_data() -> str:
+    """cloud-init vendor data for every VM: the guest agent the provider waits for."""
+    config = {
+        "packages": ["qemu-guest-agent"],
+        "runcmd": [["systemctl", "enable", "--now", "qemu-guest-agent"]],
+    }
+    return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False)
+
+
+@dataclass(frozen=True)
+class GpuMapping:
+    name: str
+    path: str
+    device_id: str
+    subsystem_id: str | None = None
+    iommu_group: int | None = None
+
+
+@dataclass(frozen=True)
+class ProxmoxNodeAssetsArgs:
+    node_name: str
+    image_url: str
+    image_checksum: str
+    image_file_name: str
+    image_datastore: str
+    snippets_datastore: str
+    gpu_mappings: Sequence[GpuMapping] = ()
+
+
+class ProxmoxNodeAssets(pulumi.ComponentResource):
+    image_file_id: pulumi.Output[str]
+    vendor_data_file_id: pulumi.Output[str]
+    mappings: dict[str, proxmoxve.hardware.mapping.Pci]
+
+    def __init__(
+        self, name: str, args: ProxmoxNodeAssetsArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("hybridgpu:proxmox:ProxmoxNodeAssets", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        image = proxmoxve.download.File(
+            f"{name}-image",
+            node_name=args.node_name,
+            datastore_id=args.image_datastore,
+            # "iso" content accepts .img disk images that VMs import as their OS disk.
+            content_type="iso",
+            url=args.image_url,
+            file_name=args.image_file_name,
+            checksum=args.image_checksum,
+            checksum_algorithm="sha256",
+            overwrite=False,
+            opts=child,
+        )
+        # Snippets are uploaded over SSH to the node (provider `ssh` block).
+        vendor = proxmoxve.FileLegacy(
+            f"{name}-vendor-data",
+            node_name=args.node_name,
+            datastore_id=args.snippets_datastore,
+            content_type="snippets",
+            source_raw=proxmoxve.FileLegacySourceRawArgs(
+                data=render_vendor_data(), file_name=VENDOR_SNIPPET_NAME
+            ),
+            opts=child,
+        )
+        self.mappings = {
+            m.name: proxmoxve.hardware.mapping.Pci(
+                f"{name}-pci-{m.name}",
+                name=m.name,
+                comment="GPU for passthrough, managed by Pulumi (hybridgpu)",
+                maps=[
+                    proxmoxve.hardware.mapping.PciMapArgs(
+                        id=m.device_id,
+                        node=args.node_name,
+                        path=m.path,
+                        subsystem_id=m.subsystem_id,
+                        iommu_group=m.iommu_group,
+                    )
+                ],
+                opts=child,
+            )
+            for m in args.gpu_mappings
+        }
+        self.image_file_id = image.id
+        self.vendor_data_file_id = vendor.id
+        self.register_outputs(
+            {"imageFileId": self.image_file_id, "vendorDataFileId": self.vendor_data_file_id}
+        )

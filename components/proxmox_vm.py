@@ -1,0 +1,157 @@
+"""ProxmoxVm: one k3s node as a Proxmox VE VM, GPUs passed through as PCIe devices.
+
+Built on ``proxmoxve.VmLegacy``, the provider's full VM resource (the newer ``Vm`` is marked
+experimental and has no PCI devices, disks or cloud-init; pulumi_proxmoxve 8.x docstrings).
+
+Passthrough needs q35 + OVMF (PCIe root ports, UEFI option ROMs), CPU type ``host`` and memory
+that is never ballooned (a passed-through device DMAs into guest memory, so all of it is pinned).
+The EFI disk has no pre-enrolled Secure Boot keys, so NVIDIA's unsigned kernel modules load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_proxmoxve as proxmoxve
+
+MAX_HOSTPCI = 16  # hostpci0..hostpci15 (qm.conf)
+
+
+@dataclass(frozen=True)
+class ProxmoxVmArgs:
+    node_name: str
+    """Proxmox node the VM runs on."""
+    vm_id: int
+    name: str
+    cores: int
+    memory_mib: int
+    os_disk_gib: int
+    datastore_id: str
+    image_file_id: pulumi.Input[str]
+    """Cloud image (``download.File`` id) the OS disk is created from."""
+    bridge: str
+    ip_cidr: str
+    """Static address with prefix, e.g. ``192.168.10.21/24``."""
+    gateway: str
+    dns_servers: Sequence[str]
+    ssh_user: str
+    ssh_public_keys: Sequence[str]
+    vendor_data_file_id: pulumi.Input[str]
+    """cloud-init vendor snippet (installs qemu-guest-agent)."""
+    vlan_id: int | None = None
+    search_domain: str | None = None
+    scratch_disk_gib: int = 0
+    """Second disk for fast scratch space (GPU workers); 0 for none."""
+    gpu_mappings: Sequence[str] = ()
+    """Names of Proxmox PCI resource mappings to pass through (works with API tokens)."""
+    gpu_raw_ids: Sequence[str] = ()
+    """Raw PCI addresses instead of mappings. Proxmox refuses these for API tokens ("only root
+    can set 'hostpci0' config for non-mapped devices", bpg/terraform-provider-proxmox#495):
+    only with root password auth."""
+    role: str = "k3s"
+    tags: Sequence[str] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.gpu_mappings and self.gpu_raw_ids:
+            raise ValueError(f"{self.name}: give gpu_mappings or gpu_raw_ids, not both")
+        if len(self.gpu_mappings) + len(self.gpu_raw_ids) > MAX_HOSTPCI:
+            raise ValueError(f"{self.name}: at most {MAX_HOSTPCI} PCI devices")
+
+
+def hostpci_devices(args: ProxmoxVmArgs) -> list[proxmoxve.VmLegacyHostpciArgs]:
+    """One hostpci entry per GPU, PCIe (q35 only), ROM BAR on for the GPU's option ROM."""
+    if args.gpu_mappings:
+        return [
+            proxmoxve.VmLegacyHostpciArgs(device=f"hostpci{i}", mapping=m, pcie=True, rombar=True)
+            for i, m in enumerate(args.gpu_mappings)
+        ]
+    return [
+        proxmoxve.VmLegacyHostpciArgs(device=f"hostpci{i}", id=pci, pcie=True, rombar=True)
+        for i, pci in enumerate(args.gpu_raw_ids)
+    ]
+
+
+class ProxmoxVm(pulumi.ComponentResource):
+    vm: proxmoxve.VmLegacy
+    vm_id: pulumi.Output[int]
+
+    def __init__(self, name: str, args: ProxmoxVmArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("hybridgpu:proxmox:ProxmoxVm", name, None, opts)
+        disks = [
+            proxmoxve.VmLegacyDiskArgs(
+                interface="scsi0",
+                datastore_id=args.datastore_id,
+                file_id=args.image_file_id,
+                size=args.os_disk_gib,
+                iothread=True,
+                discard="on",
+                ssd=True,
+            )
+        ]
+        if args.scratch_disk_gib:
+            disks.append(
+                proxmoxve.VmLegacyDiskArgs(
+                    interface="scsi1",
+                    datastore_id=args.datastore_id,
+                    size=args.scratch_disk_gib,
+                    iothread=True,
+                    discard="on",
+                    ssd=True,
+                    # Scratch is scratch: keep it out of vzdump backups.
+                    backup=False,
+                )
+            )
+        self.vm = proxmoxve.VmLegacy(
+            f"{name}-vm",
+            node_name=args.node_name,
+            vm_id=args.vm_id,
+            name=args.name,
+            description="Managed by Pulumi (hybridgpu); changes here are overwritten.",
+            tags=sorted({"hybridgpu", args.role, *args.tags}),
+            machine="q35",
+            bios="ovmf",
+            efi_disk=proxmoxve.VmLegacyEfiDiskArgs(
+                datastore_id=args.datastore_id, type="4m", pre_enrolled_keys=False
+            ),
+            cpu=proxmoxve.VmLegacyCpuArgs(type="host", cores=args.cores, sockets=1),
+            memory=proxmoxve.VmLegacyMemoryArgs(dedicated=args.memory_mib, floating=0),
+            scsi_hardware="virtio-scsi-single",
+            disks=disks,
+            network_devices=[
+                proxmoxve.VmLegacyNetworkDeviceArgs(
+                    bridge=args.bridge, model="virtio", vlan_id=args.vlan_id
+                )
+            ],
+            hostpcis=hostpci_devices(args),
+            operating_system=proxmoxve.VmLegacyOperatingSystemArgs(type="l26"),
+            serial_devices=[proxmoxve.VmLegacySerialDeviceArgs(device="socket")],
+            # The vendor snippet installs qemu-guest-agent; without it the provider would wait
+            # for the agent (15 min by default) on every create.
+            agent=proxmoxve.VmLegacyAgentArgs(enabled=True, timeout="10m"),
+            initialization=proxmoxve.VmLegacyInitializationArgs(
+                datastore_id=args.datastore_id,
+                ip_configs=[
+                    proxmoxve.VmLegacyInitializationIpConfigArgs(
+                        ipv4=proxmoxve.VmLegacyInitializationIpConfigIpv4Args(
+                            address=args.ip_cidr, gateway=args.gateway
+                        )
+                    )
+                ],
+                dns=proxmoxve.VmLegacyInitializationDnsArgs(
+                    servers=list(args.dns_servers), domain=args.search_domain
+                ),
+                user_account=proxmoxve.VmLegacyInitializationUserAccountArgs(
+                    username=args.ssh_user, keys=list(args.ssh_public_keys)
+                ),
+                vendor_data_file_id=args.vendor_data_file_id,
+            ),
+            on_boot=True,
+            started=True,
+            # A passthrough GPU is only reset by a full stop (cps-gpu-cluster troubleshooting).
+            stop_on_destroy=True,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.vm_id = self.vm.vm_id.apply(lambda v: int(v or args.vm_id))
+        self.register_outputs({"vmId": self.vm_id})
