@@ -6,9 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
+import pulumi_kubernetes as k8s
 import pulumi_proxmoxve as proxmoxve
+import pulumi_random as random
 
+from components.aws_cloud_init import cluster_dns_ip
+from components.k3s_cluster import K3sCluster, K3sClusterArgs
+from components.k3s_config import K3sClusterSettings, K3sNode
 from components.nebula_config import default_policy
+from components.nebula_host import NebulaHost
 from components.proxmox_node_assets import GpuMapping, ProxmoxNodeAssets, ProxmoxNodeAssetsArgs
 from components.proxmox_vm import ProxmoxVm, ProxmoxVmArgs
 from stacks import mesh
@@ -129,6 +135,62 @@ def build_vms(config: HomelabConfig, provider: proxmoxve.Provider) -> dict[str, 
     return vms
 
 
+def api_endpoint(config: HomelabConfig) -> str:
+    return config.homelab.k3s.api_endpoint or str(config.homelab.control_planes[0].ip)
+
+
+def build_cluster(
+    config: HomelabConfig, vms: dict[str, ProxmoxVm], nebula_hosts: dict[str, NebulaHost]
+) -> K3sCluster:
+    homelab = config.homelab
+    network = config.project.network
+    nodes = [
+        K3sNode(vm.name, str(vm.ip), "first-server" if i == 0 else "server")
+        for i, vm in enumerate(homelab.control_planes)
+    ] + [
+        K3sNode(
+            vm.name,
+            str(vm.ip),
+            "agent",
+            # What the GPU Operator, JupyterHub profiles and the CUDA checks select on.
+            labels=(
+                "node-type=gpu",
+                f"gpu-type={vm.gpu_model}",
+                "accelerator=nvidia",
+                "nvidia.com/gpu.present=true",
+            ),
+        )
+        for vm in homelab.gpu_workers
+    ]
+    # Generated once, kept in state; alphanumeric (k3s-ansible's sample warns about specials).
+    token = random.RandomPassword("k3s-token", length=48, special=False).result
+    wait_for: dict[str, list[pulumi.Resource]] = {}
+    for name, vm in vms.items():
+        wait_for[name] = [vm.vm]
+        install = nebula_hosts[name].install
+        if install is not None:
+            wait_for[name].append(install)
+    return K3sCluster(
+        "homelab-k3s",
+        K3sClusterArgs(
+            settings=K3sClusterSettings(
+                version=config.project.k3s_version,
+                api_endpoint=api_endpoint(config),
+                first_server_ip=str(homelab.control_planes[0].ip),
+                pod_cidr=str(network.homelab_pod_cidr),
+                service_cidr=str(network.homelab_service_cidr),
+                cluster_dns=cluster_dns_ip(str(network.homelab_service_cidr)),
+                disable=homelab.k3s.disable,
+            ),
+            nodes=nodes,
+            token=token,
+            ssh_user=homelab.ssh_user,
+            ssh_private_key=config.secrets.ssh_private_key,
+            wait_for=wait_for,
+        ),
+    )
+
+
 def main() -> None:
     config = load_homelab_config()
     mesh.checked(
@@ -141,7 +203,7 @@ def main() -> None:
     check_same_network_plan(config, aws_gpu.require("networkPlan"))
     vms = build_vms(config, proxmox_provider(config))
     # Host certificates are signed with the CA the aws-gpu stack owns (secret across the link).
-    mesh.homelab_hosts(
+    nebula_hosts = mesh.homelab_hosts(
         config.project,
         config.homelab,
         ca_cert_pem=aws_gpu.require("nebulaCaCert"),
@@ -150,9 +212,19 @@ def main() -> None:
         ssh_private_key=config.secrets.ssh_private_key,
         depends_on={name: [vm.vm] for name, vm in vms.items()},
     )
+    cluster = build_cluster(config, vms, nebula_hosts)
+    # For the platform and federation layers (later issues): the cluster's API, as admin.
+    k8s.Provider("homelab-k8s", kubeconfig=cluster.kubeconfig, enable_server_side_apply=True)
     export_stack_outputs(
         STACK_HOMELAB,
         {
+            "kubeconfig": cluster.kubeconfig,
+            "k3sApiEndpoint": f"https://{api_endpoint(config)}:6443",
+            "controlPlaneIps": {vm.name: str(vm.ip) for vm in config.homelab.control_planes},
+            "gpuWorkers": {
+                vm.name: {"ip": str(vm.ip), "gpuModel": vm.gpu_model, "gpuCount": len(vm.gpus)}
+                for vm in config.homelab.gpu_workers
+            },
             "awsStack": config.homelab.aws_stack,
             "nebulaHosts": {vm.name: str(vm.overlay_ip) for vm in config.homelab.all_vms},
         },

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 import pulumi
 import pulumi_command as command
 
+from components.k3s_cluster import connection
 from components.nebula_ca import NebulaCaArgs
 from components.nebula_config import (
     FirewallRule,
@@ -200,12 +201,5 @@ def homelab_hosts(
 def ssh_connection(
     host: pulumi.Input[str], user: str, private_key: pulumi.Input[str]
 ) -> command.remote.ConnectionArgs:
-    """SSH to a fresh VM: bounded retries and per-dial timeout, so an unreachable VM fails with
-    a clear error instead of hanging (pulumi/pulumi-command#199)."""
-    return command.remote.ConnectionArgs(
-        host=host,
-        user=user,
-        private_key=pulumi.Output.secret(private_key),
-        dial_error_limit=30,
-        per_dial_timeout=15,
-    )
+    """SSH to a homelab VM (bounded dials, secret key): the same connection k3s uses."""
+    return connection(host, user, private_key)

@@ -56,6 +56,10 @@ AWS_GPU_OUTPUTS: tuple[OutputSpec, ...] = (
 HOMELAB_OUTPUTS: tuple[OutputSpec, ...] = (
     OutputSpec("awsStack", "Full name of the aws-gpu stack this homelab is linked to."),
     OutputSpec("nebulaHosts", "Node name -> overlay IP of every homelab node on the mesh."),
+    OutputSpec("kubeconfig", "Admin kubeconfig of the homelab k3s cluster.", secret=True),
+    OutputSpec("k3sApiEndpoint", "URL of the homelab k3s API."),
+    OutputSpec("controlPlaneIps", "Control-plane name -> LAN IP."),
+    OutputSpec("gpuWorkers", "GPU worker name -> {ip, gpuModel, gpuCount}."),
 )
 
 CONTRACTS: Mapping[str, tuple[OutputSpec, ...]] = {
