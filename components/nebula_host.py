@@ -27,6 +27,7 @@ from components.nebula_ca import parse_rfc3339
 from components.nebula_config import FirewallRule, MeshNode, MeshSettings, render_node_config
 from components.nebula_install import (
     NebulaFiles,
+    as_root,
     render_cloud_init_fragment,
     render_ssh_install_script,
     render_ssh_uninstall_script,
@@ -120,14 +121,16 @@ class NebulaHost(pulumi.ComponentResource):
         )
         self.install = None
         if args.ssh is not None:
-            script = pulumi.Output.secret(self.files.apply(render_ssh_install_script))
+            script = pulumi.Output.secret(
+                self.files.apply(lambda files: as_root(render_ssh_install_script(files)))
+            )
             self.install = command.remote.Command(
                 f"{name}-install",
                 connection=args.ssh,
                 create=script,
                 # The same idempotent script: it rewrites changed files and restarts Nebula then.
                 update=script,
-                delete=render_ssh_uninstall_script(),
+                delete=as_root(render_ssh_uninstall_script()),
                 logging=command.remote.Logging.STDERR,
                 opts=pulumi.ResourceOptions(
                     parent=self,

@@ -195,3 +195,12 @@ def render_ssh_uninstall_script() -> str:
         f"rm -rf {ETC_DIR}\n"
         "systemctl daemon-reload\n"
     )
+
+
+def as_root(script: str) -> str:
+    """Run ``script`` through ``sudo bash`` from a quoted here-document: the SSH user of a cloud
+    image is not root, and the quoted delimiter keeps the script's text from any expansion."""
+    delimiter = "HYBRIDGPU_SCRIPT_EOF"
+    if delimiter in script:
+        raise ValueError("script contains the here-document delimiter")
+    return f"sudo bash -s <<'{delimiter}'\n{script.rstrip()}\n{delimiter}\n"

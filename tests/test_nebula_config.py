@@ -233,3 +233,12 @@ def test_ssh_scripts_pass_shellcheck_and_carry_files_exactly(tmp_path: Path) -> 
     assert (root / "host.key").stat().st_mode & 0o777 == 0o600
     second = run("bash", "-c", test_script)
     assert "changed=0" in second.stdout, "unchanged files must not trigger a restart"
+
+
+def test_as_root_passes_the_script_verbatim() -> None:
+    inner = "#!/bin/bash\nset -euo pipefail\nx='$HOME `id`'\nprintf '%s\\n' \"$x\"\n"
+    wrapped = inst.as_root(inner)
+    assert wrapped.startswith("sudo bash -s <<'")
+    # Same shell mechanics without sudo: the quoted here-document reaches bash unexpanded.
+    result = run("bash", "-c", wrapped.removeprefix("sudo "))
+    assert result.stdout == "$HOME `id`\n"
