@@ -122,9 +122,10 @@ def render_k3s_server_config(
     Everything k3s says about itself goes over the Nebula overlay: ``node-ip`` and
     ``advertise-address`` are the overlay IP, flannel's VXLAN runs on ``nebula1``. No
     ``bind-address``: binding the API to the overlay IP alone would make k3s fail whenever Nebula
-    starts late, and the security group already admits no TCP from the internet except SSH from
-    the admin ranges, so 6443 is only reachable through the overlay (and Nebula's firewall).
-    ``tls-san`` therefore holds the overlay IP only: the public Elastic IP is not an API address.
+    starts late. The security group admits 6443 from the admin ranges only (Pulumi's Kubernetes
+    provider and liqoctl on the operator's machine); everyone else reaches it through the overlay
+    (and Nebula's firewall). ``tls-san`` holds the overlay IP only: the admin kubeconfig names
+    the built-in ``kubernetes`` SAN as its TLS server name instead of the Elastic IP.
     """
     _check_interface(interface)
     ip = str(ipaddress.IPv4Address(overlay_ip))

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from components.nebula_config import K3S_API_PORT
+
 ROLE_TAG = "network"
 ANYWHERE_IPV4 = "0.0.0.0/0"
 
@@ -106,9 +108,9 @@ class AwsNetwork(pulumi.ComponentResource):
         )
 
         # Rules are separate resources (the provider's advice: inline rules cannot describe one
-        # CIDR per rule and fight with rule resources). Inbound: Nebula from anywhere, SSH from
-        # the admin ranges only; k3s (6443, 10250, flannel) travels inside Nebula, so no other
-        # port is opened.
+        # CIDR per rule and fight with rule resources). Inbound: Nebula from anywhere; SSH and the
+        # k3s API from the admin ranges only (the operator's `pulumi up` and liqoctl); kubelet and
+        # flannel travel inside Nebula, so no other port is opened.
         group = aws.ec2.SecurityGroup(
             f"{name}-nodes-sg",
             vpc_id=vpc.id,
@@ -138,6 +140,18 @@ class AwsNetwork(pulumi.ComponentResource):
                 to_port=22,
                 cidr_ipv4=str(ipaddress.IPv4Network(cidr)),
                 tags=_tags(rule_name),
+                opts=child,
+            )
+            api_rule_name = f"{name}-k3s-api-{_cidr_slug(cidr)}"
+            aws.vpc.SecurityGroupIngressRule(
+                api_rule_name,
+                security_group_id=group.id,
+                description="k3s API from an admin range (Pulumi, liqoctl); client-cert auth",
+                ip_protocol="tcp",
+                from_port=K3S_API_PORT,
+                to_port=K3S_API_PORT,
+                cidr_ipv4=str(ipaddress.IPv4Network(cidr)),
+                tags=_tags(api_rule_name),
                 opts=child,
             )
         # The provider deletes AWS's default allow-all egress rule of a new group; say it back

@@ -17,8 +17,9 @@ K3S_TOKEN_PATH = "/etc/rancher/k3s/cluster-token"  # noqa: S105 - a path, not a 
 CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane=true:NoSchedule"
 # The installer is fetched from the pinned release tag, so the script itself is pinned too.
 INSTALLER_URL = "https://raw.githubusercontent.com/k3s-io/k3s/{version}/install.sh"
-# The NVIDIA GPU Operator on k3s (a later issue) points its toolkit at k3s' containerd:
-# /var/lib/rancher/k3s/agent/etc/containerd/config.toml and /run/k3s/containerd/containerd.sock.
+# Proxmox names a VM disk by its bus slot: the scratch disk is scsi1 (components/proxmox_vm.py).
+SCRATCH_DEVICE = "/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_drive-scsi1"
+SCRATCH_LABEL = "hgscratch"
 
 Role = Literal["first-server", "server", "agent"]
 
@@ -30,6 +31,10 @@ class K3sNode:
     """LAN address: node-ip, and where SSH reaches the node."""
     role: Role
     labels: Sequence[str] = field(default_factory=tuple)
+    scratch_mount: str | None = None
+    """Where to format (once) and mount the VM's scratch disk; None: the node has none."""
+    extra_tls_sans: Sequence[str] = field(default_factory=tuple)
+    """More API addresses on a server's certificate (its Nebula IP, for Liqo)."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ def render_node_config(node: K3sNode, cluster: K3sClusterSettings) -> str:
         config["server"] = f"https://{cluster.first_server_ip}:6443"
     if node.role != "agent":
         config |= {
-            "tls-san": sorted({cluster.api_endpoint, node.ip}),
+            "tls-san": sorted({cluster.api_endpoint, node.ip, *node.extra_tls_sans}),
             "cluster-cidr": cluster.pod_cidr,
             "service-cidr": cluster.service_cidr,
             "cluster-dns": cluster.cluster_dns,
@@ -72,6 +77,32 @@ def render_node_config(node: K3sNode, cluster: K3sClusterSettings) -> str:
         config["node-label"] = list(node.labels)
     header = f"# {K3S_CONFIG_PATH} of {node.name}, written by Pulumi (hybridgpu homelab stack).\n"
     return header + yaml.safe_dump(config, sort_keys=False)
+
+
+def render_scratch_mount(mount_point: str | None) -> list[str]:
+    """Script lines: format the scratch disk once (never a disk that has a file system), mount
+    it by label at ``mount_point`` now and at boot (``nofail``: a missing disk never blocks
+    boot)."""
+    if mount_point is None:
+        return []
+    target = shlex.quote(mount_point)
+    fstab_line = shlex.quote(
+        f"LABEL={SCRATCH_LABEL} {mount_point} ext4 defaults,nofail,discard 0 2"
+    )
+    return [
+        f"if [ ! -b {SCRATCH_DEVICE} ]; then",
+        f'  echo "scratch disk {SCRATCH_DEVICE} not found" >&2',
+        "  exit 1",
+        "fi",
+        f"if ! sudo blkid {SCRATCH_DEVICE} >/dev/null 2>&1; then",
+        f"  sudo mkfs.ext4 -q -L {SCRATCH_LABEL} {SCRATCH_DEVICE}",
+        "fi",
+        f"sudo install -d -m 0755 {target}",
+        f"if ! grep -q {shlex.quote('LABEL=' + SCRATCH_LABEL + ' ')} /etc/fstab; then",
+        f"  echo {fstab_line} | sudo tee -a /etc/fstab >/dev/null",
+        "fi",
+        f"sudo mountpoint -q {target} || sudo mount {target}",
+    ]
 
 
 def _b64(text: str) -> str:
@@ -98,6 +129,7 @@ def render_install_script(node: K3sNode, cluster: K3sClusterSettings) -> str:
             '  echo "cloud-init did not finish (exit $status) on this VM" >&2',
             "  exit 1",
             "fi",
+            *render_scratch_mount(node.scratch_mount),
             "sudo install -d -m 0755 /etc/rancher/k3s",
             f"sudo install -m 0600 /dev/stdin {K3S_TOKEN_PATH}  # the token, from stdin",
             f"printf %s {shlex.quote(_b64(render_node_config(node, cluster)))} | base64 -d"

@@ -46,8 +46,16 @@ sudo cat {K3S_KUBECONFIG_PATH}
 """
 
 
-def rewrite_kubeconfig_server(text: str, server_url: str) -> str:
-    """The kubeconfig with every cluster's ``server`` set to ``server_url``."""
+ADMIN_TLS_SERVER_NAME = "kubernetes"
+"""A SAN k3s puts on every API serving certificate (besides kubernetes.default, localhost, ...),
+so a kubeconfig reaching the API on another address still verifies the certificate."""
+
+
+def rewrite_kubeconfig_server(
+    text: str, server_url: str, *, tls_server_name: str | None = None
+) -> str:
+    """The kubeconfig with every cluster's ``server`` set to ``server_url`` (and the name the
+    API certificate is verified against, when the address is not on the certificate)."""
     if not server_url.startswith("https://"):
         raise ValueError(f"server_url '{server_url}' must be an https:// URL")
     data: Any = yaml.safe_load(text)
@@ -61,6 +69,8 @@ def rewrite_kubeconfig_server(text: str, server_url: str) -> str:
         if not isinstance(cluster, dict) or "server" not in cluster:
             raise ValueError("kubeconfig cluster entry without cluster.server")
         cluster["server"] = server_url
+        if tls_server_name is not None:
+            cluster["tls-server-name"] = tls_server_name
     return yaml.safe_dump(data, sort_keys=False)
 
 
@@ -77,6 +87,9 @@ class KubeconfigFetchArgs:
     """A replaced server has a new cluster: fetch again when this changes."""
     wait_for: Sequence[pulumi.Resource] = ()
     """Resources that must exist first (the instance and its Elastic IP association)."""
+    admin_server_url: pulumi.Input[str] | None = None
+    """API URL for the operator's machine (the Elastic IP, open to the admin ranges only); the
+    ``admin_kubeconfig`` output uses it."""
 
     def __post_init__(self) -> None:
         if not self.user:
@@ -89,6 +102,7 @@ class KubeconfigFetch(pulumi.ComponentResource):
     """One remote command; ``kubeconfig`` is its rewritten, secret output."""
 
     kubeconfig: pulumi.Output[str]
+    admin_kubeconfig: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: KubeconfigFetchArgs, opts: pulumi.ResourceOptions | None = None
@@ -120,4 +134,17 @@ class KubeconfigFetch(pulumi.ComponentResource):
         self.kubeconfig = pulumi.Output.secret(
             command.stdout.apply(lambda text: rewrite_kubeconfig_server(text, server_url))
         )
-        self.register_outputs({"kubeconfig": self.kubeconfig})
+        self.admin_kubeconfig = pulumi.Output.secret(
+            pulumi.Output.all(command.stdout, args.admin_server_url).apply(
+                lambda values: (
+                    rewrite_kubeconfig_server(
+                        values[0], values[1], tls_server_name=ADMIN_TLS_SERVER_NAME
+                    )
+                    if values[1]
+                    else rewrite_kubeconfig_server(values[0], server_url)
+                )
+            )
+        )
+        self.register_outputs(
+            {"kubeconfig": self.kubeconfig, "adminKubeconfig": self.admin_kubeconfig}
+        )

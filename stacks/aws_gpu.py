@@ -8,6 +8,7 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components.aws_cloud_init import (
@@ -26,12 +27,14 @@ from components.budget import CostBudget, CostBudgetArgs
 from components.kubeconfig import KubeconfigFetch, KubeconfigFetchArgs
 from components.model_bucket import ModelBucket, ModelBucketArgs
 from components.nebula_ca import NebulaCa
-from components.nebula_config import default_policy
+from components.nebula_config import K3S_API_PORT, default_policy
 from components.nebula_host import NebulaHost
 from components.node_iam import NodeRole, NodeRoleArgs
 from stacks import mesh
 from stacks.config import STACK_AWS_GPU, AmiSelector, AwsGpuConfig, load_aws_gpu_config
+from stacks.federation import aws_federation
 from stacks.outputs import export_stack_outputs
+from stacks.platform import aws_platform
 
 COST_TAG_KEY = "Project"
 """Default tag the budget filters on."""
@@ -268,8 +271,18 @@ def main() -> None:
             server_url=api_endpoint,
             instance_id=control_node.instance_id,
             wait_for=wait_for,
+            admin_server_url=control_node.public_ip.apply(
+                lambda ip: f"https://{ip}:{K3S_API_PORT}"
+            ),
         ),
     )
+    # Kubernetes layer of the AWS cluster, applied from the operator's machine through the
+    # admin-range API access (the overlay is not reachable from there).
+    cluster = k8s.Provider(
+        "aws-gpu-k8s", kubeconfig=kubeconfig.admin_kubeconfig, enable_server_side_apply=True
+    )
+    aws_platform(cluster)
+    federation = aws_federation(config, cluster, models.bucket_name)
 
     budget = settings.budget
     CostBudget(
@@ -301,5 +314,13 @@ def main() -> None:
             "gpuWorkerGpuCount": worker.gpu_count,
             "modelBucketName": models.bucket_name,
             "modelBucketArn": models.arn,
+            "adminKubeconfig": kubeconfig.admin_kubeconfig,
+            "liqoClusterId": settings.federation.cluster_id,
+            "liqoVersion": config.project.liqo_version,
+            "llmNamespace": config.project.llm_namespace,
+            "modelsPrefix": models.bucket_name.apply(
+                lambda bucket: f"s3://{bucket}/{settings.model_store.prefix}"
+            ),
+            "modelsVolume": federation.models_volume,
         },
     )

@@ -35,6 +35,12 @@ from pydantic import (
 
 from components.aws_cloud_init import LABEL_VALUE_PATTERN
 from components.budget import MAX_EMAILS, MAX_NOTIFICATIONS
+from components.charts import (
+    JUPYTER_GPU_IMAGE,
+    LIQO_DEFAULT_VERSION,
+    OLLAMA_IMAGE,
+    OPEN_WEBUI_IMAGE,
+)
 from components.model_bucket import MAX_NAME_PREFIX
 
 PROJECT = "hybridgpu"
@@ -98,10 +104,57 @@ def _ssh_public_key(value: str) -> str:
     return value.strip()
 
 
+# RFC 1123 host name: dot-separated DNS labels, 253 characters at most.
+HOST_NAME_PATTERN = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
+)
+# Kubernetes resource quantity (https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/quantity/).
+QUANTITY_PATTERN = re.compile(r"^\d+(\.\d+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+# Ollama's OLLAMA_KEEP_ALIVE: a Go duration ("30m", "1h30m"), seconds, or -1 for forever
+# (https://github.com/ollama/ollama/blob/main/envconfig/config.go, KeepAlive).
+KEEP_ALIVE_PATTERN = re.compile(r"^(-1|\d+|(\d+(\.\d+)?(ns|us|ms|s|m|h))+)$")
+
+
+def _host_name(value: str) -> str:
+    if not HOST_NAME_PATTERN.match(value):
+        raise ValueError(
+            f"'{value}' is not a host name (lower-case DNS labels separated by dots, e.g. "
+            "chat.lab.example)"
+        )
+    return value
+
+
+def _address_or_host_name(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not HOST_NAME_PATTERN.match(value):
+            raise ValueError(
+                f"'{value}' is neither an IP address nor a host name (e.g. 192.168.10.5 or "
+                "nas.lab.example)"
+            ) from None
+    return value
+
+
+def _pinned_image(value: str) -> str:
+    name, _, tag = value.rpartition(":")
+    if "@sha256:" in value:
+        return value
+    if not name or "/" in tag or tag in ("", "latest"):
+        raise ValueError(
+            f"'{value}' is not a pinned image; give an exact tag (repo/image:1.2.3) or a digest"
+        )
+    return value
+
+
 K3sVersion = Annotated[str, AfterValidator(_k3s_version)]
 ExactVersion = Annotated[str, AfterValidator(_exact_version)]
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 SshPublicKey = Annotated[str, AfterValidator(_ssh_public_key)]
+HostName = Annotated[str, AfterValidator(_host_name)]
+AddressOrHostName = Annotated[str, AfterValidator(_address_or_host_name)]
+PinnedImage = Annotated[str, AfterValidator(_pinned_image)]
+Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN.pattern)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -209,12 +262,41 @@ class NebulaSettings(Model):
         return self
 
 
+# WireGuard's overhead on IPv4 (20 IP + 8 UDP + 32 WireGuard header/tag); Liqo's gateway is a
+# WireGuard tunnel that rides inside Nebula, so its MTU is Nebula's minus this
+# (https://docs.liqo.io/en/stable/advanced/peering/inter-cluster-network.html, --mtu).
+WIREGUARD_OVERHEAD = 60
+LIQO_MIN_MTU = 1200
+"""Floor for the nested Liqo tunnel: the same floor ``nebulaMtu`` has; below it TCP segments
+shrink enough to hurt model-streaming throughput and some UDP stacks (QUIC, RFC 9000 §14) stop."""
+
+
 class ProjectSettings(Model):
     """All project-wide simple keys, validated together."""
 
     network: NetworkPlan
     nebula: NebulaSettings
     k3s_version: K3sVersion = "v1.33.5+k3s1"
+    liqo_version: ExactVersion = LIQO_DEFAULT_VERSION
+    """Liqo chart (and liqoctl) version of BOTH clusters: Liqo does not peer across minors."""
+    llm_namespace: DnsLabel = "llm"
+    """Namespace offloaded to AWS (same name on both clusters) where Ollama runs."""
+
+    @model_validator(mode="after")
+    def _liqo_tunnel_fits(self) -> ProjectSettings:
+        if self.liqo_mtu < LIQO_MIN_MTU:
+            raise ValueError(
+                f"{key('nebulaMtu')}: {self.nebula.mtu} leaves {self.liqo_mtu} bytes for the Liqo "
+                f"WireGuard tunnel inside Nebula ({WIREGUARD_OVERHEAD} bytes overhead); it needs "
+                f"at least {LIQO_MIN_MTU}, so set nebulaMtu to {LIQO_MIN_MTU + WIREGUARD_OVERHEAD} "
+                "or more (1300 is the default)"
+            )
+        return self
+
+    @property
+    def liqo_mtu(self) -> int:
+        """MTU of Liqo's gateway tunnel: it fits inside Nebula's."""
+        return self.nebula.mtu - WIREGUARD_OVERHEAD
 
 
 # --------------------------------------------------------------------------------------------
@@ -387,6 +469,26 @@ class BudgetSettings(Model):
         return value
 
 
+class FederationSettings(Model):
+    """This cluster's identity in Liqo."""
+
+    cluster_id: DnsLabel
+
+
+class AwsFederationSettings(FederationSettings):
+    cluster_id: DnsLabel = "aws-gpu"
+
+
+class ModelStoreSettings(Model):
+    """How the AWS cluster serves the model bucket to Ollama (Mountpoint for S3, read-only)."""
+
+    prefix: str = Field(default="ollama/", pattern=r"^([A-Za-z0-9!_.*'()-]+/)*$")
+    """Key prefix in the bucket holding Ollama's ``models`` tree (``blobs/``, ``manifests/``);
+    ends with '/' or is empty for the bucket root."""
+    cache_gib: int = Field(default=40, ge=1, le=10000)
+    """Local read cache (emptyDir on the node's disk): repeated loads skip S3."""
+
+
 class AwsSettings(Model):
     region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
     availability_zone: str | None = Field(default=None, pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d[a-z]$")
@@ -398,6 +500,8 @@ class AwsSettings(Model):
     model_bucket: ModelBucketSettings = ModelBucketSettings()
     budget: BudgetSettings
     tags: dict[str, str] = Field(default_factory=dict)
+    federation: AwsFederationSettings = AwsFederationSettings()
+    model_store: ModelStoreSettings = ModelStoreSettings()
 
     @model_validator(mode="after")
     def _zone_in_region(self) -> AwsSettings:
@@ -492,6 +596,137 @@ class HomelabK3sSettings(Model):
     """Packaged k3s components to disable. Traefik stays: Open WebUI is exposed through it."""
 
 
+class OffloadResources(Model):
+    """What the AWS cluster is advertised as on the homelab's virtual node. Fixed, so the node
+    keeps its GPU while the EC2 worker is stopped and a GPU pod can wait for it to start."""
+
+    cpu: Quantity = "4"
+    memory_gib: int = Field(default=16, ge=1)
+    pods: int = Field(default=110, ge=1)
+    gpus: int = Field(default=1, ge=1)
+
+
+class HomelabFederationSettings(Model):
+    cluster_id: DnsLabel = "homelab"
+    offload: OffloadResources = OffloadResources()
+
+
+class OllamaSettings(Model):
+    image: PinnedImage = OLLAMA_IMAGE
+    keep_alive: str = Field(default="30m", pattern=KEEP_ALIVE_PATTERN.pattern)
+    """How long a model stays loaded after the last request (OLLAMA_KEEP_ALIVE)."""
+    max_loaded_models: int = Field(default=1, ge=1)
+    memory_gib: int = Field(default=12, ge=1)
+    """Memory request and limit of the Ollama pod (host RAM for model loading)."""
+    client_namespaces: tuple[DnsLabel, ...] = ()
+    """Namespaces besides Open WebUI's whose pods may call Ollama (network policy)."""
+
+
+class OpenWebUiSettings(Model):
+    image: PinnedImage = OPEN_WEBUI_IMAGE
+    hostname: HostName
+    """Host name of the Traefik ingress (point DNS at the homelab nodes)."""
+    admin_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    """The admin account created at first start (password: output ``openWebuiAdminPassword``)."""
+    storage_gib: int = Field(default=10, ge=1)
+    tls_secret: DnsLabel | None = None
+    """TLS secret for the host name in the LLM namespace; without it Traefik serves its default
+    certificate on the websecure entry point."""
+
+
+class GpuOperatorSettings(Model):
+    driver: Literal["operator", "preinstalled"] = "operator"
+    """``operator``: the GPU Operator builds and loads the NVIDIA driver in a container;
+    ``preinstalled``: the VMs already have it (driver.enabled=false)."""
+
+
+class NfsSettings(Model):
+    server: AddressOrHostName
+    path: str = Field(pattern=r"^/[^\s]*$")
+    mount_options: tuple[str, ...] = ("nfsvers=4.1", "hard")
+
+
+class AuthenticatorSettings(Model):
+    """JupyterHub login through an OAuth provider; the client secret is the stack secret
+    ``jupyterhubClientSecret``."""
+
+    kind: Literal["github", "generic-oauth"]
+    client_id: str = Field(min_length=1)
+    admin_users: tuple[str, ...] = Field(min_length=1)
+    allowed_users: tuple[str, ...] = ()
+    allowed_organizations: tuple[str, ...] = ()
+    """GitHub only: members of these organizations may log in."""
+    authorize_url: str | None = Field(default=None, pattern=r"^https://\S+$")
+    token_url: str | None = Field(default=None, pattern=r"^https://\S+$")
+    userdata_url: str | None = Field(default=None, pattern=r"^https://\S+$")
+    username_claim: str = "preferred_username"
+
+    @model_validator(mode="after")
+    def _complete(self) -> AuthenticatorSettings:
+        if self.kind == "generic-oauth":
+            missing = [
+                name
+                for name, value in (
+                    ("authorizeUrl", self.authorize_url),
+                    ("tokenUrl", self.token_url),
+                    ("userdataUrl", self.userdata_url),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(f"kind 'generic-oauth' needs {', '.join(missing)}")
+        if self.allowed_organizations and self.kind != "github":
+            raise ValueError("allowedOrganizations works with kind 'github' only")
+        return self
+
+
+class JupyterHubSettings(Model):
+    hostname: HostName
+    authenticator: AuthenticatorSettings
+    image: PinnedImage = JUPYTER_GPU_IMAGE
+    gpu_profiles: tuple[Annotated[int, Field(ge=1)], ...] | None = None
+    """GPU counts offered as profiles (besides CPU-only); default 1 up to the GPUs per worker."""
+    cull_timeout_seconds: int = Field(default=3600, gt=0)
+    """Idle servers are stopped after this long."""
+    cull_every_seconds: int = Field(default=600, gt=0)
+    user_storage_gib: int = Field(default=10, ge=1)
+    scratch_gib: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _cull_check_fits(self) -> JupyterHubSettings:
+        if self.cull_every_seconds > self.cull_timeout_seconds:
+            raise ValueError(
+                f"cullEverySeconds: {self.cull_every_seconds} is longer than "
+                f"cullTimeoutSeconds ({self.cull_timeout_seconds}); idle servers would outlive "
+                "the timeout"
+            )
+        if self.gpu_profiles is not None and list(self.gpu_profiles) != sorted(
+            set(self.gpu_profiles)
+        ):
+            raise ValueError(f"gpuProfiles: {list(self.gpu_profiles)} must be distinct, ascending")
+        return self
+
+
+class RancherSettings(Model):
+    enabled: bool = False
+    hostname: HostName | None = None
+
+    @model_validator(mode="after")
+    def _hostname_when_enabled(self) -> RancherSettings:
+        if self.enabled and self.hostname is None:
+            raise ValueError("hostname: required when enabled is true")
+        return self
+
+
+class PlatformSettings(Model):
+    gpu_operator: GpuOperatorSettings = GpuOperatorSettings()
+    nfs: NfsSettings
+    scratch_path: str = Field(default="/mnt/scratch", pattern=r"^/[A-Za-z0-9/_.-]+$")
+    """Where each GPU worker mounts its scratch disk (the ``fast-scratch`` class)."""
+    jupyterhub: JupyterHubSettings
+    rancher: RancherSettings = RancherSettings()
+
+
 class HomelabSettings(Model):
     aws_stack: str = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
     """Full name of the aws-gpu stack (``organization/hybridgpu/aws-gpu`` on a local backend)."""
@@ -507,6 +742,10 @@ class HomelabSettings(Model):
     are refused for API tokens, bpg/terraform-provider-proxmox#495); off by default."""
     control_planes: tuple[VmSpec, ...] = Field(min_length=1)
     gpu_workers: tuple[GpuWorkerVm, ...] = ()
+    federation: HomelabFederationSettings = HomelabFederationSettings()
+    ollama: OllamaSettings = OllamaSettings()
+    open_webui: OpenWebUiSettings
+    platform: PlatformSettings
 
     @field_validator("control_planes")
     @classmethod
@@ -554,7 +793,26 @@ class HomelabSettings(Model):
                         f"gpuWorkers[{i}].gpus: mapping '{gpu}' is on Proxmox node "
                         f"'{mapping.proxmox_node}' but the VM runs on '{worker.proxmox_node}'"
                     )
+        largest = self.max_gpus_per_worker
+        for count in self.platform.jupyterhub.gpu_profiles or ():
+            if count > largest:
+                raise ValueError(
+                    f"platform.jupyterhub.gpuProfiles: a {count}-GPU profile cannot be "
+                    f"scheduled; the largest GPU worker has {largest} GPU(s) (gpuWorkers[].gpus)"
+                )
         return self
+
+    @property
+    def max_gpus_per_worker(self) -> int:
+        return max((len(w.gpus) for w in self.gpu_workers), default=0)
+
+    @property
+    def jupyter_gpu_profiles(self) -> tuple[int, ...]:
+        """GPU counts offered by JupyterHub: configured, else 1 up to the largest worker's."""
+        configured = self.platform.jupyterhub.gpu_profiles
+        if configured is not None:
+            return configured
+        return tuple(range(1, self.max_gpus_per_worker + 1))
 
     @property
     def all_vms(self) -> tuple[VmSpec, ...]:
@@ -600,6 +858,8 @@ class HomelabSecrets:
     proxmox_api_token: pulumi.Output[str]
     """``user@realm!tokenid=uuid``."""
     ssh_private_key: pulumi.Output[str]
+    jupyterhub_client_secret: pulumi.Output[str]
+    """OAuth client secret of JupyterHub's authenticator."""
 
 
 @dataclass(frozen=True)
@@ -632,6 +892,8 @@ PROJECT_KEYS: Mapping[str, tuple[str, str]] = {
     "nebulaCertValidityDays": ("nebula", "certValidityDays"),
     "nebulaCertRenewBeforeDays": ("nebula", "certRenewBeforeDays"),
     "k3sVersion": ("", "k3sVersion"),
+    "liqoVersion": ("", "liqoVersion"),
+    "llmNamespace": ("", "llmNamespace"),
 }
 """Project-wide simple keys. ``Pulumi.yaml`` declares exactly these (a test checks it)."""
 
@@ -807,7 +1069,7 @@ def _reject_unknown_keys(stack_keys: Iterable[str]) -> None:
 
 
 AWS_GPU_SECRET_KEYS = ("sshPrivateKey",)
-HOMELAB_SECRET_KEYS = ("proxmoxApiToken", "sshPrivateKey")
+HOMELAB_SECRET_KEYS = ("proxmoxApiToken", "sshPrivateKey", "jupyterhubClientSecret")
 AWS_GPU_STACK_KEYS = ("aws", *AWS_GPU_SECRET_KEYS)
 HOMELAB_STACK_KEYS = ("homelab", *HOMELAB_SECRET_KEYS)
 
@@ -829,5 +1091,6 @@ def load_homelab_config() -> HomelabConfig:
     secrets = HomelabSecrets(
         proxmox_api_token=_require_secret(cfg, "proxmoxApiToken"),
         ssh_private_key=_require_secret(cfg, "sshPrivateKey"),
+        jupyterhub_client_secret=_require_secret(cfg, "jupyterhubClientSecret"),
     )
     return HomelabConfig(project=project, homelab=homelab, secrets=secrets)

@@ -26,7 +26,9 @@ from stacks.config import (
     key,
     load_homelab_config,
 )
+from stacks.federation import ProviderSide, homelab_federation
 from stacks.outputs import AwsGpuReference, export_stack_outputs
+from stacks.platform import homelab_platform
 
 
 def check_same_network_plan(
@@ -48,6 +50,22 @@ def check_same_network_plan(
         return theirs
 
     return aws_plan.apply(compare)
+
+
+def check_same_value(
+    config_key: str, ours: str, theirs: pulumi.Output[Any], why: str
+) -> pulumi.Output[Any]:
+    """A project-wide key both stacks must have deployed with the same value."""
+
+    def compare(value: Any) -> Any:
+        if value != ours:
+            raise ConfigError(
+                f"{key(config_key)}: homelab has '{ours}' but the aws-gpu stack was deployed "
+                f"with '{value}'; {why}. Set it once, in Pulumi.yaml, and update aws-gpu first"
+            )
+        return value
+
+    return theirs.apply(compare)
 
 
 def proxmox_provider(config: HomelabConfig) -> proxmoxve.Provider:
@@ -145,7 +163,13 @@ def build_cluster(
     homelab = config.homelab
     network = config.project.network
     nodes = [
-        K3sNode(vm.name, str(vm.ip), "first-server" if i == 0 else "server")
+        K3sNode(
+            vm.name,
+            str(vm.ip),
+            "first-server" if i == 0 else "server",
+            # The AWS cluster's Liqo reaches this API over the overlay.
+            extra_tls_sans=(str(vm.overlay_ip),),
+        )
         for i, vm in enumerate(homelab.control_planes)
     ] + [
         K3sNode(
@@ -159,6 +183,7 @@ def build_cluster(
                 "accelerator=nvidia",
                 "nvidia.com/gpu.present=true",
             ),
+            scratch_mount=homelab.platform.scratch_path if vm.scratch_disk_gib else None,
         )
         for vm in homelab.gpu_workers
     ]
@@ -212,9 +237,40 @@ def main() -> None:
         ssh_private_key=config.secrets.ssh_private_key,
         depends_on={name: [vm.vm] for name, vm in vms.items()},
     )
+    check_same_value(
+        "liqoVersion",
+        config.project.liqo_version,
+        aws_gpu.require("liqoVersion"),
+        "Liqo does not peer across versions",
+    )
+    check_same_value(
+        "llmNamespace",
+        config.project.llm_namespace,
+        aws_gpu.require("llmNamespace"),
+        "the AWS models volume is bound to that namespace",
+    )
     cluster = build_cluster(config, vms, nebula_hosts)
-    # For the platform and federation layers (later issues): the cluster's API, as admin.
-    k8s.Provider("homelab-k8s", kubeconfig=cluster.kubeconfig, enable_server_side_apply=True)
+    # The platform and federation layers: the cluster's API, as admin.
+    homelab_k8s = k8s.Provider(
+        "homelab-k8s", kubeconfig=cluster.kubeconfig, enable_server_side_apply=True
+    )
+    platform = homelab_platform(config, homelab_k8s)
+    first_server = config.homelab.control_planes[0]
+    federation = homelab_federation(
+        config,
+        provider=homelab_k8s,
+        consumer_kubeconfig=cluster.kubeconfig,
+        # The AWS cluster reaches this API over the overlay (the servers' certificates name
+        # their overlay IPs).
+        api_server_url=f"https://{first_server.overlay_ip}:6443",
+        remote=ProviderSide(
+            cluster_id=aws_gpu.require("liqoClusterId"),
+            admin_kubeconfig=aws_gpu.require("adminKubeconfig"),
+            gateway_address=aws_gpu.require("controlNodeOverlayIp"),
+            models_volume=aws_gpu.require("modelsVolume"),
+        ),
+        wait_for=[platform.gpu_stack],
+    )
     export_stack_outputs(
         STACK_HOMELAB,
         {
@@ -227,5 +283,10 @@ def main() -> None:
             },
             "awsStack": config.homelab.aws_stack,
             "nebulaHosts": {vm.name: str(vm.overlay_ip) for vm in config.homelab.all_vms},
+            "liqoClusterId": config.homelab.federation.cluster_id,
+            "openWebuiUrl": federation.open_webui_url,
+            "openWebuiAdminPassword": federation.open_webui_admin_password,
+            "jupyterhubUrl": platform.jupyterhub_url,
+            "cudaValidation": platform.cuda_validation,
         },
     )

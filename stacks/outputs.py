@@ -51,6 +51,17 @@ AWS_GPU_OUTPUTS: tuple[OutputSpec, ...] = (
     OutputSpec("gpuWorkerGpuCount", "Number of GPUs of the worker's instance type."),
     OutputSpec("modelBucketName", "Name of the S3 bucket holding the LLM model weights."),
     OutputSpec("modelBucketArn", "ARN of the model bucket."),
+    OutputSpec(
+        "adminKubeconfig",
+        "Admin kubeconfig reaching the AWS k3s API on the Elastic IP (admin ranges only): for "
+        "Pulumi and liqoctl on the operator's machine.",
+        secret=True,
+    ),
+    OutputSpec("liqoClusterId", "Liqo cluster id of the AWS cluster (the provider)."),
+    OutputSpec("liqoVersion", "Liqo chart version installed on the AWS cluster."),
+    OutputSpec("llmNamespace", "Namespace the homelab offloads; its model volume lives there."),
+    OutputSpec("modelsPrefix", "s3://bucket/prefix/ Ollama reads its models tree from."),
+    OutputSpec("modelsVolume", "The models PersistentVolume manifest (homelab declares its twin)."),
 )
 
 HOMELAB_OUTPUTS: tuple[OutputSpec, ...] = (
@@ -60,6 +71,18 @@ HOMELAB_OUTPUTS: tuple[OutputSpec, ...] = (
     OutputSpec("k3sApiEndpoint", "URL of the homelab k3s API."),
     OutputSpec("controlPlaneIps", "Control-plane name -> LAN IP."),
     OutputSpec("gpuWorkers", "GPU worker name -> {ip, gpuModel, gpuCount}."),
+    OutputSpec("liqoClusterId", "Liqo cluster id of the homelab cluster (the consumer)."),
+    OutputSpec("openWebuiUrl", "Open WebUI, through the Traefik ingress."),
+    OutputSpec(
+        "openWebuiAdminPassword",
+        "Password of the Open WebUI admin account (openWebui.adminEmail).",
+        secret=True,
+    ),
+    OutputSpec("jupyterhubUrl", "JupyterHub, through the Traefik ingress."),
+    OutputSpec(
+        "cudaValidation",
+        "GPU worker -> {job, namespace, logs}: the CUDA check of each node and how to read it.",
+    ),
 )
 
 CONTRACTS: Mapping[str, tuple[OutputSpec, ...]] = {

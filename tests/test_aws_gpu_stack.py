@@ -211,17 +211,18 @@ def test_no_rule_opens_tcp_or_all_protocols_to_the_internet(aws_gpu_run: StackRu
     assert all(not g.plain_inputs.get("ingress") for g in groups)  # rules are separate resources
 
 
-def test_inbound_is_nebula_from_anywhere_and_ssh_per_admin_cidr(aws_gpu_run: StackRun) -> None:
+def test_inbound_is_nebula_from_anywhere_ssh_and_api_per_admin_cidr(aws_gpu_run: StackRun) -> None:
     admin = {str(ipaddress.IPv4Network(c)) for c in _aws_config()["adminCidrs"]}
     rules = [r.plain_inputs for r in aws_gpu_run.by_type(INGRESS)]
     nebula = [r for r in rules if r["ipProtocol"] == "udp"]
     assert [(r["fromPort"], r["toPort"], r["cidrIpv4"]) for r in nebula] == [
         (4242, 4242, "0.0.0.0/0")
     ]
-    ssh = [r for r in rules if r["ipProtocol"] == "tcp"]
-    assert all((r["fromPort"], r["toPort"]) == (22, 22) for r in ssh)
-    assert sorted(r["cidrIpv4"] for r in ssh) == sorted(admin)
-    assert len(rules) == 1 + len(admin)
+    tcp = [r for r in rules if r["ipProtocol"] == "tcp"]
+    for port in (22, 6443):
+        on_port = [r for r in tcp if (r["fromPort"], r["toPort"]) == (port, port)]
+        assert sorted(r["cidrIpv4"] for r in on_port) == sorted(admin), port
+    assert len(rules) == 1 + 2 * len(admin)
     (egress,) = [r.plain_inputs for r in aws_gpu_run.by_type(EGRESS)]
     assert (egress["ipProtocol"], egress["cidrIpv4"]) == ("-1", "0.0.0.0/0")
 

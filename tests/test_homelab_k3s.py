@@ -79,7 +79,7 @@ def test_command_graph(homelab_run: StackRun) -> None:
 
 
 def test_token_ssh_key_and_kubeconfig_stay_secret(homelab_run: StackRun) -> None:
-    (password,) = homelab_run.by_type("random:index/randomPassword:RandomPassword")
+    password = homelab_run.one("random:index/randomPassword:RandomPassword", "k3s-token")
     installs = _installs(homelab_run)
     for reg in installs.values():
         assert "stdin" in reg.secret_inputs
@@ -89,8 +89,9 @@ def test_token_ssh_key_and_kubeconfig_stay_secret(homelab_run: StackRun) -> None
     assert fetch.plain_inputs["logging"] == "none"
     assert "stdout" in fetch.additional_secret_outputs
     assert "kubeconfig" in homelab_run.secret_exports
-    (provider,) = homelab_run.by_type("pulumi:providers:kubernetes")
-    assert "kubeconfig" in provider.secret_inputs
+    providers = homelab_run.by_type("pulumi:providers:kubernetes")
+    assert {p.name for p in providers} == {"homelab-k8s", "aws-gpu-k8s"}
+    assert all("kubeconfig" in p.secret_inputs for p in providers)
     for reg in homelab_run.registrations:
         shown = json.dumps(redact(reg.inputs), default=str)
         assert "mock-secret-" not in shown

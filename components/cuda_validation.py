@@ -1,0 +1,133 @@
+"""CUDA validation: one Job per GPU worker, pinned to that node, running NVIDIA's vectorAdd
+sample on one GPU. Pulumi waits for each Job to complete, so `pulumi up` fails on a node whose
+GPU stack does not work; the logs stay readable afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+
+from components.gpu_operator import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS
+from components.k8s_objects import Manifest, declare
+
+NAMESPACE = "gpu-validation"
+SUCCESS_TEXT = "Test PASSED"
+VECTOR_ADD = "/cuda-samples/vectorAdd"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+
+def render_check_script() -> str:
+    """Runs the sample; succeeds only if it exits 0 AND prints the success line."""
+    return "\n".join(
+        [
+            "set -u",
+            "status=0",
+            f"out=$({VECTOR_ADD} 2>&1) || status=$?",
+            'printf "%s\\n" "$out"',
+            f'if [ "$status" -eq 0 ] && printf "%s\\n" "$out" | grep -q "{SUCCESS_TEXT}"; then',
+            '  echo "CUDA validation passed on $NODE_NAME"',
+            "  exit 0",
+            "fi",
+            'echo "CUDA validation FAILED on $NODE_NAME (exit $status)" >&2',
+            "exit 1",
+            "",
+        ]
+    )
+
+
+def job_name(node: str) -> str:
+    return f"cuda-vectoradd-{node}"[:63].rstrip("-")
+
+
+def render_namespace() -> Manifest:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+
+
+def render_job(node: str, image: str) -> Manifest:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(node),
+            "namespace": NAMESPACE,
+            "labels": {"app.kubernetes.io/name": "cuda-validation", "hybridgpu/node": node},
+        },
+        "spec": {
+            "backoffLimit": 3,
+            # No ttlSecondsAfterFinished: the Job (and its logs) stay until the next change.
+            "template": {
+                "metadata": {"labels": {"app.kubernetes.io/name": "cuda-validation"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "runtimeClassName": NVIDIA_RUNTIME_CLASS,
+                    "nodeSelector": {HOSTNAME_LABEL: node},
+                    "tolerations": [
+                        {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+                    ],
+                    "containers": [
+                        {
+                            "name": "vectoradd",
+                            "image": image,
+                            "command": ["/bin/sh", "-c", render_check_script()],
+                            "env": [
+                                {
+                                    "name": "NODE_NAME",
+                                    "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}},
+                                }
+                            ],
+                            "resources": {"limits": {GPU_RESOURCE: 1}},
+                            "securityContext": {"allowPrivilegeEscalation": False},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def logs_command(node: str) -> str:
+    return f"kubectl -n {NAMESPACE} logs job/{job_name(node)}"
+
+
+@dataclass(frozen=True)
+class CudaValidationArgs:
+    nodes: Sequence[str]
+    """Kubernetes node names of the GPU workers."""
+    image: str
+    wait_for: Sequence[pulumi.Resource] = ()
+    """The GPU stack (operator or device plugin) that must be installed first."""
+
+
+class CudaValidation(pulumi.ComponentResource):
+    def __init__(
+        self, name: str, args: CudaValidationArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("hybridgpu:platform:CudaValidation", name, None, opts)
+        namespace = declare(
+            f"{name}-namespace", render_namespace(), pulumi.ResourceOptions(parent=self)
+        )
+        self.jobs = {
+            node: declare(
+                f"{name}-{node}",
+                render_job(node, args.image),
+                pulumi.ResourceOptions(
+                    parent=self,
+                    depends_on=[namespace, *args.wait_for],
+                    # First runs wait for the driver build and image pull.
+                    custom_timeouts=pulumi.CustomTimeouts(create="30m", update="30m"),
+                ),
+            )
+            for node in args.nodes
+        }
+        self.results = {
+            node: {
+                "job": job_name(node),
+                "namespace": NAMESPACE,
+                "logs": logs_command(node),
+                "success": SUCCESS_TEXT,
+            }
+            for node in args.nodes
+        }
+        self.register_outputs({"results": self.results})

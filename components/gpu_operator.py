@@ -1,0 +1,93 @@
+"""NVIDIA GPU Operator on the homelab k3s cluster (driver, container toolkit, device plugin, GFD,
+DCGM exporter), configured for k3s's own containerd."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pulumi
+
+from components.charts import GPU_OPERATOR, helm_release
+
+# k3s runs its own containerd: config and socket live under k3s's paths, not /etc/containerd
+# (https://docs.nvidia.com/datacenter/cloud-native/gpu-operator/latest/getting-started.html,
+# "Rancher Kubernetes Engine 2 / K3s"; https://docs.k3s.io/advanced#nvidia-container-runtime).
+K3S_CONTAINERD_CONFIG = "/var/lib/rancher/k3s/agent/etc/containerd/config.toml"
+K3S_CONTAINERD_SOCKET = "/run/k3s/containerd/containerd.sock"
+NVIDIA_RUNTIME_CLASS = "nvidia"
+GPU_RESOURCE = "nvidia.com/gpu"
+NAMESPACE = "gpu-operator"
+
+DriverMode = Literal["operator", "preinstalled"]
+
+
+def toleration(taint: str) -> dict[str, str]:
+    """A toleration for a ``key=value:Effect`` (or ``key:Effect``) taint string."""
+    key_value, _, effect = taint.rpartition(":")
+    key, _, value = key_value.partition("=")
+    if not key or not effect:
+        raise ValueError(f"taint '{taint}' is not key[=value]:Effect")
+    if value:
+        return {"key": key, "operator": "Equal", "value": value, "effect": effect}
+    return {"key": key, "operator": "Exists", "effect": effect}
+
+
+def render_gpu_operator_values(
+    *, driver: DriverMode, tolerate_taints: tuple[str, ...]
+) -> dict[str, Any]:
+    """Chart values (deployments/gpu-operator/values.yaml of the pinned version). The runtime is
+    detected by the operator (``operator.defaultRuntime`` is gone since v25.3); the toolkit env
+    names are the ones the operator's controller reads (controllers/object_controls.go)."""
+    tolerations = [toleration(t) for t in tolerate_taints] + [
+        # GPU nodes are often tainted for GPU work only; the operands must still run there.
+        {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    return {
+        "driver": {"enabled": driver == "operator"},
+        "toolkit": {
+            "enabled": True,
+            "env": [
+                {"name": "CONTAINERD_CONFIG", "value": K3S_CONTAINERD_CONFIG},
+                {"name": "CONTAINERD_SOCKET", "value": K3S_CONTAINERD_SOCKET},
+                {"name": "CONTAINERD_RUNTIME_CLASS", "value": NVIDIA_RUNTIME_CLASS},
+                # Every container on a GPU node gets the NVIDIA runtime (GPU-less pods are
+                # unaffected); pods that forget runtimeClassName still see their GPU.
+                {"name": "CONTAINERD_SET_AS_DEFAULT", "value": "true"},
+            ],
+        },
+        "devicePlugin": {"enabled": True},
+        "gfd": {"enabled": True},
+        # No ServiceMonitor: the cluster has no Prometheus operator CRDs to receive it.
+        "dcgmExporter": {"enabled": True, "serviceMonitor": {"enabled": False}},
+        "daemonsets": {"tolerations": tolerations},
+        "node-feature-discovery": {"worker": {"tolerations": tolerations}},
+    }
+
+
+@dataclass(frozen=True)
+class GpuOperatorArgs:
+    driver: DriverMode
+    tolerate_taints: tuple[str, ...] = ()
+    """The project's node taints (``key=value:Effect``) the operands must tolerate."""
+
+
+class GpuOperator(pulumi.ComponentResource):
+    def __init__(
+        self, name: str, args: GpuOperatorArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("hybridgpu:platform:GpuOperator", name, None, opts)
+        self.values = render_gpu_operator_values(
+            driver=args.driver, tolerate_taints=args.tolerate_taints
+        )
+        self.release = helm_release(
+            f"{name}-release",
+            release_name="gpu-operator",
+            chart=GPU_OPERATOR,
+            namespace=NAMESPACE,
+            values=self.values,
+            # The driver container compiles and loads the kernel module on first start.
+            timeout_seconds=1800,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({"releaseStatus": self.release.status})

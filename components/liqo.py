@@ -1,0 +1,93 @@
+"""Liqo installed as a real Helm release (its CRD-upgrade and uninstall hooks must run) on one
+cluster, with the values ``liqoctl install k3s`` would generate, spelled out.
+
+Both clusters get the same chart version (``hybridgpu:liqoVersion``); Liqo does not peer across
+versions (https://docs.liqo.io/en/stable/installation/install.html).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+
+from components.charts import helm_release, liqo_chart
+
+NAMESPACE = "liqo"
+RELEASE_NAME = "liqo"
+# The virtual node Liqo creates for a provider: label and taint of Liqo 1.x
+# (pkg/virtualKubelet/liqoNodeProvider, https://docs.liqo.io/en/stable/usage/offloading.html).
+VIRTUAL_NODE_LABEL = ("liqo.io/type", "virtual-node")
+REMOTE_CLUSTER_ID_LABEL = "liqo.io/remote-cluster-id"
+VIRTUAL_NODE_TAINT_KEY = "virtual-node.liqo.io/not-allowed"
+VIRTUAL_NODE_TAINT_EFFECT = "NoExecute"
+
+
+def render_liqo_values(
+    *,
+    cluster_id: str,
+    api_server_url: str,
+    pod_cidr: str,
+    service_cidr: str,
+    reserved_subnets: Sequence[str],
+    cluster_labels: Mapping[str, str],
+) -> dict[str, Any]:
+    """Chart values (deployments/liqo/values.yaml of Liqo 1.x)."""
+    if not api_server_url.startswith("https://"):
+        raise ValueError(f"api_server_url '{api_server_url}' must be an https:// URL")
+    return {
+        # The address peers use for this cluster's API: its Nebula IP, never localhost.
+        "apiServer": {"address": api_server_url},
+        "discovery": {"config": {"clusterID": cluster_id, "clusterLabels": dict(cluster_labels)}},
+        "ipam": {
+            "podCIDRs": [pod_cidr],
+            "serviceCIDR": service_cidr,
+            # Ranges Liqo must never hand out for remapping: the LAN, the VPC and the overlay
+            # (its own pod/service ranges are added by Liqo itself).
+            "reservedSubnets": list(reserved_subnets),
+        },
+        "networking": {
+            "enabled": True,
+            # What `liqoctl install k3s` sets: the nftables monitor is costly on k3s.
+            "fabric": {"config": {"nftablesMonitor": False}},
+        },
+        "telemetry": {"enabled": False},
+        "metrics": {"enabled": False},
+    }
+
+
+@dataclass(frozen=True)
+class LiqoArgs:
+    version: str
+    cluster_id: str
+    api_server_url: str
+    pod_cidr: str
+    service_cidr: str
+    reserved_subnets: Sequence[str]
+    cluster_labels: Mapping[str, str] = field(default_factory=dict)
+
+
+class Liqo(pulumi.ComponentResource):
+    def __init__(
+        self, name: str, args: LiqoArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("hybridgpu:federation:Liqo", name, None, opts)
+        self.values = render_liqo_values(
+            cluster_id=args.cluster_id,
+            api_server_url=args.api_server_url,
+            pod_cidr=args.pod_cidr,
+            service_cidr=args.service_cidr,
+            reserved_subnets=args.reserved_subnets,
+            cluster_labels=args.cluster_labels,
+        )
+        self.release = helm_release(
+            f"{name}-release",
+            release_name=RELEASE_NAME,
+            chart=liqo_chart(args.version),
+            namespace=NAMESPACE,
+            values=self.values,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({"clusterId": args.cluster_id, "releaseStatus": self.release.status})

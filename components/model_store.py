@@ -1,0 +1,128 @@
+"""Model weights from S3 on the AWS cluster: the Mountpoint for Amazon S3 CSI driver and a
+static, read-only PersistentVolume of the model bucket's Ollama prefix.
+
+The driver supports static provisioning only (no StorageClass provisioner, no inline volumes:
+its CSIDriver declares only Persistent volumes), so the PV names the bucket and is pinned by
+``claimRef`` to the one claim Ollama uses. Credentials are the GPU worker's instance profile
+(read-only on the bucket), fetched through IMDSv2 with hop limit 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+from components.charts import MOUNTPOINT_S3_CSI, helm_release
+from components.k8s_objects import Manifest, declare
+
+DRIVER = "s3.csi.aws.com"
+NAMESPACE = "kube-system"
+MODELS_CLAIM = "ollama-models"
+# Capacity is required by the API but ignored by the driver (an S3 bucket has no size).
+NOMINAL_CAPACITY = "1Ti"
+
+
+def render_csi_values() -> dict[str, Any]:
+    """Chart values (charts/aws-mountpoint-s3-csi-driver/values.yaml)."""
+    return {
+        # k3s's kubelet root is the standard /var/lib/kubelet (the chart's default, stated).
+        "node": {"kubeletPath": "/var/lib/kubelet", "tolerateAllTaints": True},
+    }
+
+
+def pv_name(namespace: str) -> str:
+    return f"{namespace}-{MODELS_CLAIM}-s3"
+
+
+def render_models_volume(
+    *,
+    bucket_name: pulumi.Input[str],
+    region: str,
+    prefix: str,
+    namespace: str,
+    cache_gib: int,
+) -> Manifest:
+    """The static read-only PV (https://github.com/awslabs/mountpoint-s3-csi-driver/blob/main/docs/CONFIGURATION.md)."""
+    mount_options = ["read-only", f"region {region}"]
+    if prefix:
+        mount_options.append(f"prefix {prefix}")
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": pv_name(namespace)},
+        "spec": {
+            "capacity": {"storage": NOMINAL_CAPACITY},
+            "accessModes": ["ReadOnlyMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "claimRef": {"namespace": namespace, "name": MODELS_CLAIM},
+            "mountOptions": mount_options,
+            "csi": {
+                "driver": DRIVER,
+                "volumeHandle": f"{pv_name(namespace)}-handle",
+                "readOnly": True,
+                "volumeAttributes": {
+                    "bucketName": bucket_name,
+                    # Local read cache: a model loaded before is read from the node's disk.
+                    "cache": "emptyDir",
+                    "cacheEmptyDirSizeLimit": f"{cache_gib}Gi",
+                },
+            },
+        },
+    }
+
+
+def render_models_claim(namespace: str) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": MODELS_CLAIM, "namespace": namespace},
+        "spec": {
+            "accessModes": ["ReadOnlyMany"],
+            "storageClassName": "",
+            "volumeName": pv_name(namespace),
+            "resources": {"requests": {"storage": NOMINAL_CAPACITY}},
+        },
+    }
+
+
+@dataclass(frozen=True)
+class ModelStoreArgs:
+    bucket_name: pulumi.Input[str]
+    region: str
+    prefix: str
+    namespace: str
+    """Namespace of the claim (the offloaded LLM namespace, created by Liqo on this cluster)."""
+    cache_gib: int
+
+
+class ModelStore(pulumi.ComponentResource):
+    def __init__(
+        self, name: str, args: ModelStoreArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("hybridgpu:llm:ModelStore", name, None, opts)
+        self.driver = helm_release(
+            f"{name}-csi-driver",
+            release_name="aws-mountpoint-s3-csi-driver",
+            chart=MOUNTPOINT_S3_CSI,
+            namespace=NAMESPACE,
+            values=render_csi_values(),
+            create_namespace=False,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.manifest = render_models_volume(
+            bucket_name=args.bucket_name,
+            region=args.region,
+            prefix=args.prefix,
+            namespace=args.namespace,
+            cache_gib=args.cache_gib,
+        )
+        self.volume = declare(
+            f"{name}-volume",
+            self.manifest,
+            pulumi.ResourceOptions(parent=self, depends_on=[self.driver]),
+        )
+        self.volume_name = pv_name(args.namespace)
+        self.register_outputs({"volumeName": self.volume_name})

@@ -1,0 +1,314 @@
+"""Ollama declared in the homelab cluster, running on the AWS GPU worker through Liqo.
+
+Homelab side: the LLM namespace offloaded with pod offloading strategy Remote (only this
+namespace's pods leave the homelab), the Deployment (pinned to the virtual node), its Service
+and a NetworkPolicy naming the allowed client namespaces. The models claim exists on both
+sides: on AWS it is bound to the Mountpoint S3 volume (components/model_store.py) and is what
+the offloaded pod mounts (Liqo passes volumes through unchanged); in the homelab an inert twin
+of the same volume lets the scheduler place the pod (it never mounts there).
+
+AWS side (the namespace Liqo creates, same name): the claim and a NetworkPolicy admitting only
+the homelab's pod range on the Ollama port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.gpu_operator import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS
+from components.k8s_objects import Manifest, declare
+from components.liqo import (
+    REMOTE_CLUSTER_ID_LABEL,
+    VIRTUAL_NODE_LABEL,
+    VIRTUAL_NODE_TAINT_EFFECT,
+    VIRTUAL_NODE_TAINT_KEY,
+)
+from components.model_store import MODELS_CLAIM, render_models_claim
+from components.nebula_config import OLLAMA_PORT
+
+APP = "ollama"
+MODELS_PATH = "/models"
+HOME_PATH = "/root/.ollama"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+# Liqo: label the namespace before offloading it, so no pod is scheduled locally meanwhile
+# (https://docs.liqo.io/en/stable/usage/namespace-offloading.html).
+SCHEDULING_ENABLED_LABEL = "liqo.io/scheduling-enabled"
+
+
+@dataclass(frozen=True)
+class OllamaSettings:
+    namespace: str
+    image: str
+    keep_alive: str
+    max_loaded_models: int
+    memory_gib: int
+    provider_cluster_id: pulumi.Input[str]
+    """Liqo cluster id of the AWS cluster (from the aws-gpu stack's outputs)."""
+    client_namespaces: Sequence[str]
+    """Namespaces (homelab) whose pods may call Ollama: Open WebUI's and configured ones."""
+
+
+def render_namespace(namespace: str) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": namespace, "labels": {SCHEDULING_ENABLED_LABEL: "true"}},
+    }
+
+
+def render_offloading(namespace: str, provider_cluster_id: pulumi.Input[str]) -> Manifest:
+    """NamespaceOffloading (offloading.liqo.io/v1beta1); Liqo reads the one named
+    ``offloading`` in the namespace."""
+    return {
+        "apiVersion": "offloading.liqo.io/v1beta1",
+        "kind": "NamespaceOffloading",
+        "metadata": {"name": "offloading", "namespace": namespace},
+        "spec": {
+            # Same name on AWS: the models claim there is declared by name.
+            "namespaceMappingStrategy": "EnforceSameName",
+            "podOffloadingStrategy": "Remote",
+            "clusterSelector": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {
+                                "key": REMOTE_CLUSTER_ID_LABEL,
+                                "operator": "In",
+                                "values": [provider_cluster_id],
+                            }
+                        ]
+                    }
+                ]
+            },
+        },
+    }
+
+
+def _labels() -> dict[str, str]:
+    return {"app.kubernetes.io/name": APP}
+
+
+def render_deployment(settings: OllamaSettings) -> Manifest:
+    label_key, label_value = VIRTUAL_NODE_LABEL
+    memory = f"{settings.memory_gib}Gi"
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": APP, "namespace": settings.namespace, "labels": _labels()},
+        "spec": {
+            "replicas": 1,
+            # One GPU, one pod: never run two during a rollout.
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": _labels()},
+            "template": {
+                "metadata": {"labels": _labels()},
+                "spec": {
+                    "affinity": {
+                        "nodeAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": {
+                                "nodeSelectorTerms": [
+                                    {
+                                        "matchExpressions": [
+                                            {
+                                                "key": label_key,
+                                                "operator": "In",
+                                                "values": [label_value],
+                                            },
+                                            {
+                                                "key": REMOTE_CLUSTER_ID_LABEL,
+                                                "operator": "In",
+                                                "values": [settings.provider_cluster_id],
+                                            },
+                                        ]
+                                    }
+                                ]
+                            }
+                        }
+                    },
+                    "tolerations": [
+                        {
+                            "key": VIRTUAL_NODE_TAINT_KEY,
+                            "operator": "Exists",
+                            "effect": VIRTUAL_NODE_TAINT_EFFECT,
+                        },
+                        {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
+                    ],
+                    # Resolved on the AWS cluster, where k3s registers the nvidia runtime.
+                    "runtimeClassName": NVIDIA_RUNTIME_CLASS,
+                    "containers": [
+                        {
+                            "name": APP,
+                            "image": settings.image,
+                            "args": ["serve"],
+                            "ports": [
+                                {"name": "http", "containerPort": OLLAMA_PORT, "protocol": "TCP"}
+                            ],
+                            "env": [
+                                {"name": "OLLAMA_HOST", "value": f"0.0.0.0:{OLLAMA_PORT}"},
+                                {"name": "OLLAMA_KEEP_ALIVE", "value": settings.keep_alive},
+                                {"name": "OLLAMA_MODELS", "value": MODELS_PATH},
+                                # The models tree is read-only: never prune at start-up.
+                                {"name": "OLLAMA_NOPRUNE", "value": "1"},
+                                {
+                                    "name": "OLLAMA_MAX_LOADED_MODELS",
+                                    "value": str(settings.max_loaded_models),
+                                },
+                            ],
+                            "resources": {
+                                "requests": {"cpu": "2", "memory": memory, GPU_RESOURCE: 1},
+                                "limits": {"memory": memory, GPU_RESOURCE: 1},
+                            },
+                            "readinessProbe": {
+                                "httpGet": {"path": "/api/tags", "port": "http"},
+                                "periodSeconds": 10,
+                                "failureThreshold": 3,
+                            },
+                            "startupProbe": {
+                                "httpGet": {"path": "/api/tags", "port": "http"},
+                                "periodSeconds": 5,
+                                "failureThreshold": 60,
+                            },
+                            "volumeMounts": [
+                                {"name": "models", "mountPath": MODELS_PATH, "readOnly": True},
+                                # Ollama writes its key pair under $HOME/.ollama.
+                                {"name": "home", "mountPath": HOME_PATH},
+                            ],
+                        }
+                    ],
+                    "volumes": [
+                        {
+                            "name": "models",
+                            "persistentVolumeClaim": {"claimName": MODELS_CLAIM, "readOnly": True},
+                        },
+                        {"name": "home", "emptyDir": {"sizeLimit": "1Gi"}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def render_service(namespace: str) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": APP, "namespace": namespace, "labels": _labels()},
+        "spec": {
+            "selector": _labels(),
+            "ports": [
+                {"name": "http", "port": OLLAMA_PORT, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def _ollama_policy(namespace: str, sources: list[dict[str, Any]]) -> Manifest:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"{APP}-clients", "namespace": namespace},
+        "spec": {
+            "podSelector": {"matchLabels": _labels()},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": sources, "ports": [{"protocol": "TCP", "port": OLLAMA_PORT}]}],
+        },
+    }
+
+
+def render_homelab_policy(namespace: str, client_namespaces: Sequence[str]) -> Manifest:
+    """Homelab side: only pods of the client namespaces may reach Ollama."""
+    if not client_namespaces:
+        raise ValueError("client_namespaces is empty; Open WebUI's namespace at least")
+    return _ollama_policy(
+        namespace,
+        [
+            {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: ns}}}
+            for ns in sorted(set(client_namespaces))
+        ],
+    )
+
+
+def render_remote_policy(namespace: str, consumer_pod_cidr: str) -> Manifest:
+    """AWS side, where the pod actually runs: only traffic from the homelab's pods (through
+    the Liqo tunnel) reaches the Ollama port; nothing of the AWS cluster's own does."""
+    return _ollama_policy(namespace, [{"ipBlock": {"cidr": consumer_pod_cidr}}])
+
+
+@dataclass(frozen=True)
+class OllamaArgs:
+    settings: OllamaSettings
+    models_volume: pulumi.Input[Mapping[str, Any]]
+    """The AWS cluster's models PersistentVolume manifest (aws-gpu output ``modelsVolume``)."""
+    consumer_pod_cidr: str
+    remote_provider: pulumi.ProviderResource
+    """Kubernetes provider of the AWS cluster (its admin kubeconfig)."""
+    wait_for: Sequence[pulumi.Resource] = ()
+    """The Liqo peering: the namespace is offloaded only once the virtual node exists."""
+
+
+class Ollama(pulumi.ComponentResource):
+    def __init__(
+        self, name: str, args: OllamaArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("hybridgpu:llm:Ollama", name, None, opts)
+        settings = args.settings
+        namespace_name = settings.namespace
+        local = pulumi.ResourceOptions(parent=self)
+        namespace = declare(f"{name}-namespace", render_namespace(namespace_name), local)
+        offloading = declare(
+            f"{name}-offloading",
+            render_offloading(namespace_name, settings.provider_cluster_id),
+            pulumi.ResourceOptions(parent=self, depends_on=[namespace, *args.wait_for]),
+        )
+        # Inert twin of the AWS volume (the very same manifest): lets the homelab scheduler bind
+        # the claim; the pod never mounts it here.
+        volume = pulumi.Output.from_input(args.models_volume)
+        twin_volume = k8s.core.v1.PersistentVolume(
+            f"{name}-models-twin",
+            metadata=volume.apply(lambda manifest: manifest["metadata"]),
+            spec=volume.apply(lambda manifest: manifest["spec"]),
+            opts=local,
+        )
+        twin_claim = declare(
+            f"{name}-models-claim",
+            render_models_claim(namespace_name),
+            pulumi.ResourceOptions(parent=self, depends_on=[namespace, twin_volume]),
+        )
+        on_aws = pulumi.ResourceOptions(
+            parent=self, provider=args.remote_provider, depends_on=[offloading]
+        )
+        remote_claim = declare(
+            f"{name}-remote-models-claim", render_models_claim(namespace_name), on_aws
+        )
+        declare(
+            f"{name}-remote-policy",
+            render_remote_policy(namespace_name, args.consumer_pod_cidr),
+            on_aws,
+        )
+        declare(
+            f"{name}-policy",
+            render_homelab_policy(namespace_name, settings.client_namespaces),
+            pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
+        )
+        self.service = declare(
+            f"{name}-service",
+            render_service(namespace_name),
+            pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
+        )
+        self.deployment = declare(
+            f"{name}-deployment",
+            render_deployment(settings),
+            pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[offloading, twin_claim, remote_claim],
+                # The first start waits for the GPU worker, the image and the model cache.
+                custom_timeouts=pulumi.CustomTimeouts(create="20m", update="20m"),
+            ),
+        )
+        self.url = f"http://{APP}.{namespace_name}.svc.cluster.local:{OLLAMA_PORT}"
+        self.register_outputs({"url": self.url})

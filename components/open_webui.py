@@ -1,0 +1,207 @@
+"""Open WebUI in the homelab, talking to the offloaded Ollama through its Service, exposed by
+k3s's Traefik ingress. Login is required and sign-up is closed: the admin account is created
+at first start from the configured e-mail and a generated password (secret), so nobody who
+merely reaches the page first becomes admin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from components.k8s_objects import Manifest, declare
+
+APP = "open-webui"
+HTTP_PORT = 8080
+DATA_PATH = "/app/backend/data"
+SECRET_NAME = "open-webui-secrets"  # noqa: S105 - a Secret object name, not a credential
+
+
+def _labels() -> dict[str, str]:
+    return {"app.kubernetes.io/name": APP}
+
+
+def render_namespace(namespace: str) -> Manifest:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+
+
+def render_secret(
+    namespace: str, secret_key: pulumi.Input[str], admin_password: pulumi.Input[str]
+) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": SECRET_NAME, "namespace": namespace},
+        "type": "Opaque",
+        "stringData": {"WEBUI_SECRET_KEY": secret_key, "WEBUI_ADMIN_PASSWORD": admin_password},
+    }
+
+
+def render_data_claim(namespace: str, storage_gib: int) -> Manifest:
+    """On the cluster's default storage class (``nfs-client``)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": f"{APP}-data", "namespace": namespace},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": f"{storage_gib}Gi"}},
+        },
+    }
+
+
+def render_deployment(namespace: str, image: str, ollama_url: str, admin_email: str) -> Manifest:
+    secret_env = [
+        {"name": name, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": name}}}
+        for name in ("WEBUI_SECRET_KEY", "WEBUI_ADMIN_PASSWORD")
+    ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": APP, "namespace": namespace, "labels": _labels()},
+        "spec": {
+            "replicas": 1,
+            # SQLite on a ReadWriteOnce volume: one writer at a time.
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": _labels()},
+            "template": {
+                "metadata": {"labels": _labels()},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": APP,
+                            "image": image,
+                            "ports": [
+                                {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}
+                            ],
+                            "env": [
+                                {"name": "OLLAMA_BASE_URL", "value": ollama_url},
+                                {"name": "WEBUI_AUTH", "value": "True"},
+                                # Settings come from here on every start, not from the database
+                                # copy Open WebUI would otherwise keep after the first one.
+                                {"name": "ENABLE_PERSISTENT_CONFIG", "value": "False"},
+                                {"name": "ENABLE_SIGNUP", "value": "False"},
+                                {"name": "DEFAULT_USER_ROLE", "value": "pending"},
+                                {"name": "WEBUI_ADMIN_EMAIL", "value": admin_email},
+                                {"name": "ENABLE_OPENAI_API", "value": "False"},
+                                *secret_env,
+                            ],
+                            "resources": {
+                                "requests": {"cpu": "250m", "memory": "1Gi"},
+                                "limits": {"memory": "4Gi"},
+                            },
+                            "readinessProbe": {
+                                "httpGet": {"path": "/health", "port": "http"},
+                                "periodSeconds": 10,
+                            },
+                            "startupProbe": {
+                                "httpGet": {"path": "/health", "port": "http"},
+                                "periodSeconds": 10,
+                                "failureThreshold": 60,
+                            },
+                            "volumeMounts": [{"name": "data", "mountPath": DATA_PATH}],
+                        }
+                    ],
+                    "volumes": [
+                        {"name": "data", "persistentVolumeClaim": {"claimName": f"{APP}-data"}}
+                    ],
+                },
+            },
+        },
+    }
+
+
+def render_service(namespace: str) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": APP, "namespace": namespace, "labels": _labels()},
+        "spec": {
+            "selector": _labels(),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def render_ingress(namespace: str, hostname: str, tls_secret: str | None) -> Manifest:
+    spec: dict[str, object] = {
+        "ingressClassName": "traefik",
+        "rules": [
+            {
+                "host": hostname,
+                "http": {
+                    "paths": [
+                        {
+                            "path": "/",
+                            "pathType": "Prefix",
+                            "backend": {"service": {"name": APP, "port": {"name": "http"}}},
+                        }
+                    ]
+                },
+            }
+        ],
+    }
+    if tls_secret is not None:
+        spec["tls"] = [{"hosts": [hostname], "secretName": tls_secret}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            "name": APP,
+            "namespace": namespace,
+            # HTTPS only: Traefik's websecure entry point.
+            "annotations": {"traefik.ingress.kubernetes.io/router.entrypoints": "websecure"},
+        },
+        "spec": spec,
+    }
+
+
+@dataclass(frozen=True)
+class OpenWebUiArgs:
+    namespace: str
+    image: str
+    hostname: str
+    ollama_url: str
+    admin_email: str
+    storage_gib: int
+    secret_key: pulumi.Input[str]
+    admin_password: pulumi.Input[str]
+    tls_secret: str | None = None
+
+
+class OpenWebUi(pulumi.ComponentResource):
+    def __init__(
+        self, name: str, args: OpenWebUiArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("hybridgpu:llm:OpenWebUi", name, None, opts)
+        namespace = declare(
+            f"{name}-namespace",
+            render_namespace(args.namespace),
+            pulumi.ResourceOptions(parent=self),
+        )
+        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
+        secret = declare(
+            f"{name}-secrets",
+            render_secret(
+                args.namespace,
+                pulumi.Output.secret(args.secret_key),
+                pulumi.Output.secret(args.admin_password),
+            ),
+            in_namespace,
+        )
+        claim = declare(
+            f"{name}-data", render_data_claim(args.namespace, args.storage_gib), in_namespace
+        )
+        declare(
+            f"{name}-deployment",
+            render_deployment(args.namespace, args.image, args.ollama_url, args.admin_email),
+            pulumi.ResourceOptions(parent=self, depends_on=[secret, claim]),
+        )
+        declare(f"{name}-service", render_service(args.namespace), in_namespace)
+        declare(
+            f"{name}-ingress",
+            render_ingress(args.namespace, args.hostname, args.tls_secret),
+            in_namespace,
+        )
+        self.url = f"https://{args.hostname}/"
+        self.register_outputs({"url": self.url})

@@ -1,0 +1,190 @@
+"""Liqo federation and LLM serving (issue: federation), composed from components.
+
+aws-gpu (provider): Liqo, the Mountpoint S3 CSI driver and the read-only models volume.
+homelab (consumer): Liqo, the peering (liqoctl), Ollama in the offloaded namespace, Open WebUI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from components.aws_cloud_init import k3s_api_url
+from components.liqo import Liqo, LiqoArgs
+from components.liqo_peering import LiqoPeering, LiqoPeeringArgs, PeeringSettings
+from components.model_store import ModelStore, ModelStoreArgs
+from components.nebula_config import LIQO_GATEWAY_NODEPORT
+from components.ollama import Ollama, OllamaArgs, OllamaSettings
+from components.open_webui import OpenWebUi, OpenWebUiArgs
+from stacks.config import AwsGpuConfig, HomelabConfig, ProjectSettings
+
+OPEN_WEBUI_NAMESPACE = "open-webui"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def reserved_subnets(project: ProjectSettings) -> list[str]:
+    """Ranges Liqo must never use for remapping on either side: LAN, VPC and overlay."""
+    network = project.network
+    return [
+        str(network.homelab_lan_cidr),
+        str(network.aws_vpc_cidr),
+        str(network.nebula_overlay_cidr),
+    ]
+
+
+@dataclass(frozen=True)
+class AwsFederation:
+    liqo: Liqo
+    models: ModelStore
+    models_volume: dict[str, Any]
+    """The models PV manifest, exported so the homelab declares its inert twin."""
+
+
+def aws_federation(
+    config: AwsGpuConfig, provider: k8s.Provider, bucket_name: pulumi.Input[str]
+) -> AwsFederation:
+    project = config.project
+    network = project.network
+    settings = config.aws
+    on_cluster = pulumi.ResourceOptions(provider=provider)
+    liqo = Liqo(
+        "liqo",
+        LiqoArgs(
+            version=project.liqo_version,
+            cluster_id=settings.federation.cluster_id,
+            api_server_url=k3s_api_url(str(settings.control_node.overlay_ip)),
+            pod_cidr=str(network.aws_pod_cidr),
+            service_cidr=str(network.aws_service_cidr),
+            reserved_subnets=reserved_subnets(project),
+            cluster_labels={
+                "hybridgpu.io/cluster": settings.federation.cluster_id,
+                "topology.kubernetes.io/region": settings.region,
+            },
+        ),
+        opts=on_cluster,
+    )
+    store_args = ModelStoreArgs(
+        bucket_name=bucket_name,
+        region=settings.region,
+        prefix=settings.model_store.prefix,
+        namespace=project.llm_namespace,
+        cache_gib=settings.model_store.cache_gib,
+    )
+    models = ModelStore("model-store", store_args, opts=on_cluster)
+    return AwsFederation(liqo=liqo, models=models, models_volume=models.manifest)
+
+
+@dataclass(frozen=True)
+class HomelabFederation:
+    open_webui_url: str
+    open_webui_admin_password: pulumi.Output[str]
+
+
+@dataclass(frozen=True)
+class ProviderSide:
+    """What the homelab knows of the AWS cluster (from the aws-gpu stack's outputs)."""
+
+    cluster_id: pulumi.Input[str]
+    admin_kubeconfig: pulumi.Input[str]
+    gateway_address: pulumi.Input[str]
+    models_volume: pulumi.Input[dict[str, Any]]
+
+
+def homelab_federation(
+    config: HomelabConfig,
+    *,
+    provider: k8s.Provider,
+    consumer_kubeconfig: pulumi.Input[str],
+    api_server_url: str,
+    remote: ProviderSide,
+    wait_for: list[pulumi.Resource],
+) -> HomelabFederation:
+    """``wait_for``: the GPU stack; Liqo's gateway and Ollama's RuntimeClass come after it."""
+    project = config.project
+    network = project.network
+    homelab = config.homelab
+    on_cluster = pulumi.ResourceOptions(provider=provider)
+    liqo = Liqo(
+        "liqo",
+        LiqoArgs(
+            version=project.liqo_version,
+            cluster_id=homelab.federation.cluster_id,
+            api_server_url=api_server_url,
+            pod_cidr=str(network.homelab_pod_cidr),
+            service_cidr=str(network.homelab_service_cidr),
+            reserved_subnets=reserved_subnets(project),
+            cluster_labels={"hybridgpu.io/cluster": homelab.federation.cluster_id},
+        ),
+        opts=on_cluster,
+    )
+    offload = homelab.federation.offload
+    peering = LiqoPeering(
+        "liqo-peering",
+        LiqoPeeringArgs(
+            gateway_address=remote.gateway_address,
+            settings=PeeringSettings(
+                liqo_version=project.liqo_version,
+                gateway_address="",
+                gateway_nodeport=LIQO_GATEWAY_NODEPORT,
+                mtu=project.liqo_mtu,
+                cpu=offload.cpu,
+                memory=f"{offload.memory_gib}Gi",
+                pods=offload.pods,
+                resources={GPU_RESOURCE: offload.gpus},
+            ),
+            consumer_kubeconfig=consumer_kubeconfig,
+            provider_kubeconfig=remote.admin_kubeconfig,
+            depends_on=(liqo.release, *wait_for),
+        ),
+    )
+    aws_k8s = k8s.Provider(
+        "aws-gpu-k8s",
+        kubeconfig=pulumi.Output.secret(remote.admin_kubeconfig),
+        enable_server_side_apply=True,
+    )
+    ollama_settings = homelab.ollama
+    ollama = Ollama(
+        "ollama",
+        OllamaArgs(
+            settings=OllamaSettings(
+                namespace=project.llm_namespace,
+                image=ollama_settings.image,
+                keep_alive=ollama_settings.keep_alive,
+                max_loaded_models=ollama_settings.max_loaded_models,
+                memory_gib=ollama_settings.memory_gib,
+                provider_cluster_id=remote.cluster_id,
+                client_namespaces=(OPEN_WEBUI_NAMESPACE, *ollama_settings.client_namespaces),
+            ),
+            models_volume=remote.models_volume,
+            consumer_pod_cidr=str(network.homelab_pod_cidr),
+            remote_provider=aws_k8s,
+            wait_for=(peering.command,),
+        ),
+        opts=on_cluster,
+    )
+    webui = homelab.open_webui
+    admin_password = random.RandomPassword("open-webui-admin-password", length=24, special=False)
+    secret_key = random.RandomPassword("open-webui-secret-key", length=48, special=False)
+    open_webui = OpenWebUi(
+        "open-webui",
+        OpenWebUiArgs(
+            namespace=OPEN_WEBUI_NAMESPACE,
+            image=webui.image,
+            hostname=webui.hostname,
+            ollama_url=ollama.url,
+            admin_email=webui.admin_email,
+            storage_gib=webui.storage_gib,
+            secret_key=secret_key.result,
+            admin_password=admin_password.result,
+            tls_secret=webui.tls_secret,
+        ),
+        opts=on_cluster,
+    )
+    return HomelabFederation(
+        open_webui_url=open_webui.url,
+        open_webui_admin_password=pulumi.Output.secret(admin_password.result),
+    )

@@ -1,0 +1,135 @@
+"""The GPU platform layer of each cluster (issue: GPU platform), composed from components.
+
+homelab: GPU Operator, the ``nfs-client`` / ``fast-scratch`` storage classes, JupyterHub, one
+CUDA validation Job per GPU worker, optional Rancher.
+aws-gpu: the NVIDIA device plugin (the AMI has driver + toolkit) and the Node Termination
+Handler that drains the GPU worker on a spot interruption notice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from components.charts import CUDA_SAMPLE_IMAGE
+from components.cuda_validation import CudaValidation, CudaValidationArgs
+from components.gpu_operator import GpuOperator, GpuOperatorArgs
+from components.jupyterhub import Authenticator, JupyterHub, JupyterHubArgs
+from components.k3s_config import CONTROL_PLANE_TAINT
+from components.node_termination_handler import (
+    NodeTerminationHandler,
+    NodeTerminationHandlerArgs,
+)
+from components.nvidia_device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
+from components.rancher import Rancher, RancherArgs
+from components.storage_classes import StorageClasses, StorageClassesArgs
+from stacks.config import HomelabConfig
+
+# Every GPU worker of either cluster carries it (components/aws_cloud_init.py gpu_node_labels,
+# stacks/homelab.py build_cluster).
+GPU_NODE_LABEL: tuple[str, str] = ("node-type", "gpu")
+
+
+@dataclass(frozen=True)
+class HomelabPlatform:
+    jupyterhub_url: str
+    cuda_validation: dict[str, dict[str, str]]
+    gpu_stack: pulumi.Resource
+
+
+def homelab_platform(config: HomelabConfig, provider: k8s.Provider) -> HomelabPlatform:
+    homelab = config.homelab
+    platform = homelab.platform
+    on_cluster = pulumi.ResourceOptions(provider=provider)
+    gpu_operator = GpuOperator(
+        "gpu-operator",
+        GpuOperatorArgs(
+            driver=platform.gpu_operator.driver, tolerate_taints=(CONTROL_PLANE_TAINT,)
+        ),
+        opts=on_cluster,
+    )
+    storage = StorageClasses(
+        "storage",
+        StorageClassesArgs(
+            nfs_server=platform.nfs.server,
+            nfs_path=platform.nfs.path,
+            nfs_mount_options=platform.nfs.mount_options,
+            scratch_path=platform.scratch_path,
+            gpu_node_label=GPU_NODE_LABEL,
+        ),
+        opts=on_cluster,
+    )
+    hub = platform.jupyterhub
+    auth = hub.authenticator
+    jupyterhub = JupyterHub(
+        "jupyterhub",
+        JupyterHubArgs(
+            hostname=hub.hostname,
+            image=hub.image,
+            authenticator=Authenticator(
+                kind=auth.kind,
+                client_id=auth.client_id,
+                admin_users=auth.admin_users,
+                allowed_users=auth.allowed_users,
+                allowed_organizations=auth.allowed_organizations,
+                authorize_url=auth.authorize_url,
+                token_url=auth.token_url,
+                userdata_url=auth.userdata_url,
+                username_claim=auth.username_claim,
+            ),
+            client_secret=config.secrets.jupyterhub_client_secret,
+            gpu_counts=homelab.jupyter_gpu_profiles,
+            gpu_node_selector={GPU_NODE_LABEL[0]: GPU_NODE_LABEL[1]},
+            cull_timeout_seconds=hub.cull_timeout_seconds,
+            cull_every_seconds=hub.cull_every_seconds,
+            user_storage_gib=hub.user_storage_gib,
+            scratch_gib=hub.scratch_gib,
+        ),
+        opts=pulumi.ResourceOptions(provider=provider, depends_on=[storage, gpu_operator]),
+    )
+    validation = CudaValidation(
+        "cuda-validation",
+        CudaValidationArgs(
+            nodes=[vm.name for vm in homelab.gpu_workers],
+            image=CUDA_SAMPLE_IMAGE,
+            wait_for=[gpu_operator.release],
+        ),
+        opts=on_cluster,
+    )
+    if platform.rancher.enabled:
+        assert platform.rancher.hostname is not None  # guaranteed by RancherSettings
+        Rancher(
+            "rancher",
+            RancherArgs(
+                hostname=platform.rancher.hostname,
+                # Generated once, kept (secret) in state; read it back with
+                # `kubectl -n cattle-system get secret bootstrap-secret`.
+                bootstrap_password=random.RandomPassword(
+                    "rancher-bootstrap-password", length=32, special=False
+                ).result,
+            ),
+            opts=on_cluster,
+        )
+    return HomelabPlatform(
+        jupyterhub_url=jupyterhub.url,
+        cuda_validation=validation.results,
+        gpu_stack=gpu_operator.release,
+    )
+
+
+def aws_platform(provider: k8s.Provider) -> dict[str, Any]:
+    on_cluster = pulumi.ResourceOptions(provider=provider)
+    selector = {GPU_NODE_LABEL[0]: GPU_NODE_LABEL[1]}
+    plugin = NvidiaDevicePlugin(
+        "nvidia-device-plugin", NvidiaDevicePluginArgs(node_selector=selector), opts=on_cluster
+    )
+    nth = NodeTerminationHandler(
+        "node-termination-handler",
+        NodeTerminationHandlerArgs(node_selector=selector),
+        opts=on_cluster,
+    )
+    return {"devicePlugin": plugin, "nodeTerminationHandler": nth}
