@@ -1,0 +1,433 @@
+"""Liqo federation and LLM serving: both stacks' Liqo releases, the peering, Ollama offloaded
+to the AWS cluster with its models from S3, Open WebUI (issue: federation)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+import pulumi
+import pytest
+import yaml
+
+from components.liqo import render_liqo_values
+from components.liqo_peering import (
+    CONSUMER_ENV,
+    PROVIDER_ENV,
+    PeeringSettings,
+    render_peer_script,
+    render_unpeer_script,
+)
+from components.ollama import OllamaSettings, render_deployment, render_offloading
+from stacks.config import ProjectSettings
+from tests.real_tools import require, shellcheck
+from tools.offline import StackRun, redact
+
+RELEASE = "kubernetes:helm.sh/v3:Release"
+LOCAL_COMMAND = "command:local:Command"
+SETTINGS = PeeringSettings(
+    liqo_version="v1.2.0",
+    gateway_address="10.200.0.1",
+    gateway_nodeport=30840,
+    mtu=1240,
+    cpu="4",
+    memory="16Gi",
+    pods=110,
+    resources={"nvidia.com/gpu": 1},
+)
+
+
+def _liqo(run: StackRun) -> dict:
+    return run.one(RELEASE, "liqo-release").plain_inputs
+
+
+def test_both_liqo_releases_pin_the_same_chart(
+    aws_gpu_run: StackRun, homelab_run: StackRun
+) -> None:
+    aws, homelab = _liqo(aws_gpu_run), _liqo(homelab_run)
+    default = ProjectSettings.model_fields["liqo_version"].default
+    for release in (aws, homelab):
+        assert release["chart"] == "liqo"
+        assert release["name"] == "liqo"  # named: no random suffix
+        assert release["namespace"] == "liqo"
+        assert release["repositoryOpts"]["repo"] == "https://helm.liqo.io/"
+    assert aws["version"] == homelab["version"] == default
+
+
+def test_liqo_values_per_cluster(aws_gpu_run: StackRun, homelab_run: StackRun) -> None:
+    aws = _liqo(aws_gpu_run)["values"]
+    homelab = _liqo(homelab_run)["values"]
+    assert aws["discovery"]["config"]["clusterID"] == "aws-gpu"
+    assert homelab["discovery"]["config"]["clusterID"] == "homelab"
+    assert aws["ipam"]["podCIDRs"] == ["10.52.0.0/16"]
+    assert aws["ipam"]["serviceCIDR"] == "10.53.0.0/16"
+    assert homelab["ipam"]["podCIDRs"] == ["10.42.0.0/16"]
+    assert homelab["ipam"]["serviceCIDR"] == "10.43.0.0/16"
+    reserved = {"192.168.10.0/24", "10.100.0.0/16", "10.200.0.0/16"}
+    assert set(aws["ipam"]["reservedSubnets"]) == reserved
+    assert set(homelab["ipam"]["reservedSubnets"]) == reserved
+    # API addresses on the overlay: the AWS control node and the first homelab server.
+    assert aws["apiServer"]["address"] == "https://10.200.0.1:6443"
+    assert homelab["apiServer"]["address"] == "https://10.200.1.1:6443"
+    assert aws["networking"]["enabled"] is True
+
+
+def test_homelab_servers_certify_their_overlay_ip(homelab_run: StackRun) -> None:
+    """Liqo on AWS reaches the homelab API at its overlay IP: it must be on the certificate."""
+    cp1 = next(
+        r
+        for r in homelab_run.by_type("command:remote:Command")
+        if r.name.endswith("k3s-cp-1-install")
+    )
+    (encoded,) = re.findall(
+        r"printf %s '?([A-Za-z0-9+/=]+)'? \| base64 -d", cp1.plain_inputs["create"]
+    )
+    config = yaml.safe_load(base64.b64decode(encoded))
+    assert "10.200.1.1" in config["tls-san"]
+
+
+def test_liqo_values_reject_a_non_https_api() -> None:
+    with pytest.raises(ValueError, match="https://"):
+        render_liqo_values(
+            cluster_id="x",
+            api_server_url="10.0.0.1:6443",
+            pod_cidr="10.42.0.0/16",
+            service_cidr="10.43.0.0/16",
+            reserved_subnets=[],
+            cluster_labels={},
+        )
+
+
+def _peering(homelab_run: StackRun):
+    return homelab_run.one(LOCAL_COMMAND, "liqo-peering-liqoctl")
+
+
+def test_peering_over_nebula_advertises_gpus(homelab_run: StackRun) -> None:
+    create = _peering(homelab_run).plain_inputs["create"]
+    assert "--resource nvidia.com/gpu=1" in create
+    assert "--gw-server-service-type NodePort" in create
+    assert "--gw-server-service-nodeport 30840" in create
+    assert "--gw-client-address 10.200.0.1" in create  # the AWS control node's overlay IP
+    assert "--mtu 1240" in create  # Nebula 1300 - WireGuard 60
+    assert "--cpu 4" in create
+    assert "--memory 16Gi" in create
+    assert "LoadBalancer" not in create
+
+
+def test_peering_kubeconfigs_stay_secret(homelab_run: StackRun) -> None:
+    peering = _peering(homelab_run)
+    secret = set(peering.secret_inputs)
+    assert (
+        "environment" in secret
+        or {
+            f"environment.{CONSUMER_ENV}",
+            f"environment.{PROVIDER_ENV}",
+        }
+        <= secret
+    )
+    assert set(peering.plain_inputs["environment"]) == {CONSUMER_ENV, PROVIDER_ENV}
+    assert peering.plain_inputs["logging"] == "stderr"
+    shown = json.dumps(redact(peering.inputs), default=str)
+    assert "client-key-data" not in shown
+
+
+def test_destroy_unpeers_before_liqo_goes(homelab_run: StackRun) -> None:
+    """Pulumi deletes dependents first: the peering depends on the Liqo release, and Ollama's
+    objects depend on the peering, so delete order is Ollama -> unpeer -> uninstall."""
+    peering = _peering(homelab_run)
+    liqo = homelab_run.one(RELEASE, "liqo-release")
+    assert liqo.urn in peering.dependencies
+    assert "liqoctl unpeer" in peering.plain_inputs["delete"]
+    offloading = homelab_run.one(
+        "kubernetes:offloading.liqo.io/v1beta1:NamespaceOffloading", "ollama-offloading"
+    )
+    assert peering.urn in offloading.dependencies
+    deployment = homelab_run.one("kubernetes:apps/v1:Deployment", "ollama-deployment")
+    assert offloading.urn in deployment.dependencies
+
+
+def test_ollama_runs_only_on_the_virtual_node_with_one_gpu(homelab_run: StackRun) -> None:
+    deployment = homelab_run.one("kubernetes:apps/v1:Deployment", "ollama-deployment")
+    spec = deployment.plain_inputs["spec"]["template"]["spec"]
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    (term,) = terms
+    expressions = {e["key"]: e for e in term["matchExpressions"]}
+    assert expressions["liqo.io/type"]["values"] == ["virtual-node"]
+    assert expressions["liqo.io/remote-cluster-id"]["values"] == ["aws-gpu"]
+    assert {
+        "key": "virtual-node.liqo.io/not-allowed",
+        "operator": "Exists",
+        "effect": "NoExecute",
+    } in spec["tolerations"]
+    (container,) = spec["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert spec["runtimeClassName"] == "nvidia"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["OLLAMA_HOST"].startswith("0.0.0.0:")
+    assert env["OLLAMA_KEEP_ALIVE"] == "30m"
+    assert env["OLLAMA_NOPRUNE"] == "1"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/api/tags"
+    assert ":" in container["image"]
+    assert not container["image"].endswith(":latest")
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["models"]["readOnly"] is True
+
+
+def test_namespace_offloading_is_remote_only(homelab_run: StackRun) -> None:
+    offloading = homelab_run.one(
+        "kubernetes:offloading.liqo.io/v1beta1:NamespaceOffloading", "ollama-offloading"
+    ).plain_inputs
+    assert offloading["metadata"] == {"name": "offloading", "namespace": "llm"}
+    assert offloading["spec"]["podOffloadingStrategy"] == "Remote"
+    assert offloading["spec"]["namespaceMappingStrategy"] == "EnforceSameName"
+    namespace = homelab_run.one("kubernetes:core/v1:Namespace", "ollama-namespace").plain_inputs
+    assert namespace["metadata"]["labels"]["liqo.io/scheduling-enabled"] == "true"
+
+
+def test_models_volume_is_the_s3_bucket_read_only(
+    aws_gpu_run: StackRun, homelab_run: StackRun
+) -> None:
+    csi = aws_gpu_run.one(RELEASE, "model-store-csi-driver").plain_inputs
+    assert csi["chart"] == "aws-mountpoint-s3-csi-driver"
+    assert csi["version"]
+    volume = aws_gpu_run.one("kubernetes:core/v1:PersistentVolume", "model-store-volume")
+    spec = volume.plain_inputs["spec"]
+    bucket = aws_gpu_run.exports["modelBucketName"]
+    assert spec["csi"]["driver"] == "s3.csi.aws.com"
+    assert spec["csi"]["volumeAttributes"]["bucketName"] == bucket
+    assert spec["accessModes"] == ["ReadOnlyMany"]
+    assert "read-only" in spec["mountOptions"]
+    assert spec["claimRef"] == {"namespace": "llm", "name": "ollama-models"}
+    assert spec["storageClassName"] == ""
+    # The homelab's twin is the very same volume; the AWS-side claim binds to it by name.
+    twin = homelab_run.one("kubernetes:core/v1:PersistentVolume", "ollama-models-twin")
+    assert twin.plain_inputs["spec"] == spec
+    remote_claim = homelab_run.one(
+        "kubernetes:core/v1:PersistentVolumeClaim", "ollama-remote-models-claim"
+    )
+    assert (
+        remote_claim.plain_inputs["spec"]["volumeName"] == volume.plain_inputs["metadata"]["name"]
+    )
+    aws_provider = homelab_run.one("pulumi:providers:kubernetes", "aws-gpu-k8s")
+    assert remote_claim.provider.startswith(aws_provider.urn)
+
+
+def test_network_policies_admit_only_clients(homelab_run: StackRun) -> None:
+    local = homelab_run.one("kubernetes:networking.k8s.io/v1:NetworkPolicy", "ollama-policy")
+    (rule,) = local.plain_inputs["spec"]["ingress"]
+    namespaces = [
+        s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in rule["from"]
+    ]
+    assert namespaces == ["open-webui"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 11434}]
+    remote = homelab_run.one(
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy", "ollama-remote-policy"
+    )
+    (remote_rule,) = remote.plain_inputs["spec"]["ingress"]
+    assert remote_rule["from"] == [{"ipBlock": {"cidr": "10.42.0.0/16"}}]
+
+
+def test_open_webui_needs_login_and_talks_to_ollama(homelab_run: StackRun) -> None:
+    deployment = homelab_run.one("kubernetes:apps/v1:Deployment", "open-webui-deployment")
+    (container,) = deployment.plain_inputs["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["OLLAMA_BASE_URL"] == "http://ollama.llm.svc.cluster.local:11434"
+    assert env["WEBUI_AUTH"] == "True"
+    assert env["ENABLE_SIGNUP"] == "False"
+    assert env["WEBUI_ADMIN_EMAIL"] == "ops@example.com"
+    assert env["WEBUI_ADMIN_PASSWORD"] is None  # from the Secret, not inline
+    secret = homelab_run.one("kubernetes:core/v1:Secret", "open-webui-secrets")
+    assert any(p.startswith("stringData") for p in secret.secret_inputs)
+    ingress = homelab_run.one("kubernetes:networking.k8s.io/v1:Ingress", "open-webui-ingress")
+    assert ingress.plain_inputs["spec"]["ingressClassName"] == "traefik"
+    assert ingress.plain_inputs["spec"]["rules"][0]["host"] == "chat.lab.example"
+    claim = homelab_run.one("kubernetes:core/v1:PersistentVolumeClaim", "open-webui-data")
+    assert "storageClassName" not in claim.plain_inputs["spec"]  # the default class
+    assert "openWebuiAdminPassword" in homelab_run.secret_exports
+
+
+def test_pure_renderers_take_cluster_id() -> None:
+    offloading = render_offloading("llm", "aws-x")
+    terms = offloading["spec"]["clusterSelector"]["nodeSelectorTerms"]
+    assert terms[0]["matchExpressions"][0]["values"] == ["aws-x"]
+    settings = OllamaSettings("llm", "ollama/ollama:1.0.0", "5m", 1, 8, "aws-x", ("open-webui",))
+    spec = render_deployment(settings)["spec"]["template"]["spec"]
+    assert spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ][0]["matchExpressions"][1]["values"] == ["aws-x"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The liqoctl scripts, checked by shellcheck and run against a fake liqoctl
+# ---------------------------------------------------------------------------------------------
+
+
+def test_peering_scripts_pass_shellcheck(tmp_path: Path) -> None:
+    shellcheck(render_peer_script(SETTINGS), tmp_path, "peer.sh")
+    shellcheck(render_unpeer_script(SETTINGS), tmp_path, "unpeer.sh")
+
+
+FAKE_LIQOCTL = """#!/bin/bash
+# Records its arguments and what it can see of the kubeconfig files, like liqoctl would read them.
+if [ "$1" = version ]; then echo "Client version: $FAKE_VERSION"; exit 0; fi
+{
+  echo "ARGS $*"
+  for f in $(printf '%s\\n' "$@" | grep '/consumer$\\|/provider$'); do
+    echo "FILE $f $(stat -c %a "$f") $(cat "$f")"
+  done
+} >> "$FAKE_LOG"
+if [ "$1" = unpeer ] && [ -n "${FAKE_UNPEER_ERROR:-}" ]; then
+  echo "$FAKE_UNPEER_ERROR" >&2
+  exit 1
+fi
+"""
+
+
+def _run(
+    script: str,
+    tmp_path: Path,
+    *,
+    version: str = "v1.2.0",
+    path_has_liqoctl: bool = True,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    bash = require("bash")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    if path_has_liqoctl:
+        fake = bin_dir / "liqoctl"
+        fake.write_text(FAKE_LIQOCTL)
+        fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "FAKE_VERSION": version,
+        "FAKE_LOG": str(tmp_path / "log"),
+        "TMPDIR": str(tmp_path),
+        CONSUMER_ENV: "consumer-kubeconfig-content",
+        PROVIDER_ENV: "provider-kubeconfig-content",
+        **(extra_env or {}),
+    }
+    return subprocess.run(  # noqa: PLW1510 - the caller checks the result
+        [bash, "-c", script], env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_peer_script_writes_private_kubeconfigs_and_removes_them(tmp_path: Path) -> None:
+    result = _run(render_peer_script(SETTINGS), tmp_path)
+    assert result.returncode == 0, result.stderr
+    log = (tmp_path / "log").read_text()
+    assert "ARGS peer" in log
+    assert "--resource nvidia.com/gpu=1" in log
+    files = [line.split(" ", 3) for line in log.splitlines() if line.startswith("FILE")]
+    assert {(mode, content) for _, _, mode, content in files} == {
+        ("600", "consumer-kubeconfig-content"),
+        ("600", "provider-kubeconfig-content"),
+    }
+    for _, path, _, _ in files:
+        assert not os.path.exists(path)  # removed after
+    assert "kubeconfig-content" not in result.stdout + result.stderr  # nothing printed
+
+
+def test_peer_script_refuses_a_missing_or_different_liqoctl(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    missing = _run(render_peer_script(SETTINGS), tmp_path / "a", path_has_liqoctl=False)
+    assert missing.returncode == 1
+    assert "liqoctl not found" in missing.stderr
+    (tmp_path / "b").mkdir()
+    other = _run(render_peer_script(SETTINGS), tmp_path / "b", version="v1.1.2")
+    assert other.returncode == 1
+    assert "v1.1.2" in other.stderr
+    assert "v1.2.0" in other.stderr
+    assert not (tmp_path / "b" / "log").exists()  # never peered
+
+
+def test_unpeer_tolerates_only_an_absent_peering(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    gone = _run(
+        render_unpeer_script(SETTINGS),
+        tmp_path / "a",
+        extra_env={"FAKE_UNPEER_ERROR": 'foreignclusters "aws-gpu" not found'},
+    )
+    assert gone.returncode == 0, gone.stderr
+    (tmp_path / "b").mkdir()
+    broken = _run(
+        render_unpeer_script(SETTINGS),
+        tmp_path / "b",
+        extra_env={"FAKE_UNPEER_ERROR": "connection refused"},
+    )
+    assert broken.returncode == 1
+    assert "connection refused" in broken.stderr
+
+
+@pulumi.runtime.test
+def test_peering_component_keeps_kubeconfigs_secret():
+    from components.liqo_peering import LiqoPeering, LiqoPeeringArgs
+
+    peering = LiqoPeering(
+        "probe-peering",
+        LiqoPeeringArgs(
+            settings=SETTINGS,
+            gateway_address=pulumi.Output.from_input("10.200.0.9"),
+            consumer_kubeconfig="consumer",
+            provider_kubeconfig="provider",
+        ),
+    )
+
+    def check(values: list) -> None:
+        create, environment_is_secret = values
+        assert "--gw-client-address 10.200.0.9" in create
+        assert environment_is_secret
+
+    environment_is_secret = pulumi.Output.from_input(
+        pulumi.Output.is_secret(peering.command.environment)  # type: ignore[arg-type]
+    )
+    return pulumi.Output.all(peering.command.create, environment_is_secret).apply(check)
+
+
+@pytest.mark.parametrize(
+    ("stack", "expected"),
+    [
+        (
+            "aws-gpu",
+            [
+                "hybridgpu:federation:Liqo  liqo",
+                "hybridgpu:llm:ModelStore  model-store",
+                "kubernetes:core/v1:PersistentVolume  model-store-volume",
+                "hybridgpu:platform:NodeTerminationHandler",
+                "hybridgpu:platform:NvidiaDevicePlugin",
+            ],
+        ),
+        (
+            "homelab",
+            [
+                "hybridgpu:federation:Liqo  liqo",
+                "command:local:Command  liqo-peering-liqoctl",
+                "NamespaceOffloading  ollama-offloading",
+                "kubernetes:apps/v1:Deployment  ollama-deployment",
+                "hybridgpu:llm:OpenWebUi  open-webui",
+                "hybridgpu:platform:GpuOperator",
+                "hybridgpu:platform:JupyterHub",
+                "hybridgpu:platform:CudaValidation",
+                "hybridgpu:platform:StorageClasses",
+            ],
+        ),
+    ],
+)
+def test_offline_plan_lists_federation_and_platform(
+    stack: str, expected: list[str], aws_gpu_run: StackRun, homelab_run: StackRun
+) -> None:
+    from tools.plan import artifacts, resource_tree
+
+    run = aws_gpu_run if stack == "aws-gpu" else homelab_run
+    tree = "\n".join(resource_tree(run))
+    for line in expected:
+        assert line in tree, line
+    names = {name for name, _, _ in artifacts(run)}
+    assert "liqo-release.values.yaml" in names
