@@ -62,10 +62,14 @@ def cluster_dns_ip(service_cidr: str) -> str:
     return str(ipaddress.IPv4Network(service_cidr)[10])
 
 
+GPU_NODE_LABEL: tuple[str, str] = ("node-type", "gpu")
+"""Carried by every GPU worker of either cluster; platform components select on it."""
+
+
 def gpu_node_labels(gpu_type: str) -> tuple[str, ...]:
     """Labels of a GPU worker: what the scheduler, the GPU operator and Liqo select on."""
     _check_label_value(gpu_type, "gpu type")
-    return ("node-type=gpu", f"gpu-type={gpu_type}", "nvidia.com/gpu.present=true")
+    return ("=".join(GPU_NODE_LABEL), f"gpu-type={gpu_type}", "nvidia.com/gpu.present=true")
 
 
 def _check_label_value(value: str, what: str) -> None:

@@ -3,6 +3,7 @@ with kubernetes-validate) and declared as typed Pulumi resources by :func:`decla
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,35 +30,28 @@ _TYPED: Mapping[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
     ("networking.k8s.io/v1", "Ingress"): k8s.networking.v1.Ingress,
     ("storage.k8s.io/v1", "StorageClass"): k8s.storage.v1.StorageClass,
 }
-# Fields outside metadata/spec that some kinds carry at the top level.
-_TOP_LEVEL = (
-    "data",
-    "string_data",
-    "type",
-    "provisioner",
-    "parameters",
-    "reclaim_policy",
-    "volume_binding_mode",
-    "allow_volume_expansion",
-    "allowed_topologies",
-    "mount_options",
-    "rules",
-    "role_ref",
-    "subjects",
-)
-_CAMEL = {
-    "string_data": "stringData",
-    "reclaim_policy": "reclaimPolicy",
-    "volume_binding_mode": "volumeBindingMode",
-    "allow_volume_expansion": "allowVolumeExpansion",
-    "allowed_topologies": "allowedTopologies",
-    "mount_options": "mountOptions",
-    "role_ref": "roleRef",
-}
 
 
-def object_name(manifest: Manifest) -> str:
-    return str(manifest["metadata"]["name"])
+def _snake(field: str) -> str:
+    """A manifest's top-level field as the typed class's argument (stringData -> string_data)."""
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", field).lower()
+
+
+def app_labels(app: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": app}
+
+
+def render_service(app: str, namespace: str, port: int) -> Manifest:
+    """ClusterIP Service of an app whose pods name their port ``http``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": app, "namespace": namespace, "labels": app_labels(app)},
+        "spec": {
+            "selector": app_labels(app),
+            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
 
 
 def declare(name: str, manifest: Manifest, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
@@ -74,11 +68,9 @@ def declare(name: str, manifest: Manifest, opts: pulumi.ResourceOptions) -> pulu
             spec=manifest.get("spec"),
             opts=opts,
         )
-    kwargs: dict[str, Any] = {"metadata": manifest["metadata"]}
-    if "spec" in manifest:
-        kwargs["spec"] = manifest["spec"]
-    for field in _TOP_LEVEL:
-        camel = _CAMEL.get(field, field)
-        if camel in manifest:
-            kwargs[field] = manifest[camel]
+    kwargs = {
+        _snake(field): value
+        for field, value in manifest.items()
+        if field not in ("apiVersion", "kind")
+    }
     return typed(name, **kwargs, opts=opts)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pulumi
 from pulumi_command import local
@@ -33,8 +33,6 @@ GATEWAY_SERVICE_PORT = 51840
 @dataclass(frozen=True)
 class PeeringSettings:
     liqo_version: str
-    gateway_address: str
-    """Provider node address the gateway client dials (its Nebula IP)."""
     gateway_nodeport: int
     mtu: int
     cpu: str
@@ -74,7 +72,8 @@ def _preamble(settings: PeeringSettings) -> list[str]:
     ]
 
 
-def render_peer_script(settings: PeeringSettings) -> str:
+def render_peer_script(settings: PeeringSettings, gateway_address: str) -> str:
+    """``gateway_address``: the provider node the gateway client dials (its Nebula IP)."""
     resource_flags = [
         f"  --resource {shlex.quote(f'{name}={count}')}"
         for name, count in sorted(settings.resources.items())
@@ -87,14 +86,14 @@ def render_peer_script(settings: PeeringSettings) -> str:
             "  --gw-server-service-type NodePort \\",
             f"  --gw-server-service-port {GATEWAY_SERVICE_PORT} \\",
             f"  --gw-server-service-nodeport {settings.gateway_nodeport} \\",
-            f"  --gw-client-address {shlex.quote(settings.gateway_address)} \\",
+            f"  --gw-client-address {shlex.quote(gateway_address)} \\",
             f"  --gw-client-port {settings.gateway_nodeport} \\",
             f"  --mtu {settings.mtu} \\",
             f"  --cpu {shlex.quote(settings.cpu)} \\",
             f"  --memory {shlex.quote(settings.memory)} \\",
             f"  --pods {settings.pods} \\",
             " \\\n".join(resource_flags),
-            f'echo "peered with the Liqo cluster at {settings.gateway_address}"',
+            f'echo "peered with the Liqo cluster at {gateway_address}"',
             "",
         ]
     )
@@ -125,7 +124,6 @@ def render_unpeer_script(settings: PeeringSettings) -> str:
 @dataclass(frozen=True)
 class LiqoPeeringArgs:
     settings: PeeringSettings
-    """``gateway_address`` is replaced by the resolved :attr:`gateway_address`."""
     gateway_address: pulumi.Input[str]
     """The provider node's overlay IP (from the aws-gpu stack's outputs)."""
     consumer_kubeconfig: pulumi.Input[str]
@@ -140,13 +138,11 @@ class LiqoPeering(pulumi.ComponentResource):
         self, name: str, args: LiqoPeeringArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("hybridgpu:federation:LiqoPeering", name, None, opts)
-        settings = pulumi.Output.from_input(args.gateway_address).apply(
-            lambda address: replace(args.settings, gateway_address=address)
-        )
+        address = pulumi.Output.from_input(args.gateway_address)
         self.command = local.Command(
             f"{name}-liqoctl",
-            create=settings.apply(render_peer_script),
-            delete=settings.apply(render_unpeer_script),
+            create=address.apply(lambda a: render_peer_script(args.settings, a)),
+            delete=render_unpeer_script(args.settings),
             interpreter=["/bin/bash", "-c"],
             environment={
                 CONSUMER_ENV: pulumi.Output.secret(args.consumer_kubeconfig),

@@ -21,7 +21,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.gpu_operator import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS
-from components.k8s_objects import Manifest, declare
+from components.k8s_objects import Manifest, app_labels, declare, render_service
 from components.liqo import (
     REMOTE_CLUSTER_ID_LABEL,
     VIRTUAL_NODE_LABEL,
@@ -89,24 +89,20 @@ def render_offloading(namespace: str, provider_cluster_id: pulumi.Input[str]) ->
     }
 
 
-def _labels() -> dict[str, str]:
-    return {"app.kubernetes.io/name": APP}
-
-
 def render_deployment(settings: OllamaSettings) -> Manifest:
     label_key, label_value = VIRTUAL_NODE_LABEL
     memory = f"{settings.memory_gib}Gi"
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": APP, "namespace": settings.namespace, "labels": _labels()},
+        "metadata": {"name": APP, "namespace": settings.namespace, "labels": app_labels(APP)},
         "spec": {
             "replicas": 1,
             # One GPU, one pod: never run two during a rollout.
             "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": _labels()},
+            "selector": {"matchLabels": app_labels(APP)},
             "template": {
-                "metadata": {"labels": _labels()},
+                "metadata": {"labels": app_labels(APP)},
                 "spec": {
                     "affinity": {
                         "nodeAffinity": {
@@ -193,27 +189,13 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
     }
 
 
-def render_service(namespace: str) -> Manifest:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": APP, "namespace": namespace, "labels": _labels()},
-        "spec": {
-            "selector": _labels(),
-            "ports": [
-                {"name": "http", "port": OLLAMA_PORT, "targetPort": "http", "protocol": "TCP"}
-            ],
-        },
-    }
-
-
 def _ollama_policy(namespace: str, sources: list[dict[str, Any]]) -> Manifest:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": {"name": f"{APP}-clients", "namespace": namespace},
         "spec": {
-            "podSelector": {"matchLabels": _labels()},
+            "podSelector": {"matchLabels": app_labels(APP)},
             "policyTypes": ["Ingress"],
             "ingress": [{"from": sources, "ports": [{"protocol": "TCP", "port": OLLAMA_PORT}]}],
         },
@@ -297,7 +279,7 @@ class Ollama(pulumi.ComponentResource):
         )
         self.service = declare(
             f"{name}-service",
-            render_service(namespace_name),
+            render_service(APP, namespace_name, OLLAMA_PORT),
             pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
         )
         self.deployment = declare(

@@ -9,16 +9,12 @@ from dataclasses import dataclass
 
 import pulumi
 
-from components.k8s_objects import Manifest, declare
+from components.k8s_objects import Manifest, app_labels, declare, render_service
 
 APP = "open-webui"
 HTTP_PORT = 8080
 DATA_PATH = "/app/backend/data"
 SECRET_NAME = "open-webui-secrets"  # noqa: S105 - a Secret object name, not a credential
-
-
-def _labels() -> dict[str, str]:
-    return {"app.kubernetes.io/name": APP}
 
 
 def render_namespace(namespace: str) -> Manifest:
@@ -58,14 +54,14 @@ def render_deployment(namespace: str, image: str, ollama_url: str, admin_email: 
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": APP, "namespace": namespace, "labels": _labels()},
+        "metadata": {"name": APP, "namespace": namespace, "labels": app_labels(APP)},
         "spec": {
             "replicas": 1,
             # SQLite on a ReadWriteOnce volume: one writer at a time.
             "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": _labels()},
+            "selector": {"matchLabels": app_labels(APP)},
             "template": {
-                "metadata": {"labels": _labels()},
+                "metadata": {"labels": app_labels(APP)},
                 "spec": {
                     "containers": [
                         {
@@ -107,18 +103,6 @@ def render_deployment(namespace: str, image: str, ollama_url: str, admin_email: 
                     ],
                 },
             },
-        },
-    }
-
-
-def render_service(namespace: str) -> Manifest:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": APP, "namespace": namespace, "labels": _labels()},
-        "spec": {
-            "selector": _labels(),
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
         },
     }
 
@@ -197,7 +181,7 @@ class OpenWebUi(pulumi.ComponentResource):
             render_deployment(args.namespace, args.image, args.ollama_url, args.admin_email),
             pulumi.ResourceOptions(parent=self, depends_on=[secret, claim]),
         )
-        declare(f"{name}-service", render_service(args.namespace), in_namespace)
+        declare(f"{name}-service", render_service(APP, args.namespace, 80), in_namespace)
         declare(
             f"{name}-ingress",
             render_ingress(args.namespace, args.hostname, args.tls_secret),

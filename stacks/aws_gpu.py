@@ -282,7 +282,7 @@ def main() -> None:
         "aws-gpu-k8s", kubeconfig=kubeconfig.admin_kubeconfig, enable_server_side_apply=True
     )
     aws_platform(cluster)
-    federation = aws_federation(config, cluster, models.bucket_name)
+    model_store = aws_federation(config, cluster, models.bucket_name)
 
     budget = settings.budget
     CostBudget(
@@ -321,6 +321,6 @@ def main() -> None:
             "modelsPrefix": models.bucket_name.apply(
                 lambda bucket: f"s3://{bucket}/{settings.model_store.prefix}"
             ),
-            "modelsVolume": federation.models_volume,
+            "modelsVolume": model_store.manifest,
         },
     )

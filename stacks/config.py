@@ -469,14 +469,9 @@ class BudgetSettings(Model):
         return value
 
 
-class FederationSettings(Model):
-    """This cluster's identity in Liqo."""
-
-    cluster_id: DnsLabel
-
-
-class AwsFederationSettings(FederationSettings):
+class AwsFederationSettings(Model):
     cluster_id: DnsLabel = "aws-gpu"
+    """This cluster's identity in Liqo."""
 
 
 class ModelStoreSettings(Model):

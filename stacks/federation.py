@@ -14,6 +14,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components.aws_cloud_init import k3s_api_url
+from components.gpu_operator import GPU_RESOURCE
 from components.liqo import Liqo, LiqoArgs
 from components.liqo_peering import LiqoPeering, LiqoPeeringArgs, PeeringSettings
 from components.model_store import ModelStore, ModelStoreArgs
@@ -23,7 +24,6 @@ from components.open_webui import OpenWebUi, OpenWebUiArgs
 from stacks.config import AwsGpuConfig, HomelabConfig, ProjectSettings
 
 OPEN_WEBUI_NAMESPACE = "open-webui"
-GPU_RESOURCE = "nvidia.com/gpu"
 
 
 def reserved_subnets(project: ProjectSettings) -> list[str]:
@@ -36,22 +36,15 @@ def reserved_subnets(project: ProjectSettings) -> list[str]:
     ]
 
 
-@dataclass(frozen=True)
-class AwsFederation:
-    liqo: Liqo
-    models: ModelStore
-    models_volume: dict[str, Any]
-    """The models PV manifest, exported so the homelab declares its inert twin."""
-
-
 def aws_federation(
     config: AwsGpuConfig, provider: k8s.Provider, bucket_name: pulumi.Input[str]
-) -> AwsFederation:
+) -> ModelStore:
+    """Liqo and the model store; the store's PV manifest is exported for the homelab's twin."""
     project = config.project
     network = project.network
     settings = config.aws
     on_cluster = pulumi.ResourceOptions(provider=provider)
-    liqo = Liqo(
+    Liqo(
         "liqo",
         LiqoArgs(
             version=project.liqo_version,
@@ -74,8 +67,7 @@ def aws_federation(
         namespace=project.llm_namespace,
         cache_gib=settings.model_store.cache_gib,
     )
-    models = ModelStore("model-store", store_args, opts=on_cluster)
-    return AwsFederation(liqo=liqo, models=models, models_volume=models.manifest)
+    return ModelStore("model-store", store_args, opts=on_cluster)
 
 
 @dataclass(frozen=True)
@@ -128,7 +120,6 @@ def homelab_federation(
             gateway_address=remote.gateway_address,
             settings=PeeringSettings(
                 liqo_version=project.liqo_version,
-                gateway_address="",
                 gateway_nodeport=LIQO_GATEWAY_NODEPORT,
                 mtu=project.liqo_mtu,
                 cpu=offload.cpu,

@@ -10,7 +10,7 @@ import pulumi_kubernetes as k8s
 import pulumi_proxmoxve as proxmoxve
 import pulumi_random as random
 
-from components.aws_cloud_init import cluster_dns_ip
+from components.aws_cloud_init import GPU_NODE_LABEL, cluster_dns_ip
 from components.k3s_cluster import K3sCluster, K3sClusterArgs
 from components.k3s_config import K3sClusterSettings, K3sNode
 from components.nebula_config import default_policy
@@ -178,7 +178,7 @@ def build_cluster(
             "agent",
             # What the GPU Operator, JupyterHub profiles and the CUDA checks select on.
             labels=(
-                "node-type=gpu",
+                "=".join(GPU_NODE_LABEL),
                 f"gpu-type={vm.gpu_model}",
                 "accelerator=nvidia",
                 "nvidia.com/gpu.present=true",

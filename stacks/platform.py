@@ -9,12 +9,12 @@ Handler that drains the GPU worker on a spot interruption notice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components.aws_cloud_init import GPU_NODE_LABEL
 from components.charts import CUDA_SAMPLE_IMAGE
 from components.cuda_validation import CudaValidation, CudaValidationArgs
 from components.gpu_operator import GpuOperator, GpuOperatorArgs
@@ -28,10 +28,6 @@ from components.nvidia_device_plugin import NvidiaDevicePlugin, NvidiaDevicePlug
 from components.rancher import Rancher, RancherArgs
 from components.storage_classes import StorageClasses, StorageClassesArgs
 from stacks.config import HomelabConfig
-
-# Every GPU worker of either cluster carries it (components/aws_cloud_init.py gpu_node_labels,
-# stacks/homelab.py build_cluster).
-GPU_NODE_LABEL: tuple[str, str] = ("node-type", "gpu")
 
 
 @dataclass(frozen=True)
@@ -83,7 +79,7 @@ def homelab_platform(config: HomelabConfig, provider: k8s.Provider) -> HomelabPl
             ),
             client_secret=config.secrets.jupyterhub_client_secret,
             gpu_counts=homelab.jupyter_gpu_profiles,
-            gpu_node_selector={GPU_NODE_LABEL[0]: GPU_NODE_LABEL[1]},
+            gpu_node_selector=dict([GPU_NODE_LABEL]),
             cull_timeout_seconds=hub.cull_timeout_seconds,
             cull_every_seconds=hub.cull_every_seconds,
             user_storage_gib=hub.user_storage_gib,
@@ -121,15 +117,14 @@ def homelab_platform(config: HomelabConfig, provider: k8s.Provider) -> HomelabPl
     )
 
 
-def aws_platform(provider: k8s.Provider) -> dict[str, Any]:
+def aws_platform(provider: k8s.Provider) -> None:
     on_cluster = pulumi.ResourceOptions(provider=provider)
-    selector = {GPU_NODE_LABEL[0]: GPU_NODE_LABEL[1]}
-    plugin = NvidiaDevicePlugin(
+    selector = dict([GPU_NODE_LABEL])
+    NvidiaDevicePlugin(
         "nvidia-device-plugin", NvidiaDevicePluginArgs(node_selector=selector), opts=on_cluster
     )
-    nth = NodeTerminationHandler(
+    NodeTerminationHandler(
         "node-termination-handler",
         NodeTerminationHandlerArgs(node_selector=selector),
         opts=on_cluster,
     )
-    return {"devicePlugin": plugin, "nodeTerminationHandler": nth}

@@ -30,9 +30,9 @@ from tools.offline import StackRun, redact
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 LOCAL_COMMAND = "command:local:Command"
+GATEWAY = "10.200.0.1"
 SETTINGS = PeeringSettings(
     liqo_version="v1.2.0",
-    gateway_address="10.200.0.1",
     gateway_nodeport=30840,
     mtu=1240,
     cpu="4",
@@ -270,7 +270,7 @@ def test_pure_renderers_take_cluster_id() -> None:
 
 
 def test_peering_scripts_pass_shellcheck(tmp_path: Path) -> None:
-    shellcheck(render_peer_script(SETTINGS), tmp_path, "peer.sh")
+    shellcheck(render_peer_script(SETTINGS, GATEWAY), tmp_path, "peer.sh")
     shellcheck(render_unpeer_script(SETTINGS), tmp_path, "unpeer.sh")
 
 
@@ -320,7 +320,7 @@ def _run(
 
 
 def test_peer_script_writes_private_kubeconfigs_and_removes_them(tmp_path: Path) -> None:
-    result = _run(render_peer_script(SETTINGS), tmp_path)
+    result = _run(render_peer_script(SETTINGS, GATEWAY), tmp_path)
     assert result.returncode == 0, result.stderr
     log = (tmp_path / "log").read_text()
     assert "ARGS peer" in log
@@ -337,11 +337,11 @@ def test_peer_script_writes_private_kubeconfigs_and_removes_them(tmp_path: Path)
 
 def test_peer_script_refuses_a_missing_or_different_liqoctl(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
-    missing = _run(render_peer_script(SETTINGS), tmp_path / "a", path_has_liqoctl=False)
+    missing = _run(render_peer_script(SETTINGS, GATEWAY), tmp_path / "a", path_has_liqoctl=False)
     assert missing.returncode == 1
     assert "liqoctl not found" in missing.stderr
     (tmp_path / "b").mkdir()
-    other = _run(render_peer_script(SETTINGS), tmp_path / "b", version="v1.1.2")
+    other = _run(render_peer_script(SETTINGS, GATEWAY), tmp_path / "b", version="v1.1.2")
     assert other.returncode == 1
     assert "v1.1.2" in other.stderr
     assert "v1.2.0" in other.stderr
