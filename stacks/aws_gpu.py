@@ -11,25 +11,25 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components.aws_cloud_init import (
+from components.aws.budget import CostBudget, CostBudgetArgs
+from components.aws.cloud_init import (
     AWS_K3S_DISABLE,
     K3sRole,
-    gpu_node_labels,
-    k3s_api_url,
     k3s_install_part,
     render_cloud_config,
     render_k3s_agent_config,
     render_k3s_server_config,
 )
-from components.aws_k3s_node import AmiQuery, AwsK3sNode, AwsK3sNodeArgs, SpotOptions
-from components.aws_network import AwsNetwork, AwsNetworkArgs
-from components.budget import CostBudget, CostBudgetArgs
-from components.kubeconfig import KubeconfigFetch, KubeconfigFetchArgs
-from components.model_bucket import ModelBucket, ModelBucketArgs
-from components.nebula_ca import NebulaCa
-from components.nebula_config import K3S_API_PORT, default_policy
-from components.nebula_host import NebulaHost
-from components.node_iam import NodeRole, NodeRoleArgs
+from components.aws.k3s_node import AmiQuery, AwsK3sNode, AwsK3sNodeArgs, SpotOptions
+from components.aws.model_bucket import ModelBucket, ModelBucketArgs
+from components.aws.network import AwsNetwork, AwsNetworkArgs
+from components.aws.node_iam import NodeRole, NodeRoleArgs
+from components.k3s.config import k3s_api_url
+from components.k3s.kubeconfig import KubeconfigFetch, KubeconfigFetchArgs
+from components.kube.labels import gpu_node_labels
+from components.nebula.ca import NebulaCa
+from components.nebula.config import K3S_API_PORT, default_policy
+from components.nebula.host import NebulaHost
 from stacks import mesh
 from stacks.config import STACK_AWS_GPU, AmiSelector, AwsGpuConfig, load_aws_gpu_config
 from stacks.federation import aws_federation

@@ -13,14 +13,14 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components.aws_cloud_init import k3s_api_url
-from components.gpu_operator import GPU_RESOURCE
-from components.liqo import Liqo, LiqoArgs
-from components.liqo_peering import LiqoPeering, LiqoPeeringArgs, PeeringSettings
-from components.model_store import ModelStore, ModelStoreArgs
-from components.nebula_config import LIQO_GATEWAY_NODEPORT
-from components.ollama import Ollama, OllamaArgs, OllamaSettings
-from components.open_webui import OpenWebUi, OpenWebUiArgs
+from components.federation.liqo import Liqo, LiqoArgs
+from components.federation.liqo_peering import LiqoPeering, LiqoPeeringArgs, PeeringSettings
+from components.federation.model_store import ModelStore, ModelStoreArgs
+from components.federation.ollama import Ollama, OllamaArgs, OllamaSettings
+from components.federation.open_webui import OpenWebUi, OpenWebUiArgs
+from components.k3s.config import k3s_api_url
+from components.kube.labels import GPU_RESOURCE
+from components.nebula.config import LIQO_GATEWAY_NODEPORT
 from stacks.config import AwsGpuConfig, HomelabConfig, ProjectSettings
 
 OPEN_WEBUI_NAMESPACE = "open-webui"

@@ -10,13 +10,13 @@ import pulumi_kubernetes as k8s
 import pulumi_proxmoxve as proxmoxve
 import pulumi_random as random
 
-from components.aws_cloud_init import GPU_NODE_LABEL, cluster_dns_ip
-from components.k3s_cluster import K3sCluster, K3sClusterArgs
-from components.k3s_config import K3sClusterSettings, K3sNode
-from components.nebula_config import default_policy
-from components.nebula_host import NebulaHost
-from components.proxmox_node_assets import GpuMapping, ProxmoxNodeAssets, ProxmoxNodeAssetsArgs
-from components.proxmox_vm import ProxmoxVm, ProxmoxVmArgs
+from components.k3s.cluster import K3sCluster, K3sClusterArgs
+from components.k3s.config import K3sClusterSettings, K3sNode, cluster_dns_ip
+from components.kube.labels import GPU_NODE_LABEL
+from components.nebula.config import default_policy
+from components.nebula.host import NebulaHost
+from components.proxmox.node_assets import GpuMapping, ProxmoxNodeAssets, ProxmoxNodeAssetsArgs
+from components.proxmox.vm import ProxmoxVm, ProxmoxVmArgs
 from stacks import mesh
 from stacks.config import (
     STACK_HOMELAB,

@@ -1,6 +1,6 @@
 """The Nebula mesh plan of each stack, derived from the typed config (pure, no resources).
 
-Which node carries which groups (see components/nebula_config.py for what the groups allow):
+Which node carries which groups (see components/nebula/config.py for what the groups allow):
 
 ============================  ============================================================
 AWS control node              lighthouse (and relay), aws, kubernetes, liqo-gateway
@@ -20,16 +20,16 @@ from collections.abc import Mapping, Sequence
 import pulumi
 import pulumi_command as command
 
-from components.k3s_cluster import connection
-from components.nebula_ca import NebulaCaArgs
-from components.nebula_config import (
+from components.k3s.cluster import connection
+from components.nebula.ca import NebulaCaArgs
+from components.nebula.config import (
     FirewallRule,
     MeshNode,
     MeshSettings,
     default_policy,
     validate_mesh,
 )
-from components.nebula_host import NebulaHost, NebulaHostArgs
+from components.nebula.host import NebulaHost, NebulaHostArgs
 from stacks.config import (
     PROJECT,
     AwsSettings,

@@ -14,19 +14,18 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components.aws_cloud_init import GPU_NODE_LABEL
-from components.charts import CUDA_SAMPLE_IMAGE
-from components.cuda_validation import CudaValidation, CudaValidationArgs
-from components.gpu_operator import GpuOperator, GpuOperatorArgs
-from components.jupyterhub import Authenticator, JupyterHub, JupyterHubArgs
-from components.k3s_config import CONTROL_PLANE_TAINT
-from components.node_termination_handler import (
+from components.kube.charts import CUDA_SAMPLE_IMAGE
+from components.kube.labels import CONTROL_PLANE_TAINT, GPU_NODE_LABEL
+from components.platform.cuda_validation import CudaValidation, CudaValidationArgs
+from components.platform.gpu_operator import GpuOperator, GpuOperatorArgs
+from components.platform.jupyterhub import Authenticator, JupyterHub, JupyterHubArgs
+from components.platform.node_termination_handler import (
     NodeTerminationHandler,
     NodeTerminationHandlerArgs,
 )
-from components.nvidia_device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
-from components.rancher import Rancher, RancherArgs
-from components.storage_classes import StorageClasses, StorageClassesArgs
+from components.platform.nvidia_device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
+from components.platform.rancher import Rancher, RancherArgs
+from components.platform.storage_classes import StorageClasses, StorageClassesArgs
 from stacks.config import HomelabConfig
 
 

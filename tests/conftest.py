@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from tools import offline
+from tools import mocks, offline
 
 # The single set_mocks of the test session (set_mocks is process-global).
-MOCKS, MONITOR = offline.install_mocks()
+MOCKS, MONITOR = mocks.install_mocks()
 
 
 @pytest.fixture(scope="session")

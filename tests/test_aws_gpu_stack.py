@@ -17,12 +17,13 @@ import pulumi_aws as aws
 import pytest
 import yaml
 
-from components.aws_cloud_init import K3S_TOKEN_PATH, runcmd_as_shell
-from components.kubeconfig import DIAL_ERROR_LIMIT, KubeconfigFetch, KubeconfigFetchArgs
+from components.aws.cloud_init import K3S_TOKEN_PATH, runcmd_as_shell
+from components.k3s.kubeconfig import DIAL_ERROR_LIMIT, KubeconfigFetch, KubeconfigFetchArgs
 from stacks import outputs
 from tests.real_tools import cloud_init_schema, require, run
-from tools import offline
-from tools.offline import Registration, StackRun
+from tools import mocks, offline
+from tools.mocks import Registration
+from tools.offline import StackRun
 
 INSTANCE = "aws:ec2/instance:Instance"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
@@ -142,15 +143,15 @@ def test_a_fixed_ami_id_skips_the_lookup_and_a_missing_zone_takes_the_first() ->
 
 def test_every_invoke_goes_through_the_stack_provider(monkeypatch: pytest.MonkeyPatch) -> None:
     """AMI ids are regional: a lookup through a default provider could return another region's."""
-    mocks, _ = offline.install_mocks()  # the session's mocks (conftest installed them)
+    plan_mocks, _ = mocks.install_mocks()  # the session's mocks (conftest installed them)
     seen: list[tuple[str, str]] = []
-    original = mocks.call
+    original = plan_mocks.call
 
     def recording(args: pulumi.runtime.MockCallArgs) -> Any:
         seen.append((args.token, args.provider or ""))
         return original(args)
 
-    monkeypatch.setattr(mocks, "call", recording)
+    monkeypatch.setattr(plan_mocks, "call", recording)
     _run_with(availabilityZone=None)
     assert {token for token, _ in seen} == {
         "aws:ec2/getAmi:getAmi",
@@ -411,7 +412,7 @@ def test_k3s_token_is_secret_in_every_input_and_export(aws_gpu_run: StackRun) ->
     (password,) = aws_gpu_run.by_type("random:index/randomPassword:RandomPassword")
     assert password.plain_inputs["special"] is False
     for reg in aws_gpu_run.registrations:
-        assert token not in json.dumps(offline.redact(reg.inputs), default=str), reg.urn
+        assert token not in json.dumps(mocks.redact(reg.inputs), default=str), reg.urn
     public = {k: v for k, v in aws_gpu_run.exports.items() if k not in aws_gpu_run.secret_exports}
     assert token not in json.dumps(public, default=str)
 

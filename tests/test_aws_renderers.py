@@ -14,13 +14,14 @@ import yaml
 from moto import mock_aws
 from moto.iam.policy_validation import IAMPolicyDocumentValidator
 
-from components import aws_cloud_init as ci
-from components.aws_k3s_node import AmiQuery, SpotOptions, ami_filters, market_options
-from components.budget import CostBudgetArgs, limit_amount, tag_filter_value
-from components.kubeconfig import fetch_kubeconfig_command, rewrite_kubeconfig_server
-from components.model_bucket import ModelBucketArgs, tls_only_policy
-from components.nebula_install import NebulaFiles, render_cloud_init_fragment
-from components.node_iam import EC2_ASSUME_ROLE_POLICY, model_read_policy
+from components.aws import cloud_init as ci
+from components.aws.budget import CostBudgetArgs, limit_amount, tag_filter_value
+from components.aws.k3s_node import AmiQuery, SpotOptions, ami_filters, market_options
+from components.aws.model_bucket import ModelBucketArgs, tls_only_policy
+from components.aws.node_iam import EC2_ASSUME_ROLE_POLICY, model_read_policy
+from components.k3s.kubeconfig import fetch_kubeconfig_command, rewrite_kubeconfig_server
+from components.kube.labels import gpu_node_labels
+from components.nebula.install import NebulaFiles, render_cloud_init_fragment
 from tests.real_tools import cloud_init_schema, require, run
 
 TOKEN = "abc123XYZ" * 5
@@ -39,14 +40,14 @@ def _agent_config(**overrides: Any) -> dict[str, Any]:
     args: dict[str, Any] = {
         "server_ip": "10.200.0.1",
         "overlay_ip": "10.200.2.1",
-        "node_labels": ci.gpu_node_labels("nvidia-t4"),
+        "node_labels": gpu_node_labels("nvidia-t4"),
     } | overrides
     return yaml.safe_load(ci.render_k3s_agent_config(**args))
 
 
 def _node_document(role: ci.K3sRole = "agent", extra: dict[str, Any] | None = None) -> str:
     config = ci.render_k3s_agent_config(
-        server_ip="10.200.0.1", overlay_ip="10.200.2.1", node_labels=ci.gpu_node_labels("t4")
+        server_ip="10.200.0.1", overlay_ip="10.200.2.1", node_labels=gpu_node_labels("t4")
     )
     part = ci.k3s_install_part(
         role=role, k3s_version=VERSION, k3s_config=config, token=TOKEN, overlay_ip="10.200.2.1"
@@ -101,7 +102,7 @@ def test_agent_config_joins_the_server_over_the_overlay_with_gpu_labels() -> Non
 @pytest.mark.parametrize("bad", ["NVIDIA T4", "-t4", "a" * 64, "t4/16gb"])
 def test_gpu_type_label_must_be_a_kubernetes_label_value(bad: str) -> None:
     with pytest.raises(ValueError, match="label value"):
-        ci.gpu_node_labels(bad)
+        gpu_node_labels(bad)
 
 
 def test_installer_and_release_are_pinned_to_the_configured_tag() -> None:

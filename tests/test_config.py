@@ -10,7 +10,7 @@ import yaml
 
 from stacks import config as stack_config
 from tests import fixture_configs
-from tools import offline
+from tools import mocks, offline
 
 
 @pytest.mark.parametrize("path", fixture_configs.all_fixtures("invalid"), ids=lambda p: p.stem)
@@ -25,7 +25,7 @@ def test_invalid_fixture_fails_naming_the_key(path: Path) -> None:
     assert fixture.expect_key in message, f"{fixture.description}: error does not name the key"
     if fixture.expect_text:
         assert fixture.expect_text in message
-    _, monitor = offline.install_mocks()
+    _, monitor = mocks.install_mocks()
     assert monitor.registrations == [], "config errors must come before any resource"
 
 

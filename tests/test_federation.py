@@ -15,18 +15,19 @@ import pulumi
 import pytest
 import yaml
 
-from components.liqo import render_liqo_values
-from components.liqo_peering import (
+from components.federation.liqo import render_liqo_values
+from components.federation.liqo_peering import (
     CONSUMER_ENV,
     PROVIDER_ENV,
     PeeringSettings,
     render_peer_script,
     render_unpeer_script,
 )
-from components.ollama import OllamaSettings, render_deployment, render_offloading
+from components.federation.ollama import OllamaSettings, render_deployment, render_offloading
 from stacks.config import ProjectSettings
 from tests.real_tools import require, shellcheck
-from tools.offline import StackRun, redact
+from tools.mocks import redact
+from tools.offline import StackRun
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 LOCAL_COMMAND = "command:local:Command"
@@ -368,7 +369,7 @@ def test_unpeer_tolerates_only_an_absent_peering(tmp_path: Path) -> None:
 
 @pulumi.runtime.test
 def test_peering_component_keeps_kubeconfigs_secret():
-    from components.liqo_peering import LiqoPeering, LiqoPeeringArgs
+    from components.federation.liqo_peering import LiqoPeering, LiqoPeeringArgs
 
     peering = LiqoPeering(
         "probe-peering",

@@ -8,17 +8,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.k3s_config import (
-    CONTROL_PLANE_TAINT,
+from components.k3s.config import (
     K3sClusterSettings,
     K3sNode,
     render_install_script,
     render_node_config,
     render_uninstall_script,
 )
+from components.kube.labels import CONTROL_PLANE_TAINT
 from tests.real_tools import shellcheck
-from tools import offline
-from tools.offline import StackRun, redact
+from tools import mocks, offline
+from tools.mocks import redact
+from tools.offline import StackRun
 
 COMMAND = "command:remote:Command"
 SETTINGS = K3sClusterSettings(
@@ -34,7 +35,7 @@ JOINER = K3sNode("cp-2", "192.168.10.22", "server")
 AGENT = K3sNode("gpu-1", "192.168.10.31", "agent", ("node-type=gpu", "gpu-type=nvidia-a100"))
 
 
-def _installs(run: StackRun) -> dict[str, offline.Registration]:
+def _installs(run: StackRun) -> dict[str, mocks.Registration]:
     prefix, suffix = "homelab-k3s-", "-install"
     return {
         r.name.removeprefix(prefix).removesuffix(suffix): r
@@ -43,7 +44,7 @@ def _installs(run: StackRun) -> dict[str, offline.Registration]:
     }
 
 
-def _depends(run: StackRun, reg: offline.Registration, target: offline.Registration) -> bool:
+def _depends(run: StackRun, reg: mocks.Registration, target: mocks.Registration) -> bool:
     by_urn, seen, todo = run.by_urn(), set(), [reg.urn]
     while todo:
         current = by_urn.get(todo.pop())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.proxmox_node_assets import render_vendor_data
+from components.proxmox.node_assets import render_vendor_data
 from tests.real_tools import cloud_init_schema
 from tools import offline
 from tools.offline import StackRun

@@ -9,12 +9,12 @@ from datetime import timedelta
 import pulumi
 import pulumi_command as command
 
-from components.nebula_ca import NebulaCa, NebulaCaArgs
-from components.nebula_config import MeshNode, MeshSettings, default_policy
-from components.nebula_host import NebulaHost, NebulaHostArgs
-from components.nebula_pki import parse_cert_pem
+from components.nebula.ca import NebulaCa, NebulaCaArgs
+from components.nebula.config import MeshNode, MeshSettings, default_policy
+from components.nebula.host import NebulaHost, NebulaHostArgs
+from components.nebula.pki import parse_cert_pem
 from tests.conftest import MONITOR
-from tools.offline import redact
+from tools.mocks import redact
 
 SETTINGS = MeshSettings(overlay_cidr=ipaddress.IPv4Network("10.200.0.0/16"))
 NODE = MeshNode("k3s-gpu-9", ipaddress.IPv4Address("10.200.1.99"), ("homelab", "kubernetes", "gpu"))

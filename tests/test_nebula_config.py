@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import nebula_config as nc
-from components import nebula_install as inst
-from components import nebula_pki as pki
+from components.nebula import config as nc
+from components.nebula import install as inst
+from components.nebula import pki
 from tests.real_tools import cloud_init_schema, require, run, shellcheck
 
 OVERLAY = ipaddress.IPv4Network("10.200.0.0/16")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from components import nebula_config as nc
-from components import nebula_pki as pki
+from components.nebula import config as nc
+from components.nebula import pki
 from tests.real_tools import require
 
 pytestmark = pytest.mark.live

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from components import nebula_pki as pki
+from components.nebula import pki
 from tests.real_tools import require, run
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.nebula_pki import parse_cert_pem
+from components.nebula.pki import parse_cert_pem
 from stacks.config import ConfigError
 from tests.real_tools import require, run, shellcheck
 from tools import offline
-from tools.offline import StackRun, redact
+from tools.mocks import redact
+from tools.offline import StackRun
 
 INSTANCE = "aws:ec2/instance:Instance"
 EXPECTED_GROUPS = {

@@ -9,11 +9,16 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from components.charts import CUDA_SAMPLE_IMAGE
-from components.cuda_validation import SUCCESS_TEXT, render_check_script
-from components.gpu_operator import toleration
-from components.jupyterhub import Authenticator, JupyterHub, JupyterHubArgs, render_profiles
-from components.k3s_config import render_scratch_mount
+from components.k3s.config import render_scratch_mount
+from components.kube.charts import CUDA_SAMPLE_IMAGE
+from components.kube.labels import toleration
+from components.platform.cuda_validation import SUCCESS_TEXT, render_check_script
+from components.platform.jupyterhub import (
+    Authenticator,
+    JupyterHub,
+    JupyterHubArgs,
+    render_profiles,
+)
 from tests import fixture_configs
 from tests.real_tools import require, shellcheck
 from tools import offline

@@ -10,7 +10,7 @@ import pytest
 
 from stacks import outputs
 from stacks.outputs import MissingStackOutputError
-from tools import offline, plan
+from tools import mocks, offline, plan
 
 
 @pytest.mark.parametrize("stack", offline.STACK_ORDER)
@@ -38,8 +38,8 @@ def test_homelab_reads_the_aws_gpu_stack_named_in_its_config(homelab_run: offlin
 
 def test_homelab_fails_naming_a_missing_aws_gpu_output() -> None:
     offline.run_stack("aws-gpu")
-    mocks, _ = offline.install_mocks()
-    exports = mocks.stack_exports["aws-gpu"]
+    plan_mocks, _ = mocks.install_mocks()
+    exports = plan_mocks.stack_exports["aws-gpu"]
     exports.values = {k: v for k, v in exports.values.items() if k != "networkPlan"}
     with pytest.raises(MissingStackOutputError) as caught:
         offline.run_stack("homelab")
@@ -60,7 +60,7 @@ def test_secret_config_never_appears_outside_secret_inputs() -> None:
     for stack in offline.STACK_ORDER:
         run = offline.run_with_dependencies(stack)
         for reg in run.registrations:
-            redacted = json.dumps(offline.redact(reg.inputs), default=str)
+            redacted = json.dumps(mocks.redact(reg.inputs), default=str)
             assert "mock-secret-" not in redacted, f"{stack}: {reg.type} {reg.name} leaks a secret"
         exported = json.dumps(
             {k: v for k, v in run.exports.items() if k not in run.secret_exports}, default=str

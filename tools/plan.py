@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from stacks.config import ConfigError
-from tools import offline
+from tools import mocks, offline
 
 # Inputs that hold a rendered document, by resource type: (input path, file suffix).
 ARTIFACT_INPUTS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -126,8 +126,8 @@ def component_artifacts(run: offline.StackRun) -> Iterator[tuple[str, str, bool]
         reg = by_urn.get(urn)
         if reg is None:
             continue
-        secrets = set(offline.secret_paths(outputs))
-        for name, value in sorted(offline.unwrap(outputs).items()):
+        secrets = set(mocks.secret_paths(outputs))
+        for name, value in sorted(mocks.unwrap(outputs).items()):
             if isinstance(value, str) and "\n" in value:
                 suffix = COMPONENT_DOCUMENT_SUFFIX.get(name, f"{_safe_name(name)}.txt")
                 yield f"{_safe_name(reg.name)}.{suffix}", value, name in secrets
@@ -136,7 +136,7 @@ def component_artifacts(run: offline.StackRun) -> Iterator[tuple[str, str, bool]
 def resource_tree(run: offline.StackRun) -> list[str]:
     """Indented tree lines (type, name) following parents; siblings sorted by name, because
     registration order varies between runs of an asynchronous program."""
-    children: dict[str, list[offline.Registration]] = {}
+    children: dict[str, list[mocks.Registration]] = {}
     urns = {r.urn for r in run.registrations}
     for reg in run.registrations:
         parent = reg.parent if reg.parent in urns else ""
@@ -165,7 +165,7 @@ def plan_json(run: offline.StackRun) -> dict[str, Any]:
             "name": r.name,
             "parent": r.parent,
             "read": r.read,
-            "inputs": offline.redact(r.inputs),
+            "inputs": mocks.redact(r.inputs),
             "secretInputs": sorted(r.secret_inputs),
             "dependencies": sorted(r.dependencies),
             "provider": r.provider.split("::")[-1] if r.provider else "",

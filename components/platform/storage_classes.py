@@ -23,13 +23,13 @@ from typing import Any
 
 import pulumi
 
-from components.charts import (
+from components.kube.charts import (
     BUSYBOX_IMAGE,
     LOCAL_PATH_PROVISIONER_IMAGE,
     NFS_SUBDIR_PROVISIONER,
     helm_release,
 )
-from components.k8s_objects import Manifest, declare
+from components.kube.objects import Manifest, declare
 
 NFS_CLASS = "nfs-client"
 SCRATCH_CLASS = "fast-scratch"

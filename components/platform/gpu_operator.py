@@ -8,29 +8,17 @@ from typing import Any, Literal
 
 import pulumi
 
-from components.charts import GPU_OPERATOR, helm_release
+from components.kube.charts import GPU_OPERATOR, helm_release
+from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS, toleration
 
 # k3s runs its own containerd: config and socket live under k3s's paths, not /etc/containerd
 # (https://docs.nvidia.com/datacenter/cloud-native/gpu-operator/latest/getting-started.html,
 # "Rancher Kubernetes Engine 2 / K3s"; https://docs.k3s.io/advanced#nvidia-container-runtime).
 K3S_CONTAINERD_CONFIG = "/var/lib/rancher/k3s/agent/etc/containerd/config.toml"
 K3S_CONTAINERD_SOCKET = "/run/k3s/containerd/containerd.sock"
-NVIDIA_RUNTIME_CLASS = "nvidia"
-GPU_RESOURCE = "nvidia.com/gpu"
 NAMESPACE = "gpu-operator"
 
 DriverMode = Literal["operator", "preinstalled"]
-
-
-def toleration(taint: str) -> dict[str, str]:
-    """A toleration for a ``key=value:Effect`` (or ``key:Effect``) taint string."""
-    key_value, _, effect = taint.rpartition(":")
-    key, _, value = key_value.partition("=")
-    if not key or not effect:
-        raise ValueError(f"taint '{taint}' is not key[=value]:Effect")
-    if value:
-        return {"key": key, "operator": "Equal", "value": value, "effect": effect}
-    return {"key": key, "operator": "Exists", "effect": effect}
 
 
 def render_gpu_operator_values(

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 import pulumi
 from pulumi_command import remote
 
-from components.k3s_config import (
+from components.k3s.config import (
     K3sClusterSettings,
     K3sNode,
     render_install_script,
     render_uninstall_script,
 )
-from components.kubeconfig import (
+from components.k3s.kubeconfig import (
     DIAL_ERROR_LIMIT,
     PER_DIAL_TIMEOUT_SECONDS,
     KubeconfigFetch,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.nebula_config import K3S_API_PORT
+from components.nebula.config import K3S_API_PORT
 
 ROLE_TAG = "network"
 ANYWHERE_IPV4 = "0.0.0.0/0"

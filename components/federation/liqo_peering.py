@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import local
 
-from components.liqo import NAMESPACE
+from components.federation.liqo import NAMESPACE
 
 CONSUMER_ENV = "HYBRIDGPU_CONSUMER_KUBECONFIG"
 PROVIDER_ENV = "HYBRIDGPU_PROVIDER_KUBECONFIG"

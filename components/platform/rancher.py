@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pulumi
 
-from components.charts import CERT_MANAGER, RANCHER, helm_release
+from components.kube.charts import CERT_MANAGER, RANCHER, helm_release
 
 
 @dataclass(frozen=True)

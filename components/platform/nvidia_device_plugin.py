@@ -11,8 +11,8 @@ from typing import Any
 
 import pulumi
 
-from components.charts import NVIDIA_DEVICE_PLUGIN, helm_release
-from components.gpu_operator import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS
+from components.kube.charts import NVIDIA_DEVICE_PLUGIN, helm_release
+from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS
 
 NAMESPACE = "nvidia-device-plugin"
 

@@ -23,9 +23,11 @@ from urllib.parse import quote
 
 import yaml
 
+from components.k3s.config import cluster_dns_ip, k3s_api_url
+from components.kube.labels import check_label_value
+
 K3sRole = Literal["server", "agent"]
 
-K3S_API_PORT = 6443
 K3S_CONFIG_PATH = "/etc/rancher/k3s/config.yaml"
 K3S_TOKEN_PATH = "/etc/rancher/k3s/cluster-token"  # noqa: S105 - a file path, not a secret
 INSTALL_SCRIPT_PATH = "/usr/local/sbin/hybridgpu-install-k3s"
@@ -43,41 +45,8 @@ USER_DATA_LIMIT_BYTES = 16 * 1024
 CLOUD_CONFIG_KEYS = ("packages", "write_files", "runcmd")
 """Keys a cloud-config fragment may carry; anything else is rejected rather than dropped."""
 
-# Kubernetes label values: <= 63 characters, alphanumeric at both ends, '-', '_', '.' inside
-# (https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#syntax-and-character-set).
-LABEL_VALUE_PATTERN = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 UNIT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9:_.@-]+\.service$")
 INTERFACE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-
-
-def k3s_api_url(server_ip: str) -> str:
-    """URL of the k3s API on the server's overlay address."""
-    return f"https://{ipaddress.IPv4Address(server_ip)}:{K3S_API_PORT}"
-
-
-def cluster_dns_ip(service_cidr: str) -> str:
-    """CoreDNS service IP: the 10th address of the service range, as k3s's default 10.43.0.10 is
-    of 10.43.0.0/16 (https://docs.k3s.io/cli/server#networking). Set explicitly because the
-    service range is not the default one."""
-    return str(ipaddress.IPv4Network(service_cidr)[10])
-
-
-GPU_NODE_LABEL: tuple[str, str] = ("node-type", "gpu")
-"""Carried by every GPU worker of either cluster; platform components select on it."""
-
-
-def gpu_node_labels(gpu_type: str) -> tuple[str, ...]:
-    """Labels of a GPU worker: what the scheduler, the GPU operator and Liqo select on."""
-    _check_label_value(gpu_type, "gpu type")
-    return ("=".join(GPU_NODE_LABEL), f"gpu-type={gpu_type}", "nvidia.com/gpu.present=true")
-
-
-def _check_label_value(value: str, what: str) -> None:
-    if not LABEL_VALUE_PATTERN.match(value):
-        raise ValueError(
-            f"{what} '{value}' is not a valid Kubernetes label value (<= 63 characters: letters, "
-            "digits, '-', '_', '.', alphanumeric at both ends)"
-        )
 
 
 def _check_interface(interface: str) -> None:
@@ -172,7 +141,7 @@ def render_k3s_agent_config(
         key, sep, value = label.partition("=")
         if not key or not sep:
             raise ValueError(f"node label '{label}' is not key=value")
-        _check_label_value(value, f"node label '{key}' value")
+        check_label_value(value, f"node label '{key}' value")
     settings: dict[str, Any] = {
         "server": k3s_api_url(server_ip),
         "token-file": K3S_TOKEN_PATH,

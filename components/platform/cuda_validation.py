@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import pulumi
 
-from components.gpu_operator import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS
-from components.k8s_objects import Manifest, declare
+from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS
+from components.kube.objects import Manifest, declare
 
 NAMESPACE = "gpu-validation"
 SUCCESS_TEXT = "Test PASSED"

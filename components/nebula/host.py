@@ -23,17 +23,17 @@ import pulumi_command as command
 import pulumi_random as random
 import pulumiverse_time as time
 
-from components.nebula_ca import parse_rfc3339
-from components.nebula_config import FirewallRule, MeshNode, MeshSettings, render_node_config
-from components.nebula_install import (
+from components.nebula.ca import parse_rfc3339
+from components.nebula.config import FirewallRule, MeshNode, MeshSettings, render_node_config
+from components.nebula.install import (
     NebulaFiles,
     as_root,
     render_cloud_init_fragment,
     render_ssh_install_script,
     render_ssh_uninstall_script,
 )
-from components.nebula_pki import NebulaCa as CaMaterial
-from components.nebula_pki import host_keypair_from_seed, parse_cert_pem, sign_host_cert
+from components.nebula.pki import NebulaCa as CaMaterial
+from components.nebula.pki import host_keypair_from_seed, parse_cert_pem, sign_host_cert
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import pulumi
 import pulumi_random as random
 import pulumiverse_time as time
 
-from components.nebula_pki import NebulaCa as CaMaterial
-from components.nebula_pki import ca_from_seed
+from components.nebula.pki import NebulaCa as CaMaterial
+from components.nebula.pki import ca_from_seed
 
 
 def parse_rfc3339(value: str) -> datetime:

@@ -10,9 +10,9 @@ from typing import Any, Literal
 
 import pulumi
 
-from components.charts import JUPYTERHUB, helm_release
-from components.gpu_operator import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS
-from components.storage_classes import NFS_CLASS, SCRATCH_CLASS
+from components.kube.charts import JUPYTERHUB, helm_release
+from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS
+from components.platform.storage_classes import NFS_CLASS, SCRATCH_CLASS
 
 NAMESPACE = "jupyterhub"
 SCRATCH_MOUNT = "/scratch"

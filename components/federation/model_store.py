@@ -14,8 +14,8 @@ from typing import Any
 
 import pulumi
 
-from components.charts import MOUNTPOINT_S3_CSI, helm_release
-from components.k8s_objects import Manifest, declare
+from components.kube.charts import MOUNTPOINT_S3_CSI, helm_release
+from components.kube.objects import Manifest, declare
 
 DRIVER = "s3.csi.aws.com"
 NAMESPACE = "kube-system"

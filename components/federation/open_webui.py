@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pulumi
 
-from components.k8s_objects import Manifest, app_labels, declare, render_service
+from components.kube.objects import Manifest, app_labels, declare, render_service
 
 APP = "open-webui"
 HTTP_PORT = 8080

@@ -3,9 +3,9 @@
 Homelab side: the LLM namespace offloaded with pod offloading strategy Remote (only this
 namespace's pods leave the homelab), the Deployment (pinned to the virtual node), its Service
 and a NetworkPolicy naming the allowed client namespaces. The models claim exists on both
-sides: on AWS it is bound to the Mountpoint S3 volume (components/model_store.py) and is what
-the offloaded pod mounts (Liqo passes volumes through unchanged); in the homelab an inert twin
-of the same volume lets the scheduler place the pod (it never mounts there).
+sides: on AWS it is bound to the Mountpoint S3 volume (``model_store.py`` here) and is what the
+offloaded pod mounts (Liqo passes volumes through unchanged); in the homelab an inert twin of the
+same volume lets the scheduler place the pod (it never mounts there).
 
 AWS side (the namespace Liqo creates, same name): the claim and a NetworkPolicy admitting only
 the homelab's pod range on the Ollama port.
@@ -20,16 +20,16 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.gpu_operator import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS
-from components.k8s_objects import Manifest, app_labels, declare, render_service
-from components.liqo import (
+from components.federation.liqo import (
     REMOTE_CLUSTER_ID_LABEL,
     VIRTUAL_NODE_LABEL,
     VIRTUAL_NODE_TAINT_EFFECT,
     VIRTUAL_NODE_TAINT_KEY,
 )
-from components.model_store import MODELS_CLAIM, render_models_claim
-from components.nebula_config import OLLAMA_PORT
+from components.federation.model_store import MODELS_CLAIM, render_models_claim
+from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS
+from components.kube.objects import Manifest, app_labels, declare, render_service
+from components.nebula.config import OLLAMA_PORT
 
 APP = "ollama"
 MODELS_PATH = "/models"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pulumi
 
-from components.charts import NODE_TERMINATION_HANDLER, helm_release
+from components.kube.charts import NODE_TERMINATION_HANDLER, helm_release
 
 NAMESPACE = "kube-system"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pulumi
 
-from components.charts import helm_release, liqo_chart
+from components.kube.charts import helm_release, liqo_chart
 
 NAMESPACE = "liqo"
 RELEASE_NAME = "liqo"

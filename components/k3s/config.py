@@ -5,6 +5,7 @@ script. k3s reads /etc/rancher/k3s/config.yaml; its keys are the CLI flags witho
 from __future__ import annotations
 
 import base64
+import ipaddress
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,14 +13,29 @@ from typing import Literal
 
 import yaml
 
+from components.kube.labels import CONTROL_PLANE_TAINT
+from components.nebula.config import K3S_API_PORT
+
 K3S_CONFIG_PATH = "/etc/rancher/k3s/config.yaml"
 K3S_TOKEN_PATH = "/etc/rancher/k3s/cluster-token"  # noqa: S105 - a path, not a credential
-CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane=true:NoSchedule"
 # The installer is fetched from the pinned release tag, so the script itself is pinned too.
 INSTALLER_URL = "https://raw.githubusercontent.com/k3s-io/k3s/{version}/install.sh"
-# Proxmox names a VM disk by its bus slot: the scratch disk is scsi1 (components/proxmox_vm.py).
+# Proxmox names a VM disk by its bus slot: the scratch disk is scsi1 (components/proxmox/vm.py).
 SCRATCH_DEVICE = "/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_drive-scsi1"
 SCRATCH_LABEL = "hgscratch"
+
+
+def k3s_api_url(server_ip: str) -> str:
+    """URL of the k3s API on the server's overlay address."""
+    return f"https://{ipaddress.IPv4Address(server_ip)}:{K3S_API_PORT}"
+
+
+def cluster_dns_ip(service_cidr: str) -> str:
+    """CoreDNS service IP: the 10th address of the service range, as k3s's default 10.43.0.10 is
+    of 10.43.0.0/16 (https://docs.k3s.io/cli/server#networking). Set explicitly because the
+    service range is not the default one."""
+    return str(ipaddress.IPv4Network(service_cidr)[10])
+
 
 Role = Literal["first-server", "server", "agent"]
 

@@ -1,0 +1,42 @@
+"""Names both clusters and every component agree on: the GPU resource and runtime class, the GPU
+node label, the control-plane taint, and Kubernetes label-value syntax (pure, no Pulumi)."""
+
+from __future__ import annotations
+
+import re
+
+GPU_RESOURCE = "nvidia.com/gpu"
+NVIDIA_RUNTIME_CLASS = "nvidia"
+CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane=true:NoSchedule"
+
+GPU_NODE_LABEL: tuple[str, str] = ("node-type", "gpu")
+"""Carried by every GPU worker of either cluster; platform components select on it."""
+
+# Kubernetes label values: <= 63 characters, alphanumeric at both ends, '-', '_', '.' inside
+# (https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#syntax-and-character-set).
+LABEL_VALUE_PATTERN = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+def check_label_value(value: str, what: str) -> None:
+    if not LABEL_VALUE_PATTERN.match(value):
+        raise ValueError(
+            f"{what} '{value}' is not a valid Kubernetes label value (<= 63 characters: letters, "
+            "digits, '-', '_', '.', alphanumeric at both ends)"
+        )
+
+
+def gpu_node_labels(gpu_type: str) -> tuple[str, ...]:
+    """Labels of a GPU worker: what the scheduler, the GPU operator and Liqo select on."""
+    check_label_value(gpu_type, "gpu type")
+    return ("=".join(GPU_NODE_LABEL), f"gpu-type={gpu_type}", "nvidia.com/gpu.present=true")
+
+
+def toleration(taint: str) -> dict[str, str]:
+    """A toleration for a ``key=value:Effect`` (or ``key:Effect``) taint string."""
+    key_value, _, effect = taint.rpartition(":")
+    key, _, value = key_value.partition("=")
+    if not key or not effect:
+        raise ValueError(f"taint '{taint}' is not key[=value]:Effect")
+    if value:
+        return {"key": key, "operator": "Equal", "value": value, "effect": effect}
+    return {"key": key, "operator": "Exists", "effect": effect}

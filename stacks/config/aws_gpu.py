@@ -1,0 +1,247 @@
+"""The aws-gpu stack's settings (``hybridgpu:aws``): region, control node, GPU worker and its
+market, model bucket, budget, and the federation pieces that live on AWS."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from components.aws.budget import MAX_EMAILS, MAX_NOTIFICATIONS
+from components.aws.model_bucket import MAX_NAME_PREFIX
+from components.kube.labels import LABEL_VALUE_PATTERN
+from stacks.config.errors import ConfigError, validate
+from stacks.config.fields import (
+    AdminCidr,
+    DnsLabel,
+    Model,
+    SshPublicKey,
+    key,
+)
+from stacks.config.project import ProjectSettings
+
+# NVIDIA GPU instance families and the GPU they carry
+# (https://docs.aws.amazon.com/ec2/latest/instancetypes/ac.html). AMD (g4ad) and Inferentia/
+# Trainium families are deliberately absent: the NVIDIA device plugin cannot use them.
+NVIDIA_GPU_FAMILIES: Mapping[str, str] = {
+    "g4dn": "nvidia-t4",
+    "g5": "nvidia-a10g",
+    "g6": "nvidia-l4",
+    "g6e": "nvidia-l40s",
+    "gr6": "nvidia-l4",
+    "p3": "nvidia-v100",
+    "p3dn": "nvidia-v100",
+    "p4d": "nvidia-a100",
+    "p4de": "nvidia-a100",
+    "p5": "nvidia-h100",
+    "p5e": "nvidia-h200",
+    "p5en": "nvidia-h200",
+}
+# Sizes with more than one GPU (same source); every other size of these families has one.
+MULTI_GPU_SIZES: Mapping[str, int] = {
+    "g4dn.12xlarge": 4,
+    "g4dn.metal": 8,
+    "g5.12xlarge": 4,
+    "g5.24xlarge": 4,
+    "g5.48xlarge": 8,
+    "g6.12xlarge": 4,
+    "g6.24xlarge": 4,
+    "g6.48xlarge": 8,
+    "g6e.12xlarge": 4,
+    "g6e.24xlarge": 4,
+    "g6e.48xlarge": 8,
+    "gr6.8xlarge": 1,
+    "p3.8xlarge": 4,
+    "p3.16xlarge": 8,
+    "p3dn.24xlarge": 8,
+    "p4d.24xlarge": 8,
+    "p4de.24xlarge": 8,
+    "p5.48xlarge": 8,
+    "p5e.48xlarge": 8,
+    "p5en.48xlarge": 8,
+}
+INSTANCE_TYPE_PATTERN = re.compile(r"^([a-z][a-z0-9-]*)\.([a-z0-9-]+)$")
+
+
+def gpu_family(instance_type: str) -> str | None:
+    """The family of an NVIDIA GPU instance type, or None if it is not one."""
+    match = INSTANCE_TYPE_PATTERN.match(instance_type)
+    if not match or match.group(1) not in NVIDIA_GPU_FAMILIES:
+        return None
+    return match.group(1)
+
+
+class AmiSelector(Model):
+    """Either a fixed AMI id, or a lookup by owner + name pattern (most recent wins)."""
+
+    id: str | None = Field(default=None, pattern=r"^ami-[0-9a-f]{8,17}$")
+    owners: tuple[str, ...] = ()
+    name_pattern: str | None = None
+    architecture: Literal["x86_64", "arm64"] = "x86_64"
+
+    @model_validator(mode="after")
+    def _one_way(self) -> AmiSelector:
+        if self.id is None and not (self.owners and self.name_pattern):
+            raise ValueError("give either 'id' or both 'owners' and 'namePattern'")
+        if self.id is not None and (self.owners or self.name_pattern):
+            raise ValueError("give either 'id' or 'owners' + 'namePattern', not both")
+        return self
+
+
+# Canonical's Ubuntu 24.04 images (owner id from https://ubuntu.com/server/docs/cloud-images/amazon-ec2).
+UBUNTU_2404_AMI = AmiSelector(
+    owners=("099720109477",),
+    name_pattern="ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*",
+)
+# AWS Deep Learning Base AMI with the NVIDIA driver and container toolkit preinstalled
+# (https://docs.aws.amazon.com/dlami/latest/devguide/appendix-ami-release-notes.html).
+NVIDIA_GPU_AMI = AmiSelector(
+    owners=("amazon",),
+    name_pattern="Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *",
+)
+
+
+class ControlNodeSettings(Model):
+    instance_type: str = Field(default="t3.small", pattern=INSTANCE_TYPE_PATTERN.pattern)
+    root_volume_gib: int = Field(default=30, ge=8, le=16384)
+    overlay_ip: ipaddress.IPv4Address = ipaddress.IPv4Address("10.200.0.1")
+    ami: AmiSelector = UBUNTU_2404_AMI
+
+
+class SpotSettings(Model):
+    """EC2 spot options. ``stop`` (the default) keeps the root disk, so the node rejoins when
+    capacity returns; AWS only allows ``stop``/``hibernate`` on a persistent request
+    (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/interruption-behavior.html)."""
+
+    request_type: Literal["persistent", "one-time"] = "persistent"
+    interruption_behavior: Literal["stop", "hibernate", "terminate"] = "stop"
+    max_price_usd_per_hour: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?$")
+
+    @model_validator(mode="after")
+    def _persistent_for_stop(self) -> SpotSettings:
+        if self.interruption_behavior != "terminate" and self.request_type != "persistent":
+            raise ValueError(
+                f"interruptionBehavior '{self.interruption_behavior}' needs requestType "
+                "'persistent' (AWS rule); use requestType 'persistent' or interruptionBehavior "
+                "'terminate'"
+            )
+        return self
+
+
+class GpuWorkerSettings(Model):
+    instance_type: str = "g4dn.xlarge"
+    gpu_model: str | None = Field(default=None, pattern=LABEL_VALUE_PATTERN.pattern, min_length=1)
+    """Label value for ``gpu-type``; defaults to the family's GPU (g4dn -> nvidia-t4)."""
+    market: Literal["spot", "on-demand"] = "on-demand"
+    spot: SpotSettings = SpotSettings()
+    root_volume_gib: int = Field(default=200, ge=50, le=16384)
+    overlay_ip: ipaddress.IPv4Address = ipaddress.IPv4Address("10.200.2.1")
+    ami: AmiSelector = NVIDIA_GPU_AMI
+
+    @field_validator("instance_type")
+    @classmethod
+    def _is_nvidia_gpu(cls, value: str) -> str:
+        if gpu_family(value) is None:
+            raise ValueError(
+                f"'{value}' is not an NVIDIA GPU instance type; allowed families: "
+                + ", ".join(sorted(NVIDIA_GPU_FAMILIES))
+            )
+        return value
+
+    @property
+    def gpu_count(self) -> int:
+        return MULTI_GPU_SIZES.get(self.instance_type, 1)
+
+    @property
+    def gpu_type_label(self) -> str:
+        family = gpu_family(self.instance_type)
+        assert family is not None  # guaranteed by the validator
+        return self.gpu_model or NVIDIA_GPU_FAMILIES[family]
+
+
+class ModelBucketSettings(Model):
+    name_prefix: Annotated[DnsLabel, Field(max_length=MAX_NAME_PREFIX)] = "hybridgpu-models"
+    force_destroy: bool = False
+    noncurrent_version_expiration_days: int = Field(default=30, ge=1)
+    abort_incomplete_upload_days: int = Field(default=7, ge=1)
+
+
+class BudgetSettings(Model):
+    monthly_limit_usd: float = Field(default=100.0, gt=0)
+    # One notification of the budget is the 100% forecast alert.
+    thresholds_percent: Annotated[tuple[float, ...], Field(max_length=MAX_NOTIFICATIONS - 1)] = (
+        50.0,
+        80.0,
+        100.0,
+    )
+    emails: tuple[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")], ...] = Field(
+        min_length=1, max_length=MAX_EMAILS
+    )
+
+    @field_validator("thresholds_percent")
+    @classmethod
+    def _sorted_positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(t <= 0 for t in value) or list(value) != sorted(set(value)):
+            raise ValueError(f"{list(value)} must be distinct positive percentages, ascending")
+        return value
+
+
+class AwsFederationSettings(Model):
+    cluster_id: DnsLabel = "aws-gpu"
+    """This cluster's identity in Liqo."""
+
+
+class ModelStoreSettings(Model):
+    """How the AWS cluster serves the model bucket to Ollama (Mountpoint for S3, read-only)."""
+
+    prefix: str = Field(default="ollama/", pattern=r"^([A-Za-z0-9!_.*'()-]+/)*$")
+    """Key prefix in the bucket holding Ollama's ``models`` tree (``blobs/``, ``manifests/``);
+    ends with '/' or is empty for the bucket root."""
+    cache_gib: int = Field(default=40, ge=1, le=10000)
+    """Local read cache (emptyDir on the node's disk): repeated loads skip S3."""
+
+
+class AwsSettings(Model):
+    region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+    availability_zone: str | None = Field(default=None, pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d[a-z]$")
+    admin_cidrs: tuple[AdminCidr, ...] = Field(min_length=1)
+    ssh_public_key: SshPublicKey
+    ssh_user: str = "ubuntu"
+    control_node: ControlNodeSettings = ControlNodeSettings()
+    gpu_worker: GpuWorkerSettings = GpuWorkerSettings()
+    model_bucket: ModelBucketSettings = ModelBucketSettings()
+    budget: BudgetSettings
+    tags: dict[str, str] = Field(default_factory=dict)
+    federation: AwsFederationSettings = AwsFederationSettings()
+    model_store: ModelStoreSettings = ModelStoreSettings()
+
+    @model_validator(mode="after")
+    def _zone_in_region(self) -> AwsSettings:
+        if self.availability_zone and not self.availability_zone.startswith(self.region):
+            raise ValueError(
+                f"availabilityZone '{self.availability_zone}' is not in region '{self.region}'"
+            )
+        return self
+
+
+def parse_aws(project: ProjectSettings, raw: Any) -> AwsSettings:
+    """Validate ``hybridgpu:aws`` and its links to the project-wide plan."""
+    aws = validate(AwsSettings, raw, "aws")
+    overlay = project.network.nebula_overlay_cidr
+    for field, ip in (
+        ("controlNode.overlayIp", aws.control_node.overlay_ip),
+        ("gpuWorker.overlayIp", aws.gpu_worker.overlay_ip),
+    ):
+        if ip not in overlay:
+            raise ConfigError(
+                f"{key('aws')}.{field}: {ip} is outside {key('nebulaOverlayCidr')} {overlay}"
+            )
+    if aws.control_node.overlay_ip == aws.gpu_worker.overlay_ip:
+        raise ConfigError(
+            f"{key('aws')}.gpuWorker.overlayIp: {aws.gpu_worker.overlay_ip} is also the control "
+            "node's overlay IP; each node needs its own"
+        )
+    return aws

@@ -1,0 +1,123 @@
+"""Reading ``pulumi.Config`` (the only place in the program that does): which keys each stack
+takes, its secrets (read only with the secret getters), and the whole-stack config objects the
+stack modules receive."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+from pulumi.runtime import config as runtime_config
+
+from stacks.config.aws_gpu import AwsSettings, parse_aws
+from stacks.config.errors import ConfigError
+from stacks.config.fields import PROJECT, key
+from stacks.config.homelab import HomelabSettings, parse_homelab
+from stacks.config.project import PROJECT_KEYS, ProjectSettings, parse_project
+
+STACK_AWS_GPU = "aws-gpu"
+STACK_HOMELAB = "homelab"
+KNOWN_STACKS = (STACK_AWS_GPU, STACK_HOMELAB)
+
+
+@dataclass(frozen=True)
+class AwsGpuSecrets:
+    ssh_private_key: pulumi.Output[str]
+    """Key matching ``aws.sshPublicKey``; used by pulumi-command to read the kubeconfig."""
+
+
+@dataclass(frozen=True)
+class HomelabSecrets:
+    proxmox_api_token: pulumi.Output[str]
+    """``user@realm!tokenid=uuid``."""
+    ssh_private_key: pulumi.Output[str]
+    jupyterhub_client_secret: pulumi.Output[str]
+    """OAuth client secret of JupyterHub's authenticator."""
+
+
+@dataclass(frozen=True)
+class AwsGpuConfig:
+    project: ProjectSettings
+    aws: AwsSettings
+    secrets: AwsGpuSecrets
+
+
+@dataclass(frozen=True)
+class HomelabConfig:
+    project: ProjectSettings
+    homelab: HomelabSettings
+    secrets: HomelabSecrets
+
+
+# --------------------------------------------------------------------------------------------
+# Reading pulumi.Config (the only place that does)
+# --------------------------------------------------------------------------------------------
+
+
+def _read_project(cfg: pulumi.Config) -> ProjectSettings:
+    values: dict[str, Any] = {}
+    for config_key in PROJECT_KEYS:
+        raw = cfg.get(config_key)
+        if raw is not None:
+            values[config_key] = raw
+    return parse_project(values)
+
+
+def _require_object(cfg: pulumi.Config, name: str) -> Any:
+    try:
+        return cfg.require_object(name)
+    except pulumi.ConfigMissingError:
+        raise ConfigError(
+            f"{key(name)}: missing; copy the example from Pulumi.<stack>.yaml in the repository"
+        ) from None
+
+
+def _require_secret(cfg: pulumi.Config, name: str) -> pulumi.Output[str]:
+    try:
+        return cfg.require_secret(name)
+    except pulumi.ConfigMissingError:
+        raise ConfigError(
+            f"{key(name)}: missing; set it with `pulumi config set --secret {name} ...`"
+        ) from None
+
+
+def _reject_unknown_keys(stack_keys: Iterable[str]) -> None:
+    """A misspelt key must not silently fall back to a default."""
+    allowed = {*PROJECT_KEYS, *stack_keys}
+    present = {*runtime_config.CONFIG.get(), *runtime_config.get_config_env()}
+    for full in sorted(present):
+        namespace, _, name = full.partition(":")
+        if namespace == PROJECT and name not in allowed:
+            raise ConfigError(
+                f"{full}: not a key of this stack; known: {', '.join(sorted(allowed))}"
+            )
+
+
+AWS_GPU_SECRET_KEYS = ("sshPrivateKey",)
+HOMELAB_SECRET_KEYS = ("proxmoxApiToken", "sshPrivateKey", "jupyterhubClientSecret")
+AWS_GPU_STACK_KEYS = ("aws", *AWS_GPU_SECRET_KEYS)
+HOMELAB_STACK_KEYS = ("homelab", *HOMELAB_SECRET_KEYS)
+
+
+def load_aws_gpu_config() -> AwsGpuConfig:
+    _reject_unknown_keys(AWS_GPU_STACK_KEYS)
+    cfg = pulumi.Config(PROJECT)
+    project = _read_project(cfg)
+    aws = parse_aws(project, _require_object(cfg, "aws"))
+    secrets = AwsGpuSecrets(ssh_private_key=_require_secret(cfg, "sshPrivateKey"))
+    return AwsGpuConfig(project=project, aws=aws, secrets=secrets)
+
+
+def load_homelab_config() -> HomelabConfig:
+    _reject_unknown_keys(HOMELAB_STACK_KEYS)
+    cfg = pulumi.Config(PROJECT)
+    project = _read_project(cfg)
+    homelab = parse_homelab(project, _require_object(cfg, "homelab"))
+    secrets = HomelabSecrets(
+        proxmox_api_token=_require_secret(cfg, "proxmoxApiToken"),
+        ssh_private_key=_require_secret(cfg, "sshPrivateKey"),
+        jupyterhub_client_secret=_require_secret(cfg, "jupyterhubClientSecret"),
+    )
+    return HomelabConfig(project=project, homelab=homelab, secrets=secrets)
