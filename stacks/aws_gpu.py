@@ -24,6 +24,7 @@ from components.aws.k3s_node import AmiQuery, AwsK3sNode, AwsK3sNodeArgs, SpotOp
 from components.aws.model_bucket import ModelBucket, ModelBucketArgs
 from components.aws.network import AwsNetwork, AwsNetworkArgs
 from components.aws.node_iam import NodeRole, NodeRoleArgs
+from components.aws.parameters import SecureParameters, SecureParametersArgs
 from components.k3s.config import k3s_api_url
 from components.k3s.kubeconfig import KubeconfigFetch, KubeconfigFetchArgs
 from components.kube.labels import gpu_node_labels
@@ -35,6 +36,7 @@ from stacks.config import STACK_AWS_GPU, AmiSelector, AwsGpuConfig, load_aws_gpu
 from stacks.federation import aws_federation
 from stacks.outputs import export_stack_outputs
 from stacks.platform import aws_platform
+from stacks.renewal import RenewalClock
 
 COST_TAG_KEY = "Project"
 """Default tag the budget filters on."""
@@ -165,15 +167,30 @@ def main() -> None:
     control_ip = str(control.overlay_ip)
     api_endpoint = k3s_api_url(control_ip)
 
-    # This stack owns the mesh CA (see README: where the Nebula CA key lives).
-    ca = NebulaCa("mesh-ca", mesh.ca_args(config.project))
+    # This stack owns the mesh CA (see README: where the Nebula CA key lives). Its key reaches
+    # the homelab stack through an SSM SecureString the homelab reads at run time, never through
+    # a stack output, so no other state holds it.
+    clock = RenewalClock()
+    ca = NebulaCa("mesh-ca", mesh.ca_args(config.project, clock))
+    mesh_secrets = SecureParameters(
+        "mesh",
+        SecureParametersArgs(
+            path=mesh.mesh_parameter_path(pulumi.get_stack()),
+            values={mesh.CA_KEY_PARAMETER: ca.key_pem},
+            role="mesh",
+            description="Nebula mesh CA signing key (hybridgpu); the homelab stack signs with it",
+        ),
+        opts=on_aws,
+    )
     nebula_port = config.project.nebula.listen_port
     control_nebula = NebulaHost(
         "control-node-nebula",
         mesh.host_args(
             config.project,
             control_mesh_node,
+            clock=clock,
             ca_cert_pem=ca.cert_pem,
+            ca_bundle_pem=ca.bundle_pem,
             ca_key_pem=ca.key_pem,
             lighthouses={},  # it is the lighthouse
         ),
@@ -214,7 +231,9 @@ def main() -> None:
         mesh.host_args(
             config.project,
             worker_mesh_node,
+            clock=clock,
             ca_cert_pem=ca.cert_pem,
+            ca_bundle_pem=ca.bundle_pem,
             ca_key_pem=ca.key_pem,
             lighthouses=lighthouses,
         ),
@@ -303,7 +322,8 @@ def main() -> None:
             "region": settings.region,
             "networkPlan": {k: str(v) for k, v in network_plan.named_ranges().items()},
             "nebulaCaCert": ca.cert_pem,
-            "nebulaCaKey": ca.key_pem,
+            "nebulaCaBundle": ca.bundle_pem,
+            "nebulaCaKeyParameter": mesh_secrets.names[mesh.CA_KEY_PARAMETER],
             "nebulaLighthouses": lighthouses,
             "controlNodePublicIp": control_node.public_ip,
             "controlNodeOverlayIp": control_ip,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
+import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pulumi_proxmoxve as proxmoxve
 import pulumi_random as random
@@ -29,6 +30,7 @@ from stacks.config import (
 from stacks.federation import ProviderSide, homelab_federation
 from stacks.outputs import AwsGpuReference, export_stack_outputs
 from stacks.platform import homelab_platform
+from stacks.renewal import RenewalClock
 
 
 def check_same_network_plan(
@@ -153,6 +155,17 @@ def build_vms(config: HomelabConfig, provider: proxmoxve.Provider) -> dict[str, 
     return vms
 
 
+def mesh_ca_key(aws_gpu: AwsGpuReference) -> pulumi.Output[str]:
+    """The mesh CA key, read from the aws-gpu stack's SSM parameter in its region."""
+    provider = aws.Provider("aws-gpu-account", region=aws_gpu.require("region"))
+    parameter = aws.ssm.get_parameter_output(
+        name=aws_gpu.require("nebulaCaKeyParameter"),
+        with_decryption=True,
+        opts=pulumi.InvokeOutputOptions(provider=provider),
+    )
+    return pulumi.Output.secret(parameter.value)
+
+
 def api_endpoint(config: HomelabConfig) -> str:
     return config.homelab.k3s.api_endpoint or str(config.homelab.control_planes[0].ip)
 
@@ -227,15 +240,19 @@ def main() -> None:
     aws_gpu = AwsGpuReference(config.homelab.aws_stack)
     check_same_network_plan(config, aws_gpu.require("networkPlan"))
     vms = build_vms(config, proxmox_provider(config))
-    # Host certificates are signed with the CA the aws-gpu stack owns (secret across the link).
+    # Host certificates are signed with the CA the aws-gpu stack owns. Its key is read from
+    # SSM at run time with the operator's AWS credentials (an invoke: its result is kept in no
+    # state), so this stack's state never holds it.
     nebula_hosts = mesh.homelab_hosts(
         config.project,
         config.homelab,
+        clock=RenewalClock(),
         ca_cert_pem=aws_gpu.require("nebulaCaCert"),
-        ca_key_pem=aws_gpu.require("nebulaCaKey"),
+        ca_bundle_pem=aws_gpu.require("nebulaCaBundle"),
+        ca_key_pem=mesh_ca_key(aws_gpu),
         lighthouses=mesh.reject_overlay_clash(config.homelab, aws_gpu.require("nebulaLighthouses")),
         ssh_private_key=config.secrets.ssh_private_key,
-        depends_on={name: [vm.vm] for name, vm in vms.items()},
+        machines={name: vm.vm for name, vm in vms.items()},
     )
     check_same_value(
         "liqoVersion",

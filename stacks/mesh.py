@@ -38,8 +38,18 @@ from stacks.config import (
     ProjectSettings,
     key,
 )
+from stacks.renewal import RenewalClock
 
 CA_NAME = "hybridgpu-mesh"
+
+
+CA_KEY_PARAMETER = "ca-key"
+"""Name, below :func:`mesh_parameter_path`, of the SecureString holding the CA signing key."""
+
+
+def mesh_parameter_path(aws_stack: str) -> str:
+    """SSM path of the mesh's secrets in the aws-gpu stack's account and region."""
+    return f"/hybridgpu/{aws_stack}/mesh"
 
 
 def mesh_settings(project: ProjectSettings) -> MeshSettings:
@@ -111,12 +121,14 @@ def checked(
         raise ConfigError(message) from None
 
 
-def ca_args(project: ProjectSettings) -> NebulaCaArgs:
+def ca_args(project: ProjectSettings, clock: RenewalClock) -> NebulaCaArgs:
     # A CA is re-issued while a full host-certificate lifetime still fits inside it.
+    validity_days = project.nebula.ca_validity_days
+    renew_before_days = project.nebula.cert_validity_days
     return NebulaCaArgs(
         ca_name=CA_NAME,
-        validity_days=project.nebula.ca_validity_days,
-        renew_before_days=project.nebula.cert_validity_days,
+        validity=clock.validity(validity_days, renew_before_days),
+        previous_validity=clock.previous_validity(validity_days, renew_before_days),
     )
 
 
@@ -124,23 +136,29 @@ def host_args(
     project: ProjectSettings,
     node: MeshNode,
     *,
+    clock: RenewalClock,
     ca_cert_pem: pulumi.Input[str],
+    ca_bundle_pem: pulumi.Input[str],
     ca_key_pem: pulumi.Input[str],
     lighthouses: pulumi.Input[dict[str, list[str]]],
     ssh: command.remote.ConnectionArgs | None = None,
     ssh_depends_on: Sequence[pulumi.Resource] = (),
+    machine: pulumi.Resource | None = None,
 ) -> NebulaHostArgs:
     return NebulaHostArgs(
         node=node,
         settings=mesh_settings(project),
         policy=default_policy(),
         ca_cert_pem=ca_cert_pem,
+        ca_bundle_pem=ca_bundle_pem,
         ca_key_pem=ca_key_pem,
         lighthouses=lighthouses,
-        validity_days=project.nebula.cert_validity_days,
-        renew_before_days=project.nebula.cert_renew_before_days,
+        validity=clock.validity(
+            project.nebula.cert_validity_days, project.nebula.cert_renew_before_days
+        ),
         ssh=ssh,
         ssh_depends_on=tuple(ssh_depends_on),
+        machine=machine,
     )
 
 
@@ -172,27 +190,34 @@ def homelab_hosts(
     project: ProjectSettings,
     homelab: HomelabSettings,
     *,
+    clock: RenewalClock,
     ca_cert_pem: pulumi.Input[str],
+    ca_bundle_pem: pulumi.Input[str],
     ca_key_pem: pulumi.Input[str],
     lighthouses: pulumi.Input[dict[str, list[str]]],
     ssh_private_key: pulumi.Input[str],
-    depends_on: Mapping[str, Sequence[pulumi.Resource]] | None = None,
+    machines: Mapping[str, pulumi.Resource],
 ) -> dict[str, NebulaHost]:
-    """Nebula on every homelab VM, installed over SSH once the VM (``depends_on[name]``) is up."""
+    """Nebula on every homelab VM, installed over SSH once the VM (``machines[name]``) is up,
+    re-installed when the VM is replaced, not uninstalled when the VM is destroyed."""
     hosts: dict[str, NebulaHost] = {}
     by_name = {vm.name: vm for vm in homelab.all_vms}
     for node in homelab_nodes(homelab):
         vm = by_name[node.name]
+        machine = machines[node.name]
         hosts[node.name] = NebulaHost(
             f"{node.name}-nebula",
             host_args(
                 project,
                 node,
+                clock=clock,
                 ca_cert_pem=ca_cert_pem,
+                ca_bundle_pem=ca_bundle_pem,
                 ca_key_pem=ca_key_pem,
                 lighthouses=lighthouses,
                 ssh=ssh_connection(str(vm.ip), homelab.ssh_user, ssh_private_key),
-                ssh_depends_on=(depends_on or {}).get(node.name, ()),
+                ssh_depends_on=(machine,),
+                machine=machine,
             ),
         )
     return hosts

@@ -30,9 +30,14 @@ AWS_GPU_OUTPUTS: tuple[OutputSpec, ...] = (
     ),
     OutputSpec("nebulaCaCert", "PEM of the mesh CA certificate (public)."),
     OutputSpec(
-        "nebulaCaKey",
-        "PEM of the mesh CA signing key: homelab signs its host certificates with it.",
-        secret=True,
+        "nebulaCaBundle",
+        "PEM of every mesh CA certificate nodes trust (current, and the previous one for a while "
+        "after a CA renewal).",
+    ),
+    OutputSpec(
+        "nebulaCaKeyParameter",
+        "Name of the SSM SecureString holding the mesh CA key; the homelab reads it at run time "
+        "to sign its host certificates (the key is in no stack output, so in no other state).",
     ),
     OutputSpec(
         "nebulaLighthouses",

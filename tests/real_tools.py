@@ -31,10 +31,15 @@ def require(tool: str) -> str:
 
 
 def run(
-    *args: str | Path, check: bool = True, timeout: float = 60
+    *args: str | Path, check: bool = True, timeout: float = 60, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(a) for a in args], capture_output=True, text=True, check=check, timeout=timeout
+        [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=timeout,
+        input=input,
     )
 
 

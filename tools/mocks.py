@@ -13,197 +13,29 @@ and later runs only switch the stack name and config.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 from pulumi.runtime import mocks as runtime_mocks
-from pulumi.runtime import rpc
+from pulumi.runtime import rpc, settings
 
 from stacks.config import PROJECT
+from tools.fakes import MOCK_TIME, computed_outputs, digest, mock_call
+from tools.values import jsonable, redact, secret_paths, unwrap
 
-MOCK_ACCOUNT_ID = "123456789012"
-MOCK_TIME = "2026-01-01T00:00:00Z"
-
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
-
-
-def _mock_ip(prefix: str, *parts: str) -> str:
-    """A stable address in a documentation range (RFC 5737) derived from the parts."""
-    value = int(_digest(*parts)[:4], 16)
-    return f"{prefix}.{value % 254 + 1}"
-
-
-# --------------------------------------------------------------------------------------------
-# Secret-aware values
-# --------------------------------------------------------------------------------------------
-
-
-def unwrap(value: Any) -> Any:
-    """The plain value, with every secret wrapper (at any depth) removed."""
-    if rpc.is_rpc_secret(value):
-        return unwrap(value["value"])
-    if isinstance(value, dict):
-        return {k: unwrap(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [unwrap(v) for v in value]
-    return value
-
-
-def secret_paths(value: Any, path: str = "") -> list[str]:
-    """Dotted paths (``a.b[0]``) of every secret wrapper inside ``value``."""
-    if rpc.is_rpc_secret(value):
-        return [path or "."]
-    found: list[str] = []
-    if isinstance(value, dict):
-        for k, v in value.items():
-            found += secret_paths(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            found += secret_paths(v, f"{path}[{i}]")
-    return found
-
-
-def redact(value: Any) -> Any:
-    """The value with every secret replaced by ``"[secret]"`` (for printing and JSON plans)."""
-    if rpc.is_rpc_secret(value):
-        return "[secret]"
-    if isinstance(value, dict):
-        return {k: redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return jsonable(value)
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    if isinstance(value, pulumi.asset.StringAsset):
-        return {"stringAsset": value.text}
-    if isinstance(value, pulumi.asset.FileAsset):
-        return {"fileAsset": str(value.path)}
-    return repr(value)
-
-
-# --------------------------------------------------------------------------------------------
-# Mocks
-# --------------------------------------------------------------------------------------------
-
-
-def _sample_kubeconfig(name: str) -> str:
-    """What ``cat /etc/rancher/k3s/k3s.yaml`` prints on a fresh k3s server (fake credentials)."""
-    fake = base64.b64encode(f"mock-{name}".encode()).decode()
-    return (
-        "apiVersion: v1\n"
-        "clusters:\n"
-        "- cluster:\n"
-        f"    certificate-authority-data: {fake}\n"
-        "    server: https://127.0.0.1:6443\n"
-        "  name: default\n"
-        "contexts:\n"
-        "- context:\n"
-        "    cluster: default\n"
-        "    user: default\n"
-        "  name: default\n"
-        "current-context: default\n"
-        "kind: Config\n"
-        "preferences: {}\n"
-        "users:\n"
-        "- name: default\n"
-        "  user:\n"
-        f"    client-certificate-data: {fake}\n"
-        f"    client-key-data: {fake}\n"
-    )
-
-
-def _computed_outputs(typ: str, name: str, inputs: Mapping[str, Any], stack: str) -> dict[str, Any]:
-    """Outputs a real provider would compute for this resource type."""
-    digest = _digest(stack, typ, name)
-    plain = unwrap(dict(inputs))
-    if typ == "aws:ec2/instance:Instance":
-        return {
-            "publicIp": _mock_ip("198.51.100", stack, name),
-            "privateIp": _mock_ip("10.100.1", stack, name),
-            "arn": f"arn:aws:ec2:us-west-2:{MOCK_ACCOUNT_ID}:instance/i-{digest[:17]}",
-            "primaryNetworkInterfaceId": f"eni-{digest[:17]}",
-            "instanceState": "running",
-        }
-    if typ == "aws:ec2/eip:Eip":
-        return {
-            "publicIp": _mock_ip("203.0.113", stack, name),
-            "allocationId": f"eipalloc-{digest[:17]}",
-        }
-    if typ == "aws:ec2/keyPair:KeyPair":
-        return {
-            "keyName": plain.get("keyName") or f"{plain.get('keyNamePrefix', name)}{digest[:8]}"
-        }
-    if typ == "aws:s3/bucket:Bucket":
-        bucket = plain.get("bucket") or f"{plain.get('bucketPrefix', name)}{digest[:12]}"
-        return {"bucket": bucket, "arn": f"arn:aws:s3:::{bucket}", "region": "us-west-2"}
-    if typ in (
-        "aws:iam/role:Role",
-        "aws:iam/instanceProfile:InstanceProfile",
-        "aws:iam/policy:Policy",
-    ):
-        kind = typ.rsplit(":", maxsplit=1)[-1].lower()
-        resource_name = plain.get("name") or f"{name}-{digest[:7]}"
-        return {
-            "name": resource_name,
-            "arn": f"arn:aws:iam::{MOCK_ACCOUNT_ID}:{kind}/{resource_name}",
-        }
-    if typ.startswith("aws:"):
-        return {"arn": f"arn:aws:mock:us-west-2:{MOCK_ACCOUNT_ID}:{name}"}
-    if typ in ("command:remote:Command", "command:local:Command"):
-        create = str(plain.get("create", ""))
-        stdout = (
-            _sample_kubeconfig(name)
-            if "/etc/rancher/k3s/k3s.yaml" in create
-            else f"mock stdout of {name}"
-        )
-        return {"stdout": stdout, "stderr": ""}
-    if typ == "random:index/randomBytes:RandomBytes":
-        raw = hashlib.sha256(f"{stack}/{name}".encode()).digest()
-        length = int(plain.get("length", 32))
-        data = (raw * (length // len(raw) + 1))[:length]
-        return {"base64": base64.b64encode(data).decode(), "hex": data.hex()}
-    if typ == "random:index/randomPassword:RandomPassword":
-        return {"result": f"mock{digest[: int(plain.get('length', 32)) - 4]}"}
-    if typ == "time:index/rotating:Rotating":
-        return {"rfc3339": MOCK_TIME}
-    if typ == "time:index/static:Static":
-        return {"rfc3339": MOCK_TIME}
-    if typ.startswith("proxmoxve:"):
-        return {"vmId": plain.get("vmId", 100)} if "vm" in typ.lower() else {}
-    return {}
-
-
-def _mock_call(function: str, args: Mapping[str, Any]) -> dict[str, Any]:
-    """Results of invokes (data sources) the program uses."""
-    if function == "aws:ec2/getAmi:getAmi":
-        key = json.dumps(unwrap(dict(args)), sort_keys=True)
-        return {"id": f"ami-{_digest(key)[:17]}", "name": "mock-ami", "architecture": "x86_64"}
-    if function == "aws:index/getAvailabilityZones:getAvailabilityZones":
-        return {
-            "names": ["us-west-2a", "us-west-2b", "us-west-2c"],
-            "zoneIds": ["usw2-az1", "usw2-az2", "usw2-az3"],
-        }
-    if function == "aws:index/getCallerIdentity:getCallerIdentity":
-        return {
-            "accountId": MOCK_ACCOUNT_ID,
-            "arn": f"arn:aws:iam::{MOCK_ACCOUNT_ID}:user/mock",
-            "userId": "MOCK",
-        }
-    if function == "aws:index/getPartition:getPartition":
-        return {"partition": "aws", "dnsSuffix": "amazonaws.com"}
-    if function == "aws:index/getRegion:getRegion":
-        return {"name": "us-west-2", "region": "us-west-2"}
-    return {}
+__all__ = [
+    "MOCK_TIME",
+    "PlanMocks",
+    "RecordingMonitor",
+    "Registration",
+    "StackExports",
+    "install_mocks",
+    "jsonable",
+    "redact",
+    "secret_paths",
+    "unwrap",
+]
 
 
 @dataclass
@@ -222,6 +54,9 @@ class PlanMocks(pulumi.runtime.Mocks):
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.served: dict[str, StackExports] = {}
         """Exports handed to the current run's StackReferences, by short stack name."""
+        self.parameters: dict[str, str] = {}
+        """SSM parameter name -> value, as earlier mocked runs declared them (the homelab reads
+        the aws-gpu stack's parameters through invokes)."""
 
     def new_resource(
         self, args: pulumi.runtime.MockResourceArgs
@@ -242,17 +77,26 @@ class PlanMocks(pulumi.runtime.Mocks):
                 "secretOutputNames": exports.secret_names,
             }
         state = dict(args.inputs)
-        state.update(_computed_outputs(args.typ, args.name, args.inputs, self.stack))
+        state.update(computed_outputs(args.typ, args.name, args.inputs, self.stack))
         resource_id = (
-            args.resource_id or f"{args.name}-{_digest(self.stack, args.typ, args.name)[:8]}"
+            args.resource_id or f"{args.name}-{digest(self.stack, args.typ, args.name)[:8]}"
         )
         return resource_id, state
 
     def call(
         self, args: pulumi.runtime.MockCallArgs
     ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-        self.calls.append((args.token, unwrap(dict(args.args))))
-        return _mock_call(args.token, args.args), []
+        function = args.token
+        self.calls.append((function, unwrap(dict(args.args))))
+        if function == "aws:ssm/getParameter:getParameter":
+            name = str(unwrap(args.args.get("name")))
+            if name not in self.parameters:
+                raise KeyError(
+                    f"SSM parameter '{name}' was declared by no mocked run; run the stack that "
+                    "owns it first"
+                )
+            return {"name": name, "value": self.parameters[name], "type": "SecureString"}, []
+        return mock_call(function, args.args), []
 
 
 @dataclass(frozen=True)
@@ -275,6 +119,10 @@ class Registration:
     ignore_changes: tuple[str, ...]
     protect: bool
     retain_on_delete: bool
+    deleted_with: str = ""
+    """URN of the resource whose deletion makes this one's delete a no-op (``deleted_with``)."""
+    aliases: tuple[str, ...] = ()
+    """Earlier URNs of this resource (``aliases`` resolved by the SDK)."""
     read: bool = False
     """Read (StackReference, get) rather than managed."""
 
@@ -346,8 +194,29 @@ class RecordingMonitor(runtime_mocks.MockMonitor):
             ignore_changes=() if read else tuple(request.ignoreChanges),
             protect=False if read else bool(request.protect),
             retain_on_delete=False if read else bool(request.retainOnDelete),
+            deleted_with="" if read else str(request.deletedWith),
+            aliases=() if read else _alias_urns(request),
             read=read,
         )
+
+
+def _alias_urns(request: Any) -> tuple[str, ...]:
+    """Earlier URNs of a resource, from the aliases the SDK sends (full URNs, or specs resolved
+    the way the engine does: a missing name/type/parent means "the same as now")."""
+    urns = [str(u) for u in getattr(request, "aliasURNs", ())]
+    for alias in getattr(request, "aliases", ()):
+        if alias.urn:
+            urns.append(str(alias.urn))
+            continue
+        spec = alias.spec
+        parent = "" if spec.noParent else (spec.parentUrn or request.parent)
+        stack, project = spec.stack or settings.get_stack(), spec.project or settings.get_project()
+        chain = parent.split("::")[2] + "$" if parent else ""
+        urns.append(
+            f"urn:pulumi:{stack}::{project}::{chain}{spec.type or request.type}::"
+            f"{spec.name or request.name}"
+        )
+    return tuple(urns)
 
 
 _INSTALLED: tuple[PlanMocks, RecordingMonitor] | None = None
