@@ -233,7 +233,7 @@ def main() -> None:
     config = load_homelab_config()
     mesh.checked(
         mesh.mesh_settings(config.project),
-        mesh.homelab_nodes(config.homelab),
+        mesh.homelab_nodes(config.homelab, config.project),
         default_policy(),
         lighthouse_elsewhere=True,  # the aws-gpu control node
     )

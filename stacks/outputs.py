@@ -45,6 +45,10 @@ AWS_GPU_OUTPUTS: tuple[OutputSpec, ...] = (
     ),
     OutputSpec("controlNodePublicIp", "Elastic IP of the control node (lighthouse, SSH)."),
     OutputSpec("controlNodeOverlayIp", "Nebula overlay IP of the control node (k3s server)."),
+    OutputSpec(
+        "controlNodeSshHostKey",
+        "SSH host public key of the control node (the program owns it): for known_hosts.",
+    ),
     OutputSpec("k3sApiEndpoint", "URL of the AWS k3s API on the overlay: https://<ip>:6443."),
     OutputSpec(
         "kubeconfig",

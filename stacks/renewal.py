@@ -8,7 +8,7 @@ preview``); the offline tools set it so their plans do not depend on the day the
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pulumi
 import pulumiverse_time as time
@@ -48,6 +48,15 @@ class RenewalClock:
                 validity_days=validity_days,
                 renew_before_days=renew_before_days,
             )
+        )
+
+    def window(self, period_days: int) -> pulumi.Output[int]:
+        """Index of the current ``period_days`` window since the anchor (0 in the first):
+        a trigger for what must be redone periodically."""
+        current_time = self.now
+        period = timedelta(days=period_days)
+        return self.anchor.rfc3339.apply(
+            lambda anchor: max(0, (current_time - parse_rfc3339(anchor)) // period)
         )
 
     def previous_validity(

@@ -15,6 +15,8 @@ from tools.values import unwrap
 
 MOCK_ACCOUNT_ID = "123456789012"
 MOCK_TIME = "2026-01-01T00:00:00Z"
+UNOFFERED_TYPES: set[str] = set()
+"""Instance types the mocked EC2 reports as not offered (tests add to it)."""
 
 
 def digest(*parts: str) -> str:
@@ -53,17 +55,30 @@ def _sample_kubeconfig(name: str) -> str:
     )
 
 
-def computed_outputs(typ: str, name: str, inputs: Mapping[str, Any], stack: str) -> dict[str, Any]:
+def computed_outputs(  # noqa: PLR0912 - one branch per resource type
+    typ: str, name: str, inputs: Mapping[str, Any], stack: str
+) -> dict[str, Any]:
     """Outputs a real provider would compute for this resource type."""
     resource_digest = digest(stack, typ, name)
     plain = unwrap(dict(inputs))
     if typ == "aws:ec2/instance:Instance":
         return {
             "publicIp": _mock_ip("198.51.100", stack, name),
-            "privateIp": _mock_ip("10.100.1", stack, name),
+            "privateIp": plain.get("privateIp") or _mock_ip("10.100.1", stack, name),
             "arn": f"arn:aws:ec2:us-west-2:{MOCK_ACCOUNT_ID}:instance/i-{resource_digest[:17]}",
             "primaryNetworkInterfaceId": f"eni-{resource_digest[:17]}",
             "instanceState": "running",
+        }
+    if typ == "aws:ec2/spotInstanceRequest:SpotInstanceRequest":
+        return {
+            "spotInstanceId": f"i-{resource_digest[:17]}",
+            "publicIp": _mock_ip("198.51.100", stack, name),
+            "privateIp": plain.get("privateIp") or _mock_ip("10.100.1", stack, name),
+            "rootBlockDevice": {
+                **plain.get("rootBlockDevice", {}),
+                "volumeId": f"vol-{resource_digest[:17]}",
+            },
+            "spotRequestState": "active",
         }
     if typ == "aws:ec2/eip:Eip":
         return {
@@ -93,11 +108,12 @@ def computed_outputs(typ: str, name: str, inputs: Mapping[str, Any], stack: str)
         return {"arn": f"arn:aws:mock:us-west-2:{MOCK_ACCOUNT_ID}:{name}"}
     if typ in ("command:remote:Command", "command:local:Command"):
         create = str(plain.get("create", ""))
-        stdout = (
-            _sample_kubeconfig(name)
-            if "/etc/rancher/k3s/k3s.yaml" in create
-            else f"mock stdout of {name}"
-        )
+        if "/etc/rancher/k3s/k3s.yaml" in create:
+            stdout = _sample_kubeconfig(name)
+        elif "sha256sum" in create:
+            stdout = digest(stack, name, "sha256sum") + "\n"
+        else:
+            stdout = f"mock stdout of {name}"
         return {"stdout": stdout, "stderr": ""}
     if typ == "random:index/randomBytes:RandomBytes":
         raw = hashlib.sha256(f"{stack}/{name}".encode()).digest()
@@ -131,6 +147,11 @@ def mock_call(function: str, args: Mapping[str, Any]) -> dict[str, Any]:
             "arn": f"arn:aws:iam::{MOCK_ACCOUNT_ID}:user/mock",
             "userId": "MOCK",
         }
+    if function == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
+        # Every type is offered everywhere, except what a test names in UNOFFERED_TYPES.
+        filters = {f["name"]: f["values"] for f in unwrap(args.get("filters", []))}
+        types = [t for t in filters.get("instance-type", []) if t not in UNOFFERED_TYPES]
+        return {"instanceTypes": types, "locations": filters.get("location", [])}
     if function == "aws:index/getPartition:getPartition":
         return {"partition": "aws", "dnsSuffix": "amazonaws.com"}
     if function == "aws:index/getRegion:getRegion":

@@ -17,6 +17,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from components.base.files import NodeFile
 from components.base.templates import render
 
 NEBULA_VERSION = "v1.9.5"
@@ -45,15 +46,6 @@ class NebulaFiles:
     key_pem: str
 
 
-@dataclass(frozen=True)
-class NodeFile:
-    name: str
-    """Name in the SSH bundle (the script maps it to ``path``)."""
-    path: str
-    mode: str
-    content: str
-
-
 SYSTEMD_UNIT = render(__file__, "nebula.service", {"BIN_DIR": BIN_DIR, "ETC_DIR": ETC_DIR})
 BINARY_INSTALL = render(
     __file__,
@@ -72,15 +64,20 @@ APPLY_SCRIPT = render(
 )
 
 
+NEBULA_UNIT = "nebula.service"
+
+
 def node_files(files: NebulaFiles) -> list[NodeFile]:
-    """Every file of a Nebula node. Config and key are root-only; certificates are public."""
+    """Every file of a Nebula node (names as the SSH bundle knows them). Config and key are
+    root-only; certificates are public. A change of any of them restarts Nebula."""
+    restart = (NEBULA_UNIT,)
     return [
-        NodeFile("config.yml", f"{ETC_DIR}/config.yml", "0600", files.config_yaml),
-        NodeFile("ca.crt", f"{ETC_DIR}/ca.crt", "0644", files.ca_pem),
-        NodeFile("host.crt", f"{ETC_DIR}/host.crt", "0644", files.cert_pem),
-        NodeFile("host.key", f"{ETC_DIR}/host.key", "0600", files.key_pem),
+        NodeFile("config.yml", f"{ETC_DIR}/config.yml", "0600", files.config_yaml, restart=restart),
+        NodeFile("ca.crt", f"{ETC_DIR}/ca.crt", "0644", files.ca_pem, restart=restart),
+        NodeFile("host.crt", f"{ETC_DIR}/host.crt", "0644", files.cert_pem, restart=restart),
+        NodeFile("host.key", f"{ETC_DIR}/host.key", "0600", files.key_pem, restart=restart),
         NodeFile("install-nebula", INSTALL_SCRIPT_PATH, "0755", BINARY_INSTALL),
-        NodeFile("nebula.service", UNIT_PATH, "0644", SYSTEMD_UNIT),
+        NodeFile("nebula.service", UNIT_PATH, "0644", SYSTEMD_UNIT, restart=restart),
     ]
 
 
