@@ -206,7 +206,7 @@ def list_models(bucket: ModelBucket, console: Console, *, as_json: bool = False)
     contents = bucket.contents()
     users = _users(contents.manifests)
     rows = []
-    for name, manifest in sorted(contents.manifests.items()):
+    for name, manifest in sorted(contents.manifests.items(), key=lambda item: str(item[0])):
         blobs = []
         for blob in manifest.blobs:
             others = [str(other) for other in users[blob.digest] if other != name]
