@@ -51,7 +51,9 @@ class MotoServer:
             self.process.kill()
             self.process.wait()
 
-    def client(self, service: str, key: tuple[str, str] = TEST_KEY, token: str | None = None) -> Any:
+    def client(
+        self, service: str, key: tuple[str, str] = TEST_KEY, token: str | None = None
+    ) -> Any:
         """A client of this server (one per service and credentials: creating one is slow)."""
         cache_key = (service, key, token)
         if cache_key not in self._clients:
@@ -61,7 +63,7 @@ class MotoServer:
     def new_client(
         self, service: str, key: tuple[str, str] = TEST_KEY, token: str | None = None
     ) -> Any:
-        return boto3.session.Session(
+        return boto3.Session(
             aws_access_key_id=key[0],
             aws_secret_access_key=key[1],
             aws_session_token=token,
@@ -90,10 +92,9 @@ class MotoServer:
     def enforce_iam(self) -> None:
         """From now on every request is authenticated and authorized against moto's IAM
         (moto's "IAM-like access control": /moto-api/reset-auth with a count of 0)."""
-        request = urllib.request.Request(
-            f"{self.url}/moto-api/reset-auth", data=b"0", headers={"Content-Type": "text/plain"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+        url = f"{self.url}/moto-api/reset-auth"  # http://127.0.0.1:<port>, never another scheme
+        request = urllib.request.Request(url, data=b"0", headers={"Content-Type": "text/plain"})  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             response.read()
 
     def create_bucket(self, name: str) -> None:

@@ -151,7 +151,7 @@ def test_a_corrupted_local_blob_is_refused_before_anything_is_uploaded(
 def test_an_interrupted_push_leaves_no_manifest_and_resumes(
     moto: MotoServer, bucket: ModelBucket, tmp_path: Path
 ) -> None:
-    tiny, _ = two_models(tmp_path, big_weights=12 * MIB)
+    two_models(tmp_path, big_weights=12 * MIB)
     recorder = Recorder(bucket, moto.client("s3"))
     recorder.fail_on = ("UploadPart", 2)  # mid-way through the multipart weights
 
@@ -245,5 +245,6 @@ def test_list_shows_sizes_and_shared_blobs(
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["NAME", "SIZE", "BLOBS", "SHARED"]
     assert table[1].startswith("team/other:2b")
-    assert "2 (" in table[1] and table[1].endswith("with tiny:1b")
+    assert "2 (" in table[1]
+    assert table[1].endswith("with tiny:1b")
     assert table[-1].startswith("2 models,")

@@ -4,6 +4,7 @@ messages and exit codes."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from stacks.outputs import AWS_GPU_OUTPUTS
 from tests.moto_server import MotoServer
 from tests.ollama_models import two_models
 from tools.models import cli
+from tools.models.commands import Console
 
 PREFIX = "ollama/"
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,9 +37,7 @@ def fake_pulumi(bin_dir: Path, outputs: dict[str, object]) -> Path:
     log = bin_dir / "pulumi.args"
     script = bin_dir / "pulumi"
     script.write_text(
-        "#!/bin/sh\n"
-        f'echo "$*" >> "{log}"\n'
-        f"cat <<'EOF'\n{json.dumps(outputs)}\nEOF\n"
+        f'#!/bin/sh\necho "$*" >> "{log}"\ncat <<\'EOF\'\n{json.dumps(outputs)}\nEOF\n'
     )
     script.chmod(0o755)
     return log
@@ -96,8 +96,7 @@ def test_push_list_verify_rm_through_the_stack_outputs(moto: MotoServer, tmp_pat
     assert removed.returncode == 0, removed.stderr
     assert "kept, used by team/other:2b" in removed.stderr
     keys = {
-        item["Key"]
-        for item in moto.client("s3").list_objects_v2(Bucket="stack-models")["Contents"]
+        item["Key"] for item in moto.client("s3").list_objects_v2(Bucket="stack-models")["Contents"]
     }
     assert f"{PREFIX}manifests/registry.ollama.ai/team/other/2b" in keys
     assert f"{PREFIX}manifests/registry.ollama.ai/library/tiny/1b" not in keys
@@ -134,7 +133,6 @@ def test_errors_are_clear_and_exit_non_zero(
     moto: MotoServer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
     case: str,
     message: str,
 ) -> None:
@@ -165,10 +163,11 @@ def test_errors_are_clear_and_exit_non_zero(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
 
-    status = cli.main(args)
+    err_stream = io.StringIO()
+    status = cli.main(args, Console(out=io.StringIO(), err=err_stream, bars=False))
 
     assert status == 1
-    err = capsys.readouterr().err
+    err = err_stream.getvalue()
     assert err.startswith("models: error: ")
     assert message in err
 
@@ -203,7 +202,9 @@ def _iam_setup(moto: MotoServer) -> tuple[tuple[str, str], str]:
         PolicyDocument=json.dumps(
             {
                 "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}],
+                "Statement": [
+                    {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}
+                ],
             }
         ),
     )
