@@ -19,6 +19,7 @@ from tests.moto_server import MotoServer
 from tests.ollama_models import two_models
 from tools.models import cli
 from tools.models.commands import Console
+from tools.offline import StackRun
 
 PREFIX = "ollama/"
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +63,18 @@ def run_cli(
 def test_the_outputs_read_are_in_the_stack_contract() -> None:
     declared = {spec.name for spec in AWS_GPU_OUTPUTS}
     assert {cli.BUCKET_OUTPUT, cli.PREFIX_OUTPUT, cli.REGION_OUTPUT} <= declared
+
+
+def test_the_stack_outputs_name_the_tree_the_gpu_node_mounts(aws_gpu_run: StackRun) -> None:
+    """What the command reads from the outputs is the bucket and prefix the PV mounts."""
+    target = cli.target_from_outputs(aws_gpu_run.exports, "aws-gpu")
+    volume = aws_gpu_run.exports["modelsVolume"]
+    assert target.bucket == aws_gpu_run.exports["modelBucketName"]
+    assert volume["spec"]["csi"]["volumeAttributes"]["bucketName"] == target.bucket
+    assert f"prefix {target.prefix}" in volume["spec"]["mountOptions"]
+    assert target.prefix == "ollama/"
+    assert target.region == aws_gpu_run.exports["region"]
+    assert target.role_arn is None  # until the stack exports modelUploaderRoleArn
 
 
 def test_push_list_verify_rm_through_the_stack_outputs(moto: MotoServer, tmp_path: Path) -> None:

@@ -9,6 +9,9 @@ same volume lets the scheduler place the pod (it never mounts there).
 
 AWS side (the namespace Liqo creates, same name): the claim and a NetworkPolicy admitting only
 the homelab's pod range on the Ollama port.
+
+Before Ollama starts, an init container checks the models tree (``verify_models.sh`` here): every
+blob hashes to its name, every manifest's blobs exist with their sizes.
 """
 
 from __future__ import annotations
