@@ -13,7 +13,15 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 
 from tests.moto_server import MotoServer
-from tests.ollama_models import blob_name, two_models
+from tests.ollama_models import (
+    LICENSE,
+    LICENSE_MEDIA_TYPE,
+    TEMPLATE,
+    TEMPLATE_MEDIA_TYPE,
+    blob_name,
+    two_models,
+    write_model,
+)
 from tools.models.bucket import ModelBucket
 from tools.models.commands import CommandError, Console, list_models, push, remove, verify
 from tools.models.layout import ModelName
@@ -248,3 +256,32 @@ def test_list_shows_sizes_and_shared_blobs(
     assert "2 (" in table[1]
     assert table[1].endswith("with tiny:1b")
     assert table[-1].startswith("2 models,")
+
+
+def test_a_changed_model_uploads_only_its_new_blob_and_replaces_the_manifest(
+    moto: MotoServer, bucket: ModelBucket, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tiny, _ = two_models(tmp_path)
+    push(bucket, tmp_path, TINY, Console(bars=False))
+    # `ollama pull tiny:1b` again after upstream changed the weights: same tag, new manifest.
+    updated = write_model(
+        tmp_path,
+        tiny.relpath,
+        weights=b"GGUF tiny weights, version 2",
+        config=b'{"model_format":"gguf","model_family":"tiny"}',
+        extra_layers=((LICENSE_MEDIA_TYPE, LICENSE), (TEMPLATE_MEDIA_TYPE, TEMPLATE)),
+    )
+    capsys.readouterr()
+
+    result = push(bucket, tmp_path, TINY, Console(bars=False))
+
+    new_weights = blob_name(b"GGUF tiny weights, version 2")
+    assert [blob.filename for blob in result.uploaded] == [new_weights]
+    assert "manifest tiny:1b: replaced" in capsys.readouterr().err
+    stored = bucket.read_manifest(TINY)
+    assert stored == updated.manifest
+    assert verify(bucket, Console(bars=False)) == []
+    # The old weights are referenced by nothing now: verify says so without failing.
+    assert f"note: {blob_name(b'GGUF tiny weights')} is referenced by no manifest" in (
+        capsys.readouterr().err
+    )

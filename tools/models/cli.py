@@ -24,6 +24,7 @@ from typing import Any
 
 import boto3
 import botocore.session
+from boto3.exceptions import S3UploadFailedError
 from botocore.credentials import CredentialProvider, CredentialResolver, RefreshableCredentials
 from botocore.exceptions import (
     BotoCoreError,
@@ -256,7 +257,9 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     except ClientError as error:
         operation = getattr(error, "operation_name", "request")
         console.say(f"models: error: AWS refused {operation}: {error}")
-    except BotoCoreError as error:
+    except (BotoCoreError, S3UploadFailedError) as error:
+        console.say(f"models: error: {error}")
+    except OSError as error:  # a local file that cannot be read
         console.say(f"models: error: {error}")
     except KeyboardInterrupt:
         console.say("models: interrupted (push writes a model's manifest after all its blobs)")

@@ -180,10 +180,12 @@ def push(bucket: ModelBucket, models_dir: Path, name: ModelName, console: Consol
     if absent:
         names = ", ".join(_short(blob) for blob in absent)
         raise CommandError(f"{name}: {names} vanished from the bucket; manifest not written")
-    written = bucket.read_manifest(name) != manifest.raw
+    previous = bucket.read_manifest(name)
+    written = previous != manifest.raw
     if written:
         bucket.write_manifest(name, manifest.raw)
-    console.say(f"  manifest {name}: {'written' if written else 'up to date'}")
+    state = "up to date" if not written else "written" if previous is None else "replaced"
+    console.say(f"  manifest {name}: {state}")
     uploaded_blobs = tuple(blob for blob, _ in to_upload)
     return PushResult(
         uploaded=uploaded_blobs,
