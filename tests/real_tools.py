@@ -19,6 +19,7 @@ INSTALL_HINT = {
     "cloud-init": "apt-get install cloud-init",
     "ip": "apt-get install iproute2",
     "ping": "apt-get install iputils-ping",
+    "busybox": "apt-get install busybox",
 }
 
 
