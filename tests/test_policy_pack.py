@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-import sys
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -254,8 +253,11 @@ def serve_pack() -> Iterator[str]:
     # As the engine starts a Python pack: `python -m pulumi.policy <engine> .` in the pack
     # directory (pulumi/pulumi sdk/go/common/resource/plugin/analyzer_plugin.go; pulumi/policy/
     # __main__.py runs the directory's __main__.py).
+    python = POLICY_DIR / "venv" / "bin" / "python"
+    if not python.exists():
+        pytest.fail("policy/venv is missing; ./dev policy-setup creates it (./dev test does)")
     process = subprocess.Popen(
-        [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", "."],
+        [str(python), "-u", "-m", "pulumi.policy", "127.0.0.1:1", "."],
         cwd=POLICY_DIR,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -271,7 +273,8 @@ def serve_pack() -> Iterator[str]:
         process.wait(timeout=10)
 
 
-def test_the_pack_boots_as_the_engine_starts_it_and_keeps_secret_markers() -> None:
+def test_the_pack_boots_in_its_own_virtualenv_and_keeps_secret_markers() -> None:
+    """policy/venv holds only policy/requirements.txt: the pack imports nothing of the program."""
     with serve_pack() as address, grpc.insecure_channel(address) as channel:
         if True:
             analyzer = analyzer_pb2_grpc.AnalyzerStub(channel)
