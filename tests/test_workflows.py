@@ -210,7 +210,8 @@ def test_previews_that_need_credentials_are_skipped_for_forks_and_without_variab
     assert preview["aws-gpu-preview"]["if"] == f"{same_repo} && vars.AWS_PREVIEW_ROLE_ARN != ''"
     assert preview["homelab-preview"]["if"] == f"{same_repo} && vars.HOMELAB_RUNNER_LABEL != ''"
     assert preview["homelab-preview"]["runs-on"] == "${{ vars.HOMELAB_RUNNER_LABEL }}"
-    assert preview["aws-gpu-preview"]["runs-on"] == "${{ vars.AWS_GPU_RUNNER_LABEL || 'ubuntu-24.04' }}"
+    aws_runner = "${{ vars.AWS_GPU_RUNNER_LABEL || 'ubuntu-24.04' }}"
+    assert preview["aws-gpu-preview"]["runs-on"] == aws_runner
     notice = "\n".join(str(s.get("run", "")) for s in steps(preview["skipped"]))
     assert notice.count("::notice") == 3
 
