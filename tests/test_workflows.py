@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.real_tools import require, run
+from tools import pr_comment
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_DIR = ROOT / ".github" / "workflows"
@@ -78,16 +79,29 @@ def zizmor(*paths: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_actionlint_finds_nothing() -> None:
-    result = actionlint(*WORKFLOWS)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"actionlint: {len(WORKFLOWS)} file(s), 0 finding(s)" in result.stdout
+@pytest.fixture(scope="module")
+def actionlint_run() -> tuple[subprocess.CompletedProcess[str], Path]:
+    """One run over the workflows and the broken fixture (loading the WebAssembly takes ~10 s)."""
+    broken = FIXTURES / "actionlint-broken.yml"
+    return actionlint(*WORKFLOWS, broken), broken
 
 
-def test_actionlint_fails_on_a_broken_workflow() -> None:
-    result = actionlint(FIXTURES / "actionlint-broken.yml")
+def test_actionlint_finds_nothing(
+    actionlint_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    result, broken = actionlint_run
+    findings = [line for line in result.stdout.splitlines() if line.startswith("/")]
+    assert findings, result.stdout + result.stderr  # the fixture's, so the run did lint
+    assert [f for f in findings if not f.startswith(str(broken))] == []
+
+
+def test_actionlint_fails_on_a_broken_workflow(
+    actionlint_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    result, broken = actionlint_run
     assert result.returncode == 1, result.stdout + result.stderr
-    assert 'job "deploy" needs job "build" which does not exist' in result.stdout
+    assert f"actionlint: {len(WORKFLOWS) + 1} file(s), 2 finding(s)" in result.stdout
+    assert f'{broken}:10:3: job "deploy" needs job "build" which does not exist' in result.stdout
     assert "[expression]" in result.stdout  # the untrusted PR title inline in a script
 
 
@@ -200,6 +214,14 @@ def test_every_real_preview_and_up_runs_the_policy_pack_with_the_pinned_cli() ->
     for settings in preview.values():
         assert settings["comment-on-pr"] is True
     assert re.fullmatch(r"\d+\.\d+\.\d+\n", (ROOT / ".pulumi-version").read_text())
+
+
+def test_the_comment_job_updates_the_comment_that_carries_the_marker() -> None:
+    (job,) = (j for name, j in jobs(WORKFLOW_DIR / "preview.yml") if name == "comment")
+    script = "\n".join(str(s.get("run", "")) for s in steps(job))
+    assert f'startswith("{pr_comment.MARKER}")' in script
+    assert "--method PATCH" in script
+    assert not _uses(job, "actions/checkout")  # runs no code of the pull request
 
 
 def test_previews_that_need_credentials_are_skipped_for_forks_and_without_variables() -> None:
