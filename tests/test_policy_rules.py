@@ -301,6 +301,8 @@ def test_public_acl_makes_a_bucket_public() -> None:
         ("adminPassword", True),
         ("existingSecret", False),
         ("secretName", False),
+        ("tlsSecret", False),  # a Helm value naming a Kubernetes Secret
+        ("secret", True),
         ("tokenFile", False),
         ("AWS_ACCESS_KEY_ID", False),
         ("LIQO_VERSION", False),
@@ -308,6 +310,12 @@ def test_public_acl_makes_a_bucket_public() -> None:
 )
 def test_secret_names(key: str, secret_name: bool) -> None:
     assert secret_rules.names_a_secret(key) == secret_name
+
+
+def test_an_environment_variable_ending_in_secret_is_one() -> None:
+    assert secret_rules.names_a_secret("DB_SECRET", environment=True)
+    assert not secret_rules.names_a_secret("DB_SECRET")
+    assert not secret_rules.names_a_secret("TLS_SECRET_NAME", environment=True)
 
 
 def test_commands_keep_credentials_secret() -> None:

@@ -35,10 +35,13 @@ CONNECTION_SECRETS = (
 )
 # A name that holds a secret, compared lower-case without separators ("K3S_TOKEN" -> "k3stoken").
 SECRET_NAME = re.compile(
-    r"(password|passwd|passphrase|secret|token|apikey|privatekey|secretkey|secretaccesskey|"
-    r"credential|credentials|kubeconfig|clientkey|clientkeydata)$"
+    r"(^secret|password|passwd|passphrase|token|apikey|privatekey|secretkey|secretaccesskey|"
+    r"clientsecret|credential|credentials|kubeconfig|clientkey|clientkeydata)$"
 )
-# ... but not one that names where a secret is kept ("existingSecret: my-secret").
+# An environment variable ending in SECRET holds one (DB_SECRET); a Helm value usually names the
+# Kubernetes Secret to read (tlsSecret, passwordSecret), so only the list above counts there.
+ENV_SECRET_NAME = re.compile(r"secret$")
+# ... and never a name of where a secret is kept ("existingSecret: my-secret", "secretName").
 SECRET_REFERENCE = re.compile(r"^(existing|use|create|auto|enable)|(ref|name|file|path|enabled)$")
 SECRET_CONTENT = re.compile(
     r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----"
@@ -48,9 +51,13 @@ SECRET_CONTENT = re.compile(
 )
 
 
-def names_a_secret(key: str) -> bool:
+def names_a_secret(key: str, *, environment: bool = False) -> bool:
     normalized = re.sub(r"[^a-z0-9]", "", key.lower())
-    return bool(SECRET_NAME.search(normalized)) and not SECRET_REFERENCE.search(normalized)
+    if SECRET_REFERENCE.search(normalized):
+        return False
+    return bool(
+        SECRET_NAME.search(normalized) or (environment and ENV_SECRET_NAME.search(normalized))
+    )
 
 
 def looks_like_key_material(value: Any) -> bool:
@@ -76,7 +83,7 @@ def _command_violations(resource: Resource) -> Iterator[str]:
         for name, value in sorted(plain(environment).items()):
             if not _exposed(environment.get(name)):
                 continue
-            if names_a_secret(name) or looks_like_key_material(value):
+            if names_a_secret(name, environment=True) or looks_like_key_material(value):
                 yield (
                     f"{resource.label}: environment variable {name} carries a secret as plain "
                     f"text (state file, preview diff). {FIX}"
