@@ -3,8 +3,6 @@ worker, S3 model bucket and budget. It owns the Nebula mesh CA."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
@@ -17,7 +15,7 @@ from components.aws.cloud_init import (
     render_k3s_agent_config,
     render_k3s_server_config,
 )
-from components.aws.k3s_node import AmiQuery, AwsK3sNode, AwsK3sNodeArgs
+from components.aws.k3s_node import AwsK3sNode, AwsK3sNodeArgs
 from components.aws.model_bucket import ModelBucket, ModelBucketArgs
 from components.aws.network import AwsNetwork, AwsNetworkArgs
 from components.aws.node_files import NodeFiles, NodeFilesArgs
@@ -36,10 +34,7 @@ from components.nebula.host import NebulaHost
 from stacks import aws_nodes, mesh
 from stacks.config import (
     STACK_AWS_GPU,
-    AmiSelector,
     AwsGpuConfig,
-    ConfigError,
-    key,
     load_aws_gpu_config,
 )
 from stacks.federation import aws_federation
@@ -76,56 +71,6 @@ def aws_provider(config: AwsGpuConfig) -> aws.Provider:
     )
 
 
-def ami_of(selector: AmiSelector) -> str | AmiQuery:
-    """The configured AMI: a fixed id, or a lookup (most recent match)."""
-    if selector.id is not None:
-        return selector.id
-    assert selector.name_pattern is not None  # guaranteed by AmiSelector
-    return AmiQuery(
-        owners=selector.owners,
-        name_pattern=selector.name_pattern,
-        architecture=selector.architecture,
-    )
-
-
-def control_private_ip(config: AwsGpuConfig) -> str:
-    """The control node's fixed private address: agents join it by address, before it exists
-    (AWS reserves the first four addresses of a subnet; the tenth host is free)."""
-    return str(list(config.project.network.aws_subnet_cidr.hosts())[9])
-
-
-def offered_instance_type(
-    provider: aws.Provider, instance_type: str, zone: pulumi.Input[str]
-) -> pulumi.Output[str]:
-    """``instance_type`` once EC2 confirms it is offered in ``zone``; a clear error otherwise,
-    before the worker is registered (not every GPU type exists in every zone)."""
-    offerings = aws.ec2.get_instance_type_offerings_output(
-        location_type="availability-zone",
-        filters=pulumi.Output.from_input(zone).apply(
-            lambda where: [
-                aws.ec2.GetInstanceTypeOfferingsFilterArgs(
-                    name="instance-type", values=[instance_type]
-                ),
-                aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="location", values=[where]),
-            ]
-        ),
-        opts=pulumi.InvokeOutputOptions(provider=provider),
-    )
-
-    def check(values: list[Any]) -> str:
-        offered, where = values
-        if instance_type not in (offered or []):
-            raise ConfigError(
-                f"{key('aws')}.gpuWorker.instanceType: {instance_type} is not offered in "
-                f"{where}; pick another type or set {key('aws')}.availabilityZone to a zone that "
-                f"offers it (aws ec2 describe-instance-type-offerings --location-type "
-                f"availability-zone --filters Name=instance-type,Values={instance_type})"
-            )
-        return instance_type
-
-    return pulumi.Output.all(offerings.instance_types, zone).apply(check)
-
-
 def main() -> None:
     config = load_aws_gpu_config()
     network_plan = config.project.network
@@ -145,7 +90,7 @@ def main() -> None:
             ).names[0]
         )
     )
-    worker_type = offered_instance_type(provider, settings.gpu_worker.instance_type, zone)
+    worker_type = aws_nodes.offered_instance_type(provider, settings.gpu_worker.instance_type, zone)
     network = AwsNetwork(
         "network",
         AwsNetworkArgs(
@@ -210,7 +155,7 @@ def main() -> None:
     control = settings.control_node
     worker = settings.gpu_worker
     control_overlay_ip = str(control.overlay_ip)
-    private_ip = control_private_ip(config)
+    private_ip = aws_nodes.control_private_ip(config)
 
     # This stack owns the mesh CA (see README: where the Nebula CA key lives). Its key reaches
     # the homelab stack through an SSM SecureString the homelab reads at run time, never through
@@ -281,7 +226,7 @@ def main() -> None:
         AwsK3sNodeArgs(
             role="control-node",
             instance_type=control.instance_type,
-            ami=ami_of(control.ami),
+            ami=aws_nodes.ami_of(control.ami),
             subnet_id=network.subnet_id,
             security_group_ids=[network.security_group_id],
             instance_profile=control_role.instance_profile_name,
@@ -350,7 +295,7 @@ def main() -> None:
         AwsK3sNodeArgs(
             role="gpu-worker",
             instance_type=worker.instance_type,
-            ami=ami_of(worker.ami),
+            ami=aws_nodes.ami_of(worker.ami),
             # Registered only once EC2 confirmed the type is offered in the zone.
             subnet_id=pulumi.Output.all(worker_type, network.subnet_id).apply(lambda v: v[1]),
             security_group_ids=[network.security_group_id],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -28,13 +29,13 @@ from components.aws.cloud_init import (
     server_agent_token_file,
     ssh_files,
 )
-from components.aws.k3s_node import AwsK3sNode, SpotOptions
+from components.aws.k3s_node import AmiQuery, AwsK3sNode, SpotOptions
 from components.aws.node_files import FileSpec, NodeFiles
 from components.base.files import NodeFile
 from components.base.ssh_keys import HostKey, host_key_from_seed
 from components.k3s.kubeconfig import DIAL_ERROR_LIMIT, PER_DIAL_TIMEOUT_SECONDS
 from components.nebula.install import NebulaFiles, node_files
-from stacks.config import AwsGpuConfig
+from stacks.config import AmiSelector, AwsGpuConfig, ConfigError, key
 
 NEBULA_PLACEHOLDER = NebulaFiles(config_yaml="", ca_pem="", cert_pem="", key_pem="")
 TOKEN_PLACEHOLDER = "placeholder"  # noqa: S105 - renders destinations only, never published
@@ -204,3 +205,53 @@ def spot_options(config: AwsGpuConfig) -> SpotOptions | None:
         interruption_behavior=worker.spot.interruption_behavior,
         max_price_usd_per_hour=worker.spot.max_price_usd_per_hour,
     )
+
+
+def ami_of(selector: AmiSelector) -> str | AmiQuery:
+    """The configured AMI: a fixed id, or a lookup (most recent match)."""
+    if selector.id is not None:
+        return selector.id
+    assert selector.name_pattern is not None  # guaranteed by AmiSelector
+    return AmiQuery(
+        owners=selector.owners,
+        name_pattern=selector.name_pattern,
+        architecture=selector.architecture,
+    )
+
+
+def control_private_ip(config: AwsGpuConfig) -> str:
+    """The control node's fixed private address: agents join it by address, before it exists
+    (AWS reserves the first four addresses of a subnet; the tenth host is free)."""
+    return str(list(config.project.network.aws_subnet_cidr.hosts())[9])
+
+
+def offered_instance_type(
+    provider: aws.Provider, instance_type: str, zone: pulumi.Input[str]
+) -> pulumi.Output[str]:
+    """``instance_type`` once EC2 confirms it is offered in ``zone``; a clear error otherwise,
+    before the worker is registered (not every GPU type exists in every zone)."""
+    offerings = aws.ec2.get_instance_type_offerings_output(
+        location_type="availability-zone",
+        filters=pulumi.Output.from_input(zone).apply(
+            lambda where: [
+                aws.ec2.GetInstanceTypeOfferingsFilterArgs(
+                    name="instance-type", values=[instance_type]
+                ),
+                aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="location", values=[where]),
+            ]
+        ),
+        opts=pulumi.InvokeOutputOptions(provider=provider),
+    )
+
+    def check(values: list[Any]) -> str:
+        offered, where = values
+        if instance_type not in (offered or []):
+            raise ConfigError(
+                f"{key('aws')}.gpuWorker.instanceType: {instance_type} is not offered in "
+                f"{where}; pick another type or set {key('aws')}.availabilityZone to a zone that "
+                f"offers it (aws ec2 describe-instance-type-offerings --location-type "
+                f"availability-zone --filters Name=instance-type,Values={instance_type})"
+            )
+        return instance_type
+
+    return pulumi.Output.all(offerings.instance_types, zone).apply(check)

@@ -104,11 +104,29 @@ NVIDIA_GPU_AMI = AmiSelector(
 )
 
 
+# Graviton (arm64) families: a 'g' right after the generation digit (t4g, m7g, c7gn, ...).
+GRAVITON_FAMILY = re.compile(r"^[a-z]+\d+g[a-z]*\.")
+# The DLAMI "OSS Nvidia Driver" AMIs support G4dn, G5, G6, Gr6, G6e, P4d, P4de, P5, P5e, P5en and
+# not P3/P3dn, whose V100 the driver branch dropped
+# (https://docs.aws.amazon.com/dlami/latest/devguide/appendix-ami-release-notes.html).
+DLAMI_UNSUPPORTED_FAMILIES = ("p3", "p3dn")
+
+
 class ControlNodeSettings(Model):
     instance_type: str = Field(default="t3.small", pattern=INSTANCE_TYPE_PATTERN.pattern)
     root_volume_gib: int = Field(default=30, ge=8, le=16384)
     overlay_ip: ipaddress.IPv4Address = ipaddress.IPv4Address("10.200.0.1")
     ami: AmiSelector = UBUNTU_2404_AMI
+
+    @model_validator(mode="after")
+    def _amd64_only(self) -> ControlNodeSettings:
+        if self.ami.architecture == "arm64" or GRAVITON_FAMILY.match(self.instance_type):
+            raise ValueError(
+                f"instanceType: '{self.instance_type}' ({self.ami.architecture} AMI) is not "
+                "x86_64; the control node runs Nebula from a release pinned by its amd64 "
+                "checksum (components/nebula/install.py), so use an x86_64 type such as t3.small"
+            )
+        return self
 
 
 class SpotSettings(Model):
@@ -138,7 +156,6 @@ class GpuWorkerSettings(Model):
     market: Literal["spot", "on-demand"] = "on-demand"
     spot: SpotSettings = SpotSettings()
     root_volume_gib: int = Field(default=200, ge=50, le=16384)
-    overlay_ip: ipaddress.IPv4Address = ipaddress.IPv4Address("10.200.2.1")
     ami: AmiSelector = NVIDIA_GPU_AMI
 
     @field_validator("instance_type")
@@ -150,6 +167,22 @@ class GpuWorkerSettings(Model):
                 + ", ".join(sorted(NVIDIA_GPU_FAMILIES))
             )
         return value
+
+    @model_validator(mode="after")
+    def _ami_supports_the_gpu(self) -> GpuWorkerSettings:
+        family = gpu_family(self.instance_type)
+        if family in DLAMI_UNSUPPORTED_FAMILIES and self.ami == NVIDIA_GPU_AMI:
+            raise ValueError(
+                f"instanceType: the default GPU AMI (Deep Learning Base OSS Nvidia Driver) does "
+                f"not support '{family}' (V100); pick g4dn/g5/g6/p4d/p5, or give ami.id of an "
+                "image with a driver for it"
+            )
+        if self.ami.architecture != "x86_64":
+            raise ValueError(
+                "ami.architecture: the NVIDIA GPU families are x86_64 (the arm64 g5g is not "
+                "supported here)"
+            )
+        return self
 
     @property
     def gpu_count(self) -> int:
@@ -231,17 +264,10 @@ def parse_aws(project: ProjectSettings, raw: Any) -> AwsSettings:
     """Validate ``hybridgpu:aws`` and its links to the project-wide plan."""
     aws = validate(AwsSettings, raw, "aws")
     overlay = project.network.nebula_overlay_cidr
-    for field, ip in (
-        ("controlNode.overlayIp", aws.control_node.overlay_ip),
-        ("gpuWorker.overlayIp", aws.gpu_worker.overlay_ip),
-    ):
-        if ip not in overlay:
-            raise ConfigError(
-                f"{key('aws')}.{field}: {ip} is outside {key('nebulaOverlayCidr')} {overlay}"
-            )
-    if aws.control_node.overlay_ip == aws.gpu_worker.overlay_ip:
+    ip = aws.control_node.overlay_ip
+    if ip not in overlay:
         raise ConfigError(
-            f"{key('aws')}.gpuWorker.overlayIp: {aws.gpu_worker.overlay_ip} is also the control "
-            "node's overlay IP; each node needs its own"
+            f"{key('aws')}.controlNode.overlayIp: {ip} is outside {key('nebulaOverlayCidr')} "
+            f"{overlay}"
         )
     return aws
