@@ -33,6 +33,7 @@ from components.nebula.host import NebulaHost
 from stacks import mesh
 from stacks.config import STACK_AWS_GPU, AmiSelector, AwsGpuConfig, load_aws_gpu_config
 from stacks.federation import aws_federation
+from stacks.gpu_waker import aws_gpu_waker
 from stacks.outputs import export_stack_outputs
 from stacks.platform import aws_platform
 
@@ -283,6 +284,15 @@ def main() -> None:
     )
     aws_platform(cluster)
     model_store = aws_federation(config, cluster, models.bucket_name)
+    waker = aws_gpu_waker(
+        config,
+        control_node=control_node,
+        control_role_name=control_role.role_name,
+        gpu_worker=gpu_worker,
+        cluster=cluster,
+        wait_for=[kubeconfig],
+        opts=on_aws,
+    )
 
     budget = settings.budget
     CostBudget(
@@ -322,5 +332,7 @@ def main() -> None:
                 lambda bucket: f"s3://{bucket}/{settings.model_store.prefix}"
             ),
             "modelsVolume": model_store.manifest,
+            "gpuWakerUrl": waker.url,
+            "gpuWakerToken": waker.token,
         },
     )

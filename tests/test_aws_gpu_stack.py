@@ -63,6 +63,12 @@ def _token(run: StackRun) -> str:
     return entry["content"]
 
 
+def _kubeconfig_fetch(run: StackRun) -> Registration:
+    """The SSH command reading k3s.yaml (gpu-waker's install is the stack's other one)."""
+    (command,) = [c for c in run.by_type("command:remote:Command") if c.name != "gpu-waker-install"]
+    return command
+
+
 def _aws_resources(run: StackRun) -> Iterator[Registration]:
     return (r for r in run.managed() if r.type.startswith("aws:") and r.custom)
 
@@ -296,8 +302,14 @@ def test_model_bucket_is_private_encrypted_versioned_and_tls_only(aws_gpu_run: S
     assert block.urn in policy.dependencies
 
 
+GPU_WAKER_POLICY = "gpu-waker-power"
+"""The control node's EC2 power over the worker: tests/test_gpu_waker.py checks it."""
+
+
 def _policy_documents(run: StackRun) -> Iterator[tuple[Registration, dict[str, Any]]]:
     for reg in run.by_type(ROLE_POLICY):
+        if reg.name == GPU_WAKER_POLICY:
+            continue
         yield reg, json.loads(reg.plain_inputs["policy"])
     for reg in run.by_type("aws:s3/bucketPolicy:BucketPolicy"):
         yield reg, json.loads(reg.plain_inputs["policy"])
@@ -318,8 +330,11 @@ def test_policies_name_only_the_model_bucket(aws_gpu_run: StackRun) -> None:
 
 def test_gpu_worker_reads_models_and_the_control_node_gets_no_s3(aws_gpu_run: StackRun) -> None:
     arn = aws_gpu_run.exports["modelBucketArn"]
-    (policy,) = aws_gpu_run.by_type(ROLE_POLICY)
+    policies = aws_gpu_run.by_type(ROLE_POLICY)
+    (policy,) = [p for p in policies if p.name != GPU_WAKER_POLICY]
     assert policy.parent.endswith("hybridgpu:aws:NodeRole::gpu-worker")
+    waker = json.loads(aws_gpu_run.one(ROLE_POLICY, GPU_WAKER_POLICY).plain_inputs["policy"])
+    assert not [s for s in waker["Statement"] if "s3" in json.dumps(s["Action"])]
     allowed = {
         (s["Action"], s["Resource"])
         for s in json.loads(policy.plain_inputs["policy"])["Statement"]
@@ -409,7 +424,7 @@ def test_k3s_token_is_secret_in_every_input_and_export(aws_gpu_run: StackRun) ->
     assert token.isalnum()
     worker = yaml.safe_load(_user_data(aws_gpu_run, "gpu-worker-instance"))
     assert any(e["content"] == token for e in worker["write_files"])
-    (password,) = aws_gpu_run.by_type("random:index/randomPassword:RandomPassword")
+    password = aws_gpu_run.one("random:index/randomPassword:RandomPassword", "k3s-token")
     assert password.plain_inputs["special"] is False
     for reg in aws_gpu_run.registrations:
         assert token not in json.dumps(mocks.redact(reg.inputs), default=str), reg.urn
@@ -427,7 +442,7 @@ def test_kubeconfig_is_a_secret_export_pointed_at_the_overlay(aws_gpu_run: Stack
 
 
 def test_kubeconfig_fetch_logs_nothing_and_waits_for_the_node(aws_gpu_run: StackRun) -> None:
-    (command,) = aws_gpu_run.by_type("command:remote:Command")
+    command = _kubeconfig_fetch(aws_gpu_run)
     assert command.plain_inputs["logging"] == "none"
     assert "stdout" in command.additional_secret_outputs
     assert "connection" in command.secret_inputs  # holds the SSH private key
@@ -514,7 +529,7 @@ def test_shellcheck_accepts_the_planned_scripts(aws_gpu_run: StackRun, tmp_path:
         runcmd = tmp_path / f"{instance.name}-runcmd.sh"
         runcmd.write_text(runcmd_as_shell(document["runcmd"]))
         posix.append(runcmd)
-    (command,) = aws_gpu_run.by_type("command:remote:Command")
+    command = _kubeconfig_fetch(aws_gpu_run)
     fetch = tmp_path / "kubeconfig-fetch.sh"
     fetch.write_text("#!/bin/sh\n" + command.plain_inputs["create"])
     posix.append(fetch)

@@ -131,11 +131,14 @@ def test_firewall_is_least_privilege() -> None:
     homelab_peer = {"homelab", "kubernetes"}
     outsider = {"relay-only"}
     assert aws_gpu["firewall"]["inbound_action"] == "drop"
-    # Ollama on the AWS GPU node: from the homelab only.
-    assert _allowed(aws_gpu, 11434, "tcp", homelab_peer)
-    assert not _allowed(aws_gpu, 11434, "tcp", {"aws", "kubernetes", "lighthouse"})
-    # ... and not opened on homelab GPU nodes, which are not AWS nodes.
-    assert not _allowed(homelab_gpu, 11434, "tcp", homelab_peer)
+    # gpu-waker (the way to Ollama) on the AWS control node: from the homelab only.
+    assert _allowed(lighthouse, 11435, "tcp", homelab_peer)
+    assert not _allowed(lighthouse, 11435, "tcp", {"aws", "kubernetes", "gpu"})
+    # ... not on any other node, and Ollama's own port is open nowhere on the mesh.
+    assert not _allowed(aws_gpu, 11435, "tcp", homelab_peer)
+    assert not _allowed(homelab_gpu, 11435, "tcp", homelab_peer)
+    for node in (aws_gpu, lighthouse, homelab_gpu):
+        assert not _allowed(node, 11434, "tcp", homelab_peer)
     # k3s API / kubelet only from kubernetes members.
     assert _allowed(lighthouse, 6443, "tcp", homelab_peer)
     assert not _allowed(lighthouse, 6443, "tcp", outsider)

@@ -30,7 +30,8 @@ pytestmark = pytest.mark.live
 UNDERLAY = "192.0.2"  # TEST-NET-1 (RFC 5737), only ever inside the namespaces made here
 OVERLAY = ipaddress.IPv4Network("10.200.0.0/16")
 LISTEN_PORT = 4242
-ALLOWED_PORT = nc.OLLAMA_PORT  # policy: from group homelab onto aws+gpu nodes
+KUBELET_PORT = nc.KUBELET_PORT  # policy: from group kubernetes onto kubernetes nodes
+PROXY_PORT = nc.GPU_WAKER_PORT  # policy: from group homelab onto the lighthouse only
 DENIED_PORT = 9999  # in no rule
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -253,8 +254,8 @@ def test_traffic_crosses_the_overlay_between_two_hosts(mesh: Mesh) -> None:
         + mesh.log("gpu")
     )
     assert mesh.ping(gpu.name, home.overlay)
-    _serve(mesh, gpu.name, ALLOWED_PORT)
-    assert wait_until(lambda: mesh.tcp_connect(home.name, gpu.overlay, ALLOWED_PORT), deadline_s=10)
+    _serve(mesh, gpu.name, KUBELET_PORT)
+    assert wait_until(lambda: mesh.tcp_connect(home.name, gpu.overlay, KUBELET_PORT), deadline_s=10)
 
 
 def test_port_not_allowed_for_the_group_is_dropped(mesh: Mesh) -> None:
@@ -265,11 +266,12 @@ def test_port_not_allowed_for_the_group_is_dropped(mesh: Mesh) -> None:
     assert wait_until(lambda: mesh.tcp_connect(gpu.name, gpu.overlay, DENIED_PORT), deadline_s=5)
     # ... but Nebula's inbound firewall drops the homelab host's connection.
     assert not mesh.tcp_connect(home.name, gpu.overlay, DENIED_PORT, timeout_s=2)
-    # Ollama's port is only for group homelab: the homelab host gets in, the lighthouse does not.
-    _serve(mesh, gpu.name, ALLOWED_PORT)
-    assert wait_until(lambda: mesh.tcp_connect(home.name, gpu.overlay, ALLOWED_PORT), deadline_s=10)
-    assert wait_until(lambda: mesh.ping("lh", gpu.overlay), deadline_s=10)
-    assert not mesh.tcp_connect("lh", gpu.overlay, ALLOWED_PORT, timeout_s=2)
+    # The gpu-waker port is only for group homelab: the homelab host gets in, the AWS GPU worker
+    # (group aws) does not.
+    _serve(mesh, "lh", PROXY_PORT)
+    assert wait_until(lambda: mesh.tcp_connect(home.name, PEERS[0].overlay, PROXY_PORT), 10)
+    assert wait_until(lambda: mesh.ping(gpu.name, PEERS[0].overlay), deadline_s=10)
+    assert not mesh.tcp_connect(gpu.name, PEERS[0].overlay, PROXY_PORT, timeout_s=2)
 
 
 def test_host_of_another_ca_cannot_join(mesh: Mesh) -> None:

@@ -31,6 +31,10 @@ FLANNEL_VXLAN_PORT = 8472
 # in the NodePort range works, it only has to match the Liqo peering.
 LIQO_GATEWAY_NODEPORT = 30840
 OLLAMA_PORT = 11434
+# gpu-waker, the token-checked proxy in front of Ollama on the AWS control node (issue #15): the
+# only way into Ollama from the homelab. Ollama's own port is never opened on the mesh: its pod
+# is reached through Liqo's tunnel, and only the proxy may call it (AWS-side NetworkPolicy).
+GPU_WAKER_PORT = 11435
 TUN_DEVICE = "nebula1"
 PKI_DIR = "/etc/nebula"
 
@@ -98,7 +102,11 @@ def default_policy(liqo_gateway_port: int = LIQO_GATEWAY_NODEPORT) -> tuple[Fire
             liqo_gateway_port, "udp", ("liqo-gateway",), ("liqo-gateway",), "Liqo WireGuard gateway"
         ),
         FirewallRule(
-            OLLAMA_PORT, "tcp", ("homelab",), ("aws", "gpu"), "Ollama, for the homelab only"
+            GPU_WAKER_PORT,
+            "tcp",
+            ("homelab",),
+            ("lighthouse",),
+            "gpu-waker (Ollama behind a token, wakes the GPU worker), for the homelab only",
         ),
     )
 

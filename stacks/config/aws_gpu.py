@@ -204,6 +204,21 @@ class ModelStoreSettings(Model):
     """Local read cache (emptyDir on the node's disk): repeated loads skip S3."""
 
 
+class GpuWakerSettings(Model):
+    """gpu-waker on the control node: the proxy in front of Ollama that starts the GPU worker on
+    demand and stops it when idle (runtime/gpu_waker)."""
+
+    enabled: bool = True
+    """Power management: false keeps the proxy and its token (Ollama stays reachable only
+    through it) but never starts or stops the worker."""
+    idle_stop_minutes: int = Field(default=15, ge=5, le=1440)
+    """Stop the worker after this long with no request, stream, loaded model or GPU pod. At
+    least 5: Ollama's default keep-alive; a wake costs minutes, a chat pauses between turns."""
+    wake_timeout_seconds: int = Field(default=240, ge=60, le=600)
+    """How long a request is held while the worker starts. At least 60 (no cold start is
+    faster); at most 600, so wake + model load stay within Open WebUI's request timeout."""
+
+
 class AwsSettings(Model):
     region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
     availability_zone: str | None = Field(default=None, pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d[a-z]$")
@@ -217,6 +232,7 @@ class AwsSettings(Model):
     tags: dict[str, str] = Field(default_factory=dict)
     federation: AwsFederationSettings = AwsFederationSettings()
     model_store: ModelStoreSettings = ModelStoreSettings()
+    gpu_waker: GpuWakerSettings = GpuWakerSettings()
 
     @model_validator(mode="after")
     def _zone_in_region(self) -> AwsSettings:

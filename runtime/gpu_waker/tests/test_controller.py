@@ -12,7 +12,7 @@ from aiohttp import web
 
 from gpu_waker.clock import FakeClock
 from gpu_waker.cluster import GpuPod, GpuPods, StaticCluster
-from gpu_waker.controller import PowerController, WakeError
+from gpu_waker.controller import ControllerSettings, PowerController, WakeError
 from gpu_waker.ec2 import InstanceMissing, InstanceState, StartRefused
 from tests.conftest import FAST, run
 from tests.fakes import start_site
@@ -210,6 +210,37 @@ def test_no_stop_while_the_gpu_pods_are_unknown() -> None:
             controller.cluster = StaticCluster(url=url)
             await controller.reconcile()
             assert ec2.stops == 1
+        await runner.cleanup()
+
+    run(scenario)
+
+
+def test_without_power_management_nothing_is_started_or_stopped() -> None:
+    async def scenario() -> None:
+        runner, url = await ollama()
+        async with aiohttp.ClientSession() as session:
+            ec2 = ScriptedEc2([InstanceState("stopped")])
+            clock = FakeClock()
+            controller = PowerController(
+                power=ec2,
+                cluster=StaticCluster(url="http://127.0.0.1:9"),
+                session=session,
+                settings=ControllerSettings(**{**FAST.__dict__, "manage_power": False}),
+                clock=clock,
+            )
+            with pytest.raises(WakeError) as caught:
+                await controller.ensure_ready("POST /api/chat")
+            assert caught.value.status == 503
+            assert "power management is off" in caught.value.reason
+            ec2.states = [InstanceState("running")]
+            controller.cluster = StaticCluster(
+                url=url, pods=GpuPods((GpuPod("u", "jobs/x", pending=True),))
+            )
+            clock.advance(FAST.idle_stop_seconds * 2)
+            controller.cluster = StaticCluster(url=url)
+            await controller.reconcile()
+            assert (ec2.starts, ec2.stops) == (0, 0)
+            assert await controller.ensure_ready("POST /api/chat") == url
         await runner.cleanup()
 
     run(scenario)

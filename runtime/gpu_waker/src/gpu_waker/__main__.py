@@ -43,6 +43,7 @@ OPTIONS: tuple[tuple[str, str | None, str], ...] = (
     ("upstream-selector", "app.kubernetes.io/name=ollama", "labels of the Ollama pod"),
     ("upstream-port", "11434", "Ollama's port"),
     ("upstream-url", None, "fixed Ollama URL instead of a Kubernetes lookup"),
+    ("manage-power", "true", "start the worker on demand and stop it when idle (true/false)"),
     ("log-level", "INFO", "logging level"),
 )
 
@@ -61,7 +62,16 @@ def settings_from(args: argparse.Namespace) -> ControllerSettings:
         wake_timeout_seconds=float(args.wake_timeout_seconds),
         reconcile_seconds=float(args.reconcile_seconds),
         poll_seconds=float(args.poll_seconds),
+        manage_power=parse_bool(args.manage_power),
     )
+
+
+def parse_bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise SystemExit(f"gpu-waker: '{text}' is not true or false")
 
 
 def cluster_from(args: argparse.Namespace) -> ClusterView:

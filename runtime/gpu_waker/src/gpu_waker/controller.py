@@ -49,6 +49,8 @@ class ControllerSettings:
     backoff_max_seconds: float = 300.0
     give_up_seconds: float = 1800.0
     """A wake nobody could complete in this time ends (the next request starts a new one)."""
+    manage_power: bool = True
+    """False: proxy only; never start or stop the worker (someone else does)."""
 
 
 class WakeError(Exception):
@@ -205,6 +207,13 @@ class PowerController:
 
     def wake(self, trigger: str) -> asyncio.Task[str]:
         """The running wake, or a new one (raises WakeError while backing off)."""
+        if not self.settings.manage_power:
+            raise WakeError(
+                503,
+                f"GPU worker {self.power.instance_id} is not serving and gpu-waker's power "
+                "management is off (gpuWaker.enabled: false); start it by hand",
+                retry_after=60,
+            )
         if self._wake_task is None or self._wake_task.done():
             self._check_backoff()
             self._wake_task = asyncio.ensure_future(self._wake(trigger))
@@ -308,13 +317,18 @@ class PowerController:
             if pods.pods:
                 self.last_activity = self.clock.now()  # a GPU pod is use: idle counts after it
             fresh = [p for p in pods.pending if p.uid not in self._woken_for]
-            if fresh and state.name != RUNNING and not self.waking:
+            if fresh and state.name != RUNNING and not self.waking and self.settings.manage_power:
                 self._woken_for.update(p.uid for p in fresh)
                 try:
                     self.wake(f"pending-pod {fresh[0].name}")
                 except WakeError as err:
                     log.warning("not waking for %s: %s", fresh[0].name, err.reason)
-        if state.name == RUNNING and not self.waking and pods is not None:
+        if (
+            self.settings.manage_power
+            and state.name == RUNNING
+            and not self.waking
+            and pods is not None
+        ):
             await self._maybe_stop(pods)
 
     async def _maybe_stop(self, pods: GpuPods) -> None:
