@@ -358,3 +358,22 @@ def test_changing_the_idle_time_updates_only_the_install_command(aws_gpu_run: St
     assert "gpu-waker-install" in changed
     assert "gpu-worker-instance" not in changed
     assert "gpu-waker-power" not in changed
+
+
+# ----------------------------------------------------------------------- homelab side
+def test_client_namespaces_get_the_address_and_token_as_a_secret() -> None:
+    offline.run_stack("aws-gpu")
+    config = offline.stack_config_file("homelab")["hybridgpu:homelab"]
+    ollama = {**config.get("ollama", {}), "clientNamespaces": ["research"]}
+    homelab = offline.run_stack("homelab", {"hybridgpu:homelab": {**config, "ollama": ollama}})
+    aws = homelab.referenced["aws-gpu"]
+    secret = homelab.one("kubernetes:core/v1:Secret", "gpu-waker-clients-research")
+    data = secret.plain_inputs["stringData"]
+    assert secret.plain_inputs["metadata"]["namespace"] == "research"
+    assert data["OLLAMA_HOST"] == aws.values["gpuWakerUrl"]
+    assert data["OPENAI_BASE_URL"] == aws.values["gpuWakerUrl"] + "/v1"
+    assert data["OPENAI_API_KEY"] == data["GPU_WAKER_TOKEN"] == aws.values["gpuWakerToken"]
+    assert any(path.startswith("stringData") for path in secret.secret_inputs)
+    # The example config has no client namespace: no such Secret at all.
+    plain = offline.run_stack("homelab")
+    assert not [r for r in plain.registrations if r.name.startswith("gpu-waker-clients-")]
