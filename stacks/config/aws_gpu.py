@@ -105,8 +105,13 @@ NVIDIA_GPU_AMI = AmiSelector(
 
 
 class ControlNodeSettings(Model):
-    instance_type: str = Field(default="t3.small", pattern=INSTANCE_TYPE_PATTERN.pattern)
-    root_volume_gib: int = Field(default=30, ge=8, le=16384)
+    # t3a.small: 2 vCPU, 2 GiB, like t3.small at 10% less. 2 GiB is what a k3s server with Liqo's
+    # controllers and gateway, Nebula and gpu-waker (capped at 256 MiB) need; a 1 GiB type is not
+    # (k3s: "Server ... RAM 2 GB", https://docs.k3s.io/installation/requirements). x86_64 because
+    # the Nebula installer is amd64-only.
+    instance_type: str = Field(default="t3a.small", pattern=INSTANCE_TYPE_PATTERN.pattern)
+    # Ubuntu (~3 GB), k3s and its images, Liqo's images, logs: 16 GiB leaves room.
+    root_volume_gib: int = Field(default=16, ge=8, le=16384)
     overlay_ip: ipaddress.IPv4Address = ipaddress.IPv4Address("10.200.0.1")
     ami: AmiSelector = UBUNTU_2404_AMI
 
@@ -137,7 +142,9 @@ class GpuWorkerSettings(Model):
     """Label value for ``gpu-type``; defaults to the family's GPU (g4dn -> nvidia-t4)."""
     market: Literal["spot", "on-demand"] = "on-demand"
     spot: SpotSettings = SpotSettings()
-    root_volume_gib: int = Field(default=200, ge=50, le=16384)
+    root_volume_gib: int = Field(default=125, ge=8, le=16384)
+    """Billed while the worker is stopped: sized to the AMI, images and the model cache, see
+    :func:`parse_aws`."""
     overlay_ip: ipaddress.IPv4Address = ipaddress.IPv4Address("10.200.2.1")
     ami: AmiSelector = NVIDIA_GPU_AMI
 
@@ -243,6 +250,20 @@ class AwsSettings(Model):
         return self
 
 
+# The Deep Learning Base AMI's root snapshot is 75 GB, and EC2 refuses a smaller root volume
+# (InvalidBlockDeviceMapping); other AMIs: Ubuntu's 8 GiB at least.
+DLAMI_SNAPSHOT_GIB = 75
+MIN_AMI_GIB = 8
+IMAGES_GIB = 10
+"""Container images (Ollama's is ~4 GB unpacked), k3s, logs on the worker."""
+
+
+def min_worker_volume_gib(aws: AwsSettings) -> int:
+    """The AMI, the images and the Mountpoint model cache (an emptyDir on the root volume)."""
+    ami = DLAMI_SNAPSHOT_GIB if aws.gpu_worker.ami == NVIDIA_GPU_AMI else MIN_AMI_GIB
+    return ami + IMAGES_GIB + aws.model_store.cache_gib
+
+
 def parse_aws(project: ProjectSettings, raw: Any) -> AwsSettings:
     """Validate ``hybridgpu:aws`` and its links to the project-wide plan."""
     aws = validate(AwsSettings, raw, "aws")
@@ -255,6 +276,14 @@ def parse_aws(project: ProjectSettings, raw: Any) -> AwsSettings:
             raise ConfigError(
                 f"{key('aws')}.{field}: {ip} is outside {key('nebulaOverlayCidr')} {overlay}"
             )
+    needed = min_worker_volume_gib(aws)
+    if aws.gpu_worker.root_volume_gib < needed:
+        raise ConfigError(
+            f"{key('aws')}.gpuWorker.rootVolumeGiB: {aws.gpu_worker.root_volume_gib} GiB is too "
+            f"small; it must hold the AMI ({needed - IMAGES_GIB - aws.model_store.cache_gib} "
+            f"GiB for this one), {IMAGES_GIB} GiB of images and modelStore.cacheGiB "
+            f"({aws.model_store.cache_gib}): at least {needed}"
+        )
     if aws.control_node.overlay_ip == aws.gpu_worker.overlay_ip:
         raise ConfigError(
             f"{key('aws')}.gpuWorker.overlayIp: {aws.gpu_worker.overlay_ip} is also the control "
