@@ -57,7 +57,8 @@ def aws_gpu_waker(
             wake_timeout_seconds=waker.wake_timeout_seconds,
             manage_power=waker.enabled,
             upstream_namespace=config.project.llm_namespace,
-            # Liqo keeps the offloaded pod's labels on the AWS side.
+            # The offloaded pod keeps the homelab pod's labels on AWS (liqotech/liqo
+            # pkg/virtualKubelet/forge/pods.go RemoteShadowPod copies them, v1.x).
             upstream_selector=app_labels(OLLAMA_APP),
             upstream_port=OLLAMA_PORT,
             client_token=token,

@@ -30,6 +30,12 @@ from gpu_waker.proxy import make_app, upstream_session
 
 TOKEN = "bench-token-0123456789abcdef"  # noqa: S105 - a loopback benchmark's token
 CHUNK = b'{"model":"bench","response":"' + b"x" * 65000 + b'","done":false}\n'
+# One token per line, the shape of Ollama's /api/chat stream (~100 bytes a line).
+TOKEN_LINE = (
+    b'{"model":"bench","created_at":"2026-11-30T12:00:00Z","message":'
+    b'{"role":"assistant","content":"tok"},"done":false}\n'
+)
+TOKEN_LINES = 50_000
 
 
 class RunningEc2:
@@ -62,7 +68,16 @@ def upstream_app(stream_bytes: int) -> web.Application:
         await response.write_eof()
         return response
 
+    async def chat(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        for _ in range(TOKEN_LINES):
+            await response.write(TOKEN_LINE)  # one write per token, as Ollama flushes them
+        await response.write_eof()
+        return response
+
     app = web.Application()
+    app.router.add_post("/api/chat", chat)
     app.router.add_get("/api/version", version)
     app.router.add_post("/api/show", show)
     app.router.add_post("/api/generate", generate)
@@ -130,6 +145,18 @@ async def throughput(base: str, headers: dict[str, str]) -> tuple[float, float]:
     return total / elapsed / 2**20, (first or 0) * 1000
 
 
+async def token_rate(base: str, headers: dict[str, str]) -> float:
+    """Lines (tokens) per second of an NDJSON chat stream, read line by line."""
+    async with aiohttp.ClientSession(headers=headers) as session:
+        began = time.perf_counter()
+        lines = 0
+        async with session.post(f"{base}/api/chat", json={"model": "bench"}) as reply:
+            async for _ in reply.content:
+                lines += 1
+        assert lines == TOKEN_LINES
+        return lines / (time.perf_counter() - began)
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
@@ -161,6 +188,11 @@ async def measure(direct: str, proxied: str, requests: int, proxy_pid: int) -> N
     print(f"  direct   {dt:8.1f} MiB/s  first byte {dfirst:6.2f} ms")
     print(f"  proxied  {pt:8.1f} MiB/s  first byte {pfirst:6.2f} ms  ({pt / dt:.0%} of direct)")
     print(f"  proxy CPU time for the stream: {cpu_stream:.2f} s")
+    dr = await token_rate(direct, {})
+    pr = await token_rate(proxied, auth)
+    print(f"token stream /api/chat ({TOKEN_LINES} NDJSON lines, one write each)")
+    print(f"  direct   {dr:10.0f} lines/s")
+    print(f"  proxied  {pr:10.0f} lines/s  ({pr / dr:.0%} of direct)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,7 @@ METADATA_ROUTES = CACHED_ROUTES | {("GET", "/api/ps"), ("HEAD", "/")}
 MAX_BODY_BYTES = 64 * 1024 * 1024
 """Largest request body accepted (base64 images for vision models fit)."""
 CACHE_HEADER = "X-Gpu-Waker-Cache"
+STREAM_BUFFER_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -199,6 +200,11 @@ async def _forward(
                 return web.Response(status=upstream.status, body=data, headers=headers)
             response = web.StreamResponse(status=upstream.status, headers=headers)
             await response.prepare(request)
+            if request.transport is not None:
+                # Let the client's socket buffer up to STREAM_BUFFER_BYTES before a write waits,
+                # so reading from Ollama and writing to the client overlap on big streams; a
+                # slow client still pushes back past that.
+                request.transport.set_write_buffer_limits(high=STREAM_BUFFER_BYTES)
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
             await response.write_eof()
