@@ -20,7 +20,7 @@ import pytest
 from components.aws import gpu_waker_render as render
 from stacks.gpu_waker import RUNTIME_PACKAGE
 from tests.real_tools import require, run, shellcheck
-from tools import offline
+from tools import mocks, offline
 from tools.offline import StackRun
 
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
@@ -51,8 +51,14 @@ def _actions(statement: dict[str, Any]) -> list[str]:
     return [action] if isinstance(action, str) else list(action)
 
 
+def _instance_arn(name: str) -> str:
+    """The ARN the mock provider computed for an instance of the aws-gpu run."""
+    return mocks._computed_outputs(INSTANCE, name, {}, "aws-gpu")["arn"]
+
+
 def test_the_iam_policy_names_only_the_gpu_worker(aws_gpu_run: StackRun) -> None:
-    worker_arn = aws_gpu_run.one(INSTANCE, "gpu-worker-instance").plain_inputs.get("arn")
+    worker_arn = _instance_arn("gpu-worker-instance")
+    assert worker_arn != _instance_arn("control-node-instance")
     registered = aws_gpu_run.one(ROLE_POLICY, "gpu-waker-power")
     # Attached to the control node's role, where the service runs.
     assert registered.plain_inputs["role"].startswith("control-node-role")
@@ -63,8 +69,7 @@ def test_the_iam_policy_names_only_the_gpu_worker(aws_gpu_run: StackRun) -> None
     assert isinstance(resource, str)
     assert ":instance/i-" in resource
     assert "*" not in resource
-    if worker_arn:
-        assert resource == worker_arn
+    assert resource == worker_arn
     # Everything else is read-only, and nothing else is granted at all.
     allowed = {a for s in _statements(aws_gpu_run) for a in _actions(s)}
     assert allowed == {"ec2:StartInstances", "ec2:StopInstances", "ec2:DescribeInstances"}

@@ -105,7 +105,9 @@ class GpuWaker(pulumi.ComponentResource):
             f"{name}-install",
             connection=args.ssh,
             create=install_text,
-            # The same idempotent script: a new bundle, setting or token re-runs it.
+            # The same idempotent script. Any changed input, stdin included (a new token), is an
+            # update that runs it: the provider has no custom diff (pulumi/pulumi-command
+            # provider/pkg/provider/remote/commandController.go, Update runs `update`).
             update=install_text,
             delete=remote_command(render_uninstall_script()),
             stdin=pulumi.Output.secret(
