@@ -51,6 +51,9 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 """Largest request body accepted (base64 images for vision models fit)."""
 CACHE_HEADER = "X-Gpu-Waker-Cache"
 STREAM_BUFFER_BYTES = 4 * 1024 * 1024
+WHOLE_BODY_BYTES = 1024 * 1024
+"""Replies with a Content-Length up to this are relayed in one piece; streams (Ollama's NDJSON
+and SSE have no Content-Length) always chunk by chunk."""
 
 
 @dataclass
@@ -190,9 +193,11 @@ async def _forward(
             raise UpstreamUnreachable(err) from err
         async with exchange as upstream:
             headers = forward_headers(upstream.headers)
-            if cache:
+            length = upstream.content_length
+            if cache or (length is not None and length <= WHOLE_BODY_BYTES):
+                # A small body of known length (not a stream): one write, not three.
                 data = await upstream.read()
-                if upstream.status == 200:
+                if cache and upstream.status == 200:
                     state.cache[(request.method, request.path)] = CachedReply(
                         upstream.status, upstream.headers.get("Content-Type", ""), data
                     )
