@@ -10,24 +10,14 @@ import pulumi_random as random
 
 from components.aws.budget import CostBudget, CostBudgetArgs
 from components.aws.cloud_init import (
-    AGENT_PATH,
     k3s_api_url,
-    render_k3s_agent_config,
-    render_k3s_server_config,
 )
 from components.aws.k3s_node import AwsK3sNode, AwsK3sNodeArgs
 from components.aws.model_bucket import ModelBucket, ModelBucketArgs
 from components.aws.network import AwsNetwork, AwsNetworkArgs
-from components.aws.node_files import NodeFiles, NodeFilesArgs
 from components.aws.node_iam import NodeRole, NodeRoleArgs
 from components.aws.parameters import SecureParameters, SecureParametersArgs
 from components.k3s.kubeconfig import KubeconfigFetch, KubeconfigFetchArgs
-from components.kube.labels import (
-    CONTROL_NODE_LABEL,
-    CONTROL_PLANE_TAINT,
-    GPU_TAINT,
-    gpu_node_labels,
-)
 from components.nebula.ca import NebulaCa
 from components.nebula.config import K3S_API_PORT, default_policy
 from components.nebula.host import NebulaHost
@@ -38,6 +28,7 @@ from stacks.config import (
     load_aws_gpu_config,
 )
 from stacks.federation import aws_federation
+from stacks.gpu_waker import aws_gpu_waker
 from stacks.outputs import export_stack_outputs
 from stacks.platform import aws_platform
 from stacks.renewal import RenewalClock
@@ -151,7 +142,6 @@ def main() -> None:
             "k3s-agent-token", length=48, special=False, opts=pulumi.ResourceOptions(protect=True)
         ).result
     )
-    k3s_version = config.project.k3s_version
     control = settings.control_node
     worker = settings.gpu_worker
     control_overlay_ip = str(control.overlay_ip)
@@ -187,39 +177,15 @@ def main() -> None:
     )
 
     control_host_key = aws_nodes.ssh_host_key("control-node", "control-node")
-    control_files = NodeFiles(
-        "control-node-files",
-        NodeFilesArgs(
-            path=control_path,
-            role="control-node",
-            files=[
-                *aws_nodes.agent_spec(),
-                *aws_nodes.ssh_specs(config, control_host_key),
-                *aws_nodes.nebula_specs(control_nebula.files),
-                *aws_nodes.k3s_specs(
-                    role="server",
-                    k3s_version=k3s_version,
-                    config_text=render_k3s_server_config(
-                        private_ip=private_ip,
-                        overlay_ip=control_overlay_ip,
-                        pod_cidr=str(network_plan.aws_pod_cidr),
-                        service_cidr=str(network_plan.aws_service_cidr),
-                        node_taints=(CONTROL_PLANE_TAINT,),
-                        node_labels=("=".join(CONTROL_NODE_LABEL),),
-                    ),
-                    token=server_token,
-                ),
-                *aws_nodes.server_agent_token_spec(agent_password),
-            ],
-            run=[
-                ["/usr/local/sbin/hybridgpu-install-nebula"],
-                ["/usr/local/sbin/hybridgpu-install-k3s"],
-                # Agents upgrade after the server: drain them first (heal gives them back).
-                [AGENT_PATH, "drain-for-upgrade", "--version", k3s_version],
-            ],
-            enable=["nebula.service", "k3s.service"],
-        ),
-        opts=on_aws,
+    control_files = aws_nodes.control_node_files(
+        config,
+        path=control_path,
+        host_key=control_host_key,
+        nebula=control_nebula.files,
+        server_token=server_token,
+        agent_password=agent_password,
+        private_ip=private_ip,
+        provider=provider,
     )
     control_node = AwsK3sNode(
         "control-node",
@@ -261,30 +227,14 @@ def main() -> None:
         )
     )
     worker_host_key = aws_nodes.ssh_host_key("gpu-worker", "gpu-worker")
-    worker_files = NodeFiles(
-        "gpu-worker-files",
-        NodeFilesArgs(
-            path=worker_path,
-            role="gpu-worker",
-            files=[
-                *aws_nodes.agent_spec(),
-                *aws_nodes.ssh_specs(config, worker_host_key),
-                *aws_nodes.k3s_specs(
-                    role="agent",
-                    k3s_version=k3s_version,
-                    config_text=render_k3s_agent_config(
-                        server_ip=private_ip,
-                        node_labels=gpu_node_labels(worker.gpu_type_label),
-                        node_taints=(GPU_TAINT,),
-                    ),
-                    token=agent_token,
-                ),
-            ],
-            run=[["/usr/local/sbin/hybridgpu-install-k3s"]],
-            enable=["k3s-agent.service"],
-        ),
-        # Published only once the server applied its own (version skew: servers first).
-        opts=pulumi.ResourceOptions(provider=provider, depends_on=[control_apply.command]),
+    worker_files = aws_nodes.worker_files(
+        config,
+        path=worker_path,
+        host_key=worker_host_key,
+        agent_token=agent_token,
+        private_ip=private_ip,
+        provider=provider,
+        after=control_apply.command,
     )
 
     # GPU worker AMI default: AWS's "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04)",
@@ -342,6 +292,16 @@ def main() -> None:
     )
     aws_platform(cluster)
     model_store = aws_federation(config, cluster, models.bucket_name)
+    waker = aws_gpu_waker(
+        config,
+        control_node=control_node,
+        control_role_name=control_role.role_name,
+        gpu_worker=gpu_worker,
+        cluster=cluster,
+        host_key=control_host_key.apply(lambda k: k.public_key),
+        wait_for=[kubeconfig],
+        opts=on_aws,
+    )
 
     budget = settings.budget
     CostBudget(
@@ -385,5 +345,7 @@ def main() -> None:
                 lambda bucket: f"s3://{bucket}/{settings.model_store.prefix}"
             ),
             "modelsVolume": model_store.manifest,
+            "gpuWakerUrl": waker.url,
+            "gpuWakerToken": waker.token,
         },
     )

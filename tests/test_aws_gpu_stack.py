@@ -74,6 +74,12 @@ def _token(run: StackRun) -> str:
     return parameter(run, "/hybridgpu/aws-gpu/control-node/files/k3s/cluster-token")
 
 
+def _kubeconfig_fetch(run: StackRun) -> Registration:
+    """The SSH command reading k3s.yaml (gpu-waker's install is the stack's other one)."""
+    (command,) = [c for c in run.by_type("command:remote:Command") if c.name != "gpu-waker-install"]
+    return command
+
+
 def _aws_resources(run: StackRun) -> Iterator[Registration]:
     return (r for r in run.managed() if r.type.startswith("aws:") and r.custom)
 
@@ -347,8 +353,14 @@ def test_model_bucket_is_private_encrypted_versioned_and_tls_only(aws_gpu_run: S
     assert block.urn in policy.dependencies
 
 
+GPU_WAKER_POLICY = "gpu-waker-power"
+"""The control node's EC2 power over the worker: tests/test_gpu_waker.py checks it."""
+
+
 def _policy_documents(run: StackRun) -> Iterator[tuple[Registration, dict[str, Any]]]:
     for reg in run.by_type(ROLE_POLICY):
+        if reg.name == GPU_WAKER_POLICY:
+            continue
         yield reg, json.loads(reg.plain_inputs["policy"])
     for reg in run.by_type("aws:s3/bucketPolicy:BucketPolicy"):
         yield reg, json.loads(reg.plain_inputs["policy"])
@@ -377,6 +389,8 @@ def test_gpu_worker_reads_models_and_the_control_node_gets_no_s3(aws_gpu_run: St
     arn = aws_gpu_run.exports["modelBucketArn"]
     (policy,) = [p for p in aws_gpu_run.by_type(ROLE_POLICY) if p.name.endswith("-model-read")]
     assert policy.parent.endswith("hybridgpu:aws:NodeRole::gpu-worker")
+    waker = json.loads(aws_gpu_run.one(ROLE_POLICY, GPU_WAKER_POLICY).plain_inputs["policy"])
+    assert not [s for s in waker["Statement"] if "s3" in json.dumps(s["Action"])]
     allowed = {
         (s["Action"], s["Resource"])
         for s in json.loads(policy.plain_inputs["policy"])["Statement"]
@@ -478,7 +492,11 @@ def test_k3s_tokens_are_secret_everywhere_and_agents_get_the_agent_token(
         r for r in aws_gpu_run.by_type(PARAMETER) if "/gpu-worker/" in r.plain_inputs["name"]
     ]
     assert all(token not in r.plain_inputs["value"] for r in worker_files)
-    passwords = aws_gpu_run.by_type("random:index/randomPassword:RandomPassword")
+    passwords = [
+        p
+        for p in aws_gpu_run.by_type("random:index/randomPassword:RandomPassword")
+        if p.name.startswith("k3s-")
+    ]
     assert {p.name for p in passwords} == {"k3s-token", "k3s-agent-token"}
     assert all(p.plain_inputs["special"] is False and p.protect for p in passwords)
     for reg in aws_gpu_run.registrations:

@@ -232,14 +232,31 @@ def test_network_policies_admit_only_clients(homelab_run: StackRun) -> None:
         "kubernetes:networking.k8s.io/v1:NetworkPolicy", "ollama-remote-policy"
     )
     (remote_rule,) = remote.plain_inputs["spec"]["ingress"]
-    assert remote_rule["from"] == [{"ipBlock": {"cidr": "10.42.0.0/16"}}]
+    # Where the policy is enforced (AWS), only gpu-waker on the control node gets in: its pod
+    # range, the first /24 of awsPodCidr. Not the homelab's pods through Liqo's tunnel.
+    assert remote_rule["from"] == [{"ipBlock": {"cidr": "10.52.0.0/24"}}]
+    assert remote_rule["ports"] == [{"protocol": "TCP", "port": 11434}]
 
 
-def test_open_webui_needs_login_and_talks_to_ollama(homelab_run: StackRun) -> None:
+def test_open_webui_needs_login_and_talks_to_ollama_through_gpu_waker(
+    homelab_run: StackRun,
+) -> None:
     deployment = homelab_run.one("kubernetes:apps/v1:Deployment", "open-webui-deployment")
     (container,) = deployment.plain_inputs["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["OLLAMA_BASE_URL"] == "http://ollama.llm.svc.cluster.local:11434"
+    assert "OLLAMA_BASE_URL" not in env  # no direct, unauthenticated path to Ollama
+    assert env["ENABLE_OLLAMA_API"] == "False"
+    assert env["ENABLE_OPENAI_API"] == "True"
+    assert env["OPENAI_API_BASE_URLS"] is None  # from the Secret
+    assert env["OPENAI_API_KEYS"] is None
+    aws = homelab_run.referenced["aws-gpu"]
+    secret_data = homelab_run.one("kubernetes:core/v1:Secret", "open-webui-secrets").plain_inputs[
+        "stringData"
+    ]
+    assert secret_data["OPENAI_API_BASE_URLS"] == aws.values["gpuWakerUrl"] + "/v1"
+    assert secret_data["OPENAI_API_KEYS"] == aws.values["gpuWakerToken"]
+    assert "gpuWakerToken" in aws.secret_names
+    assert int(env["AIOHTTP_CLIENT_TIMEOUT"]) > 600 + 300  # longest hold + a model load
     assert env["WEBUI_AUTH"] == "True"
     assert env["ENABLE_SIGNUP"] == "False"
     assert env["WEBUI_ADMIN_EMAIL"] == "ops@example.com"

@@ -162,6 +162,9 @@ def test_firewall_is_least_privilege() -> None:
     # The AWS API: the homelab's Liqo and an operator on the mesh; nobody else.
     assert _allowed(lighthouse, 6443, "tcp", homelab)
     assert _allowed(lighthouse, 6443, "tcp", admin)
+    # gpu-waker (the way to Ollama) on the AWS control node: from the homelab only.
+    assert _allowed(lighthouse, nc.GPU_WAKER_PORT, "tcp", homelab)
+    assert not _allowed(lighthouse, nc.GPU_WAKER_PORT, "tcp", admin | gateway_client - homelab)
     assert not _allowed(lighthouse, 6443, "tcp", outsider)
     # Liqo's gateway: only from nodes that may run its client.
     assert _allowed(lighthouse, nc.LIQO_GATEWAY_NODEPORT, "udp", gateway_client)
@@ -172,7 +175,8 @@ def test_firewall_is_least_privilege() -> None:
     # Nothing of the clusters' own traffic crosses: no kubelet, no flannel, no Ollama.
     for port, proto in ((10250, "tcp"), (8472, "udp"), (nc.OLLAMA_PORT, "tcp")):
         assert not _allowed(lighthouse, port, proto, homelab | admin), port
-    # Homelab nodes take nothing but ICMP from the mesh (their k3s runs on the LAN).
+    # Homelab nodes take nothing but ICMP from the mesh (their k3s runs on the LAN), so
+    # neither gpu-waker's nor Ollama's port is open there.
     for config in (homelab_gpu, homelab_cp):
         assert config["firewall"]["inbound"] == [{"port": "any", "proto": "icmp", "host": "any"}]
     assert _allowed(homelab_gpu, 0, "icmp", outsider)

@@ -31,6 +31,7 @@ UNDERLAY = "192.0.2"  # TEST-NET-1 (RFC 5737), only ever inside the namespaces m
 OVERLAY = ipaddress.IPv4Network("10.200.0.0/16")
 LISTEN_PORT = 4242
 ALLOWED_PORT = nc.K3S_API_PORT  # policy: from group homelab onto the aws node (Liqo's API access)
+PROXY_PORT = nc.GPU_WAKER_PORT  # policy: from group homelab onto the aws node only
 DENIED_PORT = 9999  # in no rule
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -259,12 +260,13 @@ def test_port_not_allowed_for_the_group_is_dropped(mesh: Mesh) -> None:
     assert wait_until(lambda: mesh.tcp_connect(lh.name, lh.overlay, DENIED_PORT), deadline_s=5)
     # ... but Nebula's inbound firewall drops the homelab host's connection.
     assert not mesh.tcp_connect(home.name, lh.overlay, DENIED_PORT, timeout_s=2)
-    # The AWS API is only for group homelab: the homelab host gets in, a gateway-only peer does
-    # not (and ping, allowed to any member, shows the path itself works).
-    _serve(mesh, lh.name, ALLOWED_PORT)
-    assert wait_until(lambda: mesh.tcp_connect(home.name, lh.overlay, ALLOWED_PORT), deadline_s=10)
+    # The AWS API and gpu-waker are only for group homelab: the homelab host gets in, a
+    # gateway-only peer does not (and ping, allowed to any member, shows the path works).
     assert wait_until(lambda: mesh.ping(gw.name, lh.overlay), deadline_s=10)
-    assert not mesh.tcp_connect(gw.name, lh.overlay, ALLOWED_PORT, timeout_s=2)
+    for port in (ALLOWED_PORT, PROXY_PORT):
+        _serve(mesh, lh.name, port)
+        assert wait_until(lambda port=port: mesh.tcp_connect(home.name, lh.overlay, port), 10)
+        assert not mesh.tcp_connect(gw.name, lh.overlay, port, timeout_s=2)
 
 
 def test_host_of_another_ca_cannot_join(mesh: Mesh) -> None:
