@@ -7,9 +7,9 @@ import base64
 import json
 import os
 import re
-import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pytest
@@ -25,7 +25,8 @@ from components.federation.liqo_peering import (
 )
 from components.federation.ollama import OllamaSettings, render_deployment, render_offloading
 from stacks.config import ProjectSettings
-from tests.real_tools import require, shellcheck
+from tests import fake_liqoctl
+from tests.real_tools import shellcheck
 from tools.mocks import redact
 from tools.offline import StackRun
 
@@ -275,49 +276,8 @@ def test_peering_scripts_pass_shellcheck(tmp_path: Path) -> None:
     shellcheck(render_unpeer_script(SETTINGS), tmp_path, "unpeer.sh")
 
 
-FAKE_LIQOCTL = """#!/bin/bash
-# Records its arguments and what it can see of the kubeconfig files, like liqoctl would read them.
-if [ "$1" = version ]; then echo "Client version: $FAKE_VERSION"; exit 0; fi
-{
-  echo "ARGS $*"
-  for f in $(printf '%s\\n' "$@" | grep '/consumer$\\|/provider$'); do
-    echo "FILE $f $(stat -c %a "$f") $(cat "$f")"
-  done
-} >> "$FAKE_LOG"
-if [ "$1" = unpeer ] && [ -n "${FAKE_UNPEER_ERROR:-}" ]; then
-  echo "$FAKE_UNPEER_ERROR" >&2
-  exit 1
-fi
-"""
-
-
-def _run(
-    script: str,
-    tmp_path: Path,
-    *,
-    version: str = "v1.2.0",
-    path_has_liqoctl: bool = True,
-    extra_env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    bash = require("bash")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    if path_has_liqoctl:
-        fake = bin_dir / "liqoctl"
-        fake.write_text(FAKE_LIQOCTL)
-        fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    env = {
-        "PATH": f"{bin_dir}:/usr/bin:/bin",
-        "FAKE_VERSION": version,
-        "FAKE_LOG": str(tmp_path / "log"),
-        "TMPDIR": str(tmp_path),
-        CONSUMER_ENV: "consumer-kubeconfig-content",
-        PROVIDER_ENV: "provider-kubeconfig-content",
-        **(extra_env or {}),
-    }
-    return subprocess.run(  # noqa: PLW1510 - the caller checks the result
-        [bash, "-c", script], env=env, capture_output=True, text=True, timeout=30
-    )
+def _run(script: str, tmp_path: Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return fake_liqoctl.run_script(script, tmp_path, **kwargs)
 
 
 def test_peer_script_writes_private_kubeconfigs_and_removes_them(tmp_path: Path) -> None:
