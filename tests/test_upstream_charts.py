@@ -25,6 +25,7 @@ from stacks.config import ProjectSettings
 from tests import upstream_checks
 from tests.upstream_checks import coalesce, release_problems, unknown_value_keys
 from tests.upstream_data import (
+    K3S_BUNDLED_CHARTS,
     ChartData,
     DeclaredRelease,
     chart_data,
@@ -82,6 +83,15 @@ def test_every_release_has_data_known_keys_and_schema_valid_values(
 def test_every_pinned_chart_has_data_and_is_declared(releases: list[DeclaredRelease]) -> None:
     problems = upstream_checks.pin_problems(pinned_charts(), releases)
     assert not problems, "\n".join(problems)
+
+
+def test_the_pinned_k3s_release_has_data_for_the_charts_it_installs() -> None:
+    """k3s installs Traefik itself; a k3s bump needs its entry (and data) first, like a chart."""
+    bundled = K3S_BUNDLED_CHARTS.get(K3S_VERSION)
+    assert bundled, f"k3s {K3S_VERSION}: no entry in K3S_BUNDLED_CHARTS (tests/upstream_data.py)"
+    for name, (packaged, upstream) in bundled.items():
+        assert chart_data(name, packaged, k3s_packaged=True), f"k3s-packaged/{name}-{packaged}"
+        assert chart_data(name, upstream), f"charts/{name}-{upstream}"
 
 
 # ---------------------------------------------------------------------------------------------
