@@ -25,20 +25,34 @@ def aws_gpu_run() -> offline.StackRun:
     return offline.run_stack("aws-gpu")
 
 
-@pytest.fixture(scope="session")
-def homelab_run() -> offline.StackRun:
-    """homelab evaluated once, after a fresh aws-gpu run feeds its StackReference."""
-    return offline.run_with_dependencies("homelab")
+def _run_homelab(
+    aws_gpu_run: offline.StackRun, overrides: dict[str, Any] | None = None
+) -> offline.StackRun:
+    """homelab, its StackReference served the exports of the example aws-gpu run (what a fresh
+    run of it would export: the runs are deterministic) instead of running aws-gpu again."""
+    MOCKS.stack_exports["aws-gpu"] = mocks.StackExports(
+        values=aws_gpu_run.exports, secret_names=list(aws_gpu_run.secret_exports)
+    )
+    return offline.run_stack("homelab", overrides)
 
 
 @pytest.fixture(scope="session")
-def valid_fixture_runs() -> dict[str, offline.StackRun]:
+def homelab_run(aws_gpu_run: offline.StackRun) -> offline.StackRun:
+    """homelab evaluated once, reading the example aws-gpu run's exports."""
+    return _run_homelab(aws_gpu_run)
+
+
+@pytest.fixture(scope="session")
+def valid_fixture_runs(aws_gpu_run: offline.StackRun) -> dict[str, offline.StackRun]:
     """Every valid fixture config (tests/fixtures/valid/) evaluated once, by file stem; homelab
-    ones after a run of the example aws-gpu config feeds their StackReference."""
+    ones read the example aws-gpu run's exports."""
     runs = {}
     for path in fixture_configs.all_fixtures("valid"):
         fixture = fixture_configs.load(path)
-        runs[path.stem] = offline.run_with_dependencies(fixture.stack, fixture.overrides)
+        if fixture.stack == "homelab":
+            runs[path.stem] = _run_homelab(aws_gpu_run, fixture.overrides)
+        else:
+            runs[path.stem] = offline.run_stack(fixture.stack, fixture.overrides)
     return runs
 
 

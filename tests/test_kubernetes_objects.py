@@ -28,6 +28,7 @@ from tests.upstream_data import (
     declared_releases,
     find_crd,
     kubernetes_objects,
+    load_yaml,
 )
 from tools.offline import StackRun
 
@@ -167,8 +168,12 @@ def test_the_crd_pyyaml_cannot_read_is_read_and_enforced() -> None:
     chart = chart_data("kube-prometheus-stack", "88.5.3")
     assert chart is not None
     crd_file = chart.path / "charts" / "crds" / "crds" / "crd-alertmanagerconfigs.yaml"
+    assert "enum:\n                            - '!='\n                            - =\n" in (
+        crd_file.read_text()
+    )
     with pytest.raises(yaml.constructor.ConstructorError, match=r"tag:yaml\.org,2002:value"):
-        yaml.load(crd_file.read_text(), Loader=yaml.CSafeLoader)  # safe_load, with libyaml
+        yaml.safe_load("enum:\n- '!='\n- =\n")  # what PyYAML does with that enum
+    assert load_yaml("enum:\n- '!='\n- =\n") == {"enum": ["!=", "="]}
     (crd,) = find_crd([chart], "monitoring.coreos.com/v1alpha1", "AlertmanagerConfig")
     config = {
         "apiVersion": "monitoring.coreos.com/v1alpha1",

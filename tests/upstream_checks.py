@@ -165,7 +165,8 @@ def unknown_value_keys(values: Mapping[str, Any], chart: ChartData) -> list[str]
 
 def coalesce(defaults: Any, overrides: Any) -> Any:
     """Helm's merge of user values over chart defaults: maps merge key by key, anything else
-    replaces, and a null deletes the default (helm/pkg/chartutil/coalesce.go)."""
+    replaces, and a null deletes the default
+    (https://helm.sh/docs/chart_template_guide/values_files/#deleting-a-default-key)."""
     if not isinstance(defaults, dict) or not isinstance(overrides, dict):
         return copy.deepcopy(overrides)
     merged = copy.deepcopy(defaults)
@@ -211,7 +212,8 @@ def schema_errors(instance: Any, schema: Mapping[str, Any], where: str) -> list[
 
 def schema_problems(values: Mapping[str, Any], chart: ChartData) -> list[str]:
     """Helm validates the merged values against values.schema.json of the chart and of every
-    enabled subchart that has one (helm/pkg/chartutil/jsonschema.go); so do we."""
+    enabled subchart that has one, the subchart seeing its own section plus ``global``
+    (https://helm.sh/docs/topics/charts/#schema-files); so do we."""
     merged = coalesce(chart.values, values)
     problems: list[str] = []
     if chart.schema is not None:
