@@ -16,13 +16,14 @@ import dataclasses
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from components.kube import charts
 from stacks.config import ProjectSettings
-from tests import upstream_checks
+from tests import upstream_checks, upstream_data
 from tests.upstream_checks import coalesce, release_problems, unknown_value_keys
 from tests.upstream_data import (
     K3S_BUNDLED_CHARTS,
@@ -53,10 +54,13 @@ def collect(runs: dict[str, StackRun]) -> tuple[list[DeclaredRelease], list[str]
 
 
 @pytest.fixture(scope="module")
-def releases(declared_runs: dict[str, StackRun]) -> list[DeclaredRelease]:
-    found, problems = collect(declared_runs)
-    assert not problems, "\n".join(problems)
-    return found
+def collected(declared_runs: dict[str, StackRun]) -> tuple[list[DeclaredRelease], list[str]]:
+    return collect(declared_runs)
+
+
+@pytest.fixture(scope="module")
+def releases(collected: tuple[list[DeclaredRelease], list[str]]) -> list[DeclaredRelease]:
+    return collected[0]
 
 
 def _unique(releases: list[DeclaredRelease]) -> Iterator[DeclaredRelease]:
@@ -70,9 +74,10 @@ def _unique(releases: list[DeclaredRelease]) -> Iterator[DeclaredRelease]:
 
 
 def test_every_release_has_data_known_keys_and_schema_valid_values(
-    releases: list[DeclaredRelease],
+    collected: tuple[list[DeclaredRelease], list[str]],
 ) -> None:
-    problems = [p for release in _unique(releases) for p in release_problems(release)]
+    releases, problems = collected
+    problems = problems + [p for release in _unique(releases) for p in release_problems(release)]
     problems += upstream_checks.allow_list_problems(releases)
     assert not problems, "\n".join(dict.fromkeys(problems))
     # Both stacks and the optional charts were really read (a run declaring nothing is no pass).
@@ -432,3 +437,11 @@ def test_helm_merge_semantics() -> None:
 def test_chart_names_from_references() -> None:
     assert chart_name(charts.NODE_TERMINATION_HANDLER.chart) == "aws-node-termination-handler"
     assert chart_name("jetstack/cert-manager") == "cert-manager"
+
+
+def test_missing_upstream_data_fails_and_never_skips(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(upstream_data, "UPSTREAM", tmp_path / "shared" / "upstream")
+    with pytest.raises(pytest.fail.Exception, match="upstream data not found at"):
+        upstream_data.upstream_dir()
