@@ -344,13 +344,22 @@ class CrdVersion:
     schema: dict[str, Any]
 
 
+_NAME_LINE = re.compile(r"^\s*(group|kind):\s*['\"]?([\w.-]+)['\"]?\s*$", re.MULTILINE)
+
+
+@cache
+def _names_in(path: Path) -> frozenset[tuple[str, str]]:
+    """Every ``group: x`` and ``kind: x`` line of a file, as (field, name)."""
+    return frozenset(_NAME_LINE.findall(path.read_text()))
+
+
 @cache
 def _crd_versions_in(path: Path, group: str, kind: str) -> tuple[tuple[str, dict[str, Any]], ...]:
     """(CRD name, version entry) of every CRD in the file defining ``group``/``kind``. Only
-    files that mention both are parsed: CRD files are large and most are never needed."""
-    text = path.read_text()
-    if kind not in text or group not in text:
+    files that name both are parsed: CRD files are large and most are never needed."""
+    if not {("group", group), ("kind", kind)} <= _names_in(path):
         return ()
+    text = path.read_text()
     found = []
     for doc in load_yaml_documents(text):
         if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition":
@@ -367,6 +376,8 @@ def _crd_versions_in(path: Path, group: str, kind: str) -> tuple[tuple[str, dict
 def find_crd(charts: list[ChartData], api_version: str, kind: str) -> list[CrdVersion]:
     """The CRD versions among the charts' CRDs that define ``api_version``/``kind``."""
     group, _, version = api_version.rpartition("/")
+    if not group:
+        return []  # the core API group ("v1") is never a CRD's
     found = []
     for chart in charts:
         for path in chart.crd_files:
