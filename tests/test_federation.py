@@ -7,9 +7,7 @@ import base64
 import json
 import os
 import re
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import pulumi
 import pytest
@@ -276,12 +274,8 @@ def test_peering_scripts_pass_shellcheck(tmp_path: Path) -> None:
     shellcheck(render_unpeer_script(SETTINGS), tmp_path, "unpeer.sh")
 
 
-def _run(script: str, tmp_path: Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return fake_liqoctl.run_script(script, tmp_path, **kwargs)
-
-
 def test_peer_script_writes_private_kubeconfigs_and_removes_them(tmp_path: Path) -> None:
-    result = _run(render_peer_script(SETTINGS, GATEWAY), tmp_path)
+    result = fake_liqoctl.run_script(render_peer_script(SETTINGS, GATEWAY), tmp_path)
     assert result.returncode == 0, result.stderr
     log = (tmp_path / "log").read_text()
     assert "ARGS peer" in log
@@ -298,11 +292,15 @@ def test_peer_script_writes_private_kubeconfigs_and_removes_them(tmp_path: Path)
 
 def test_peer_script_refuses_a_missing_or_different_liqoctl(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
-    missing = _run(render_peer_script(SETTINGS, GATEWAY), tmp_path / "a", path_has_liqoctl=False)
+    missing = fake_liqoctl.run_script(
+        render_peer_script(SETTINGS, GATEWAY), tmp_path / "a", path_has_liqoctl=False
+    )
     assert missing.returncode == 1
     assert "liqoctl not found" in missing.stderr
     (tmp_path / "b").mkdir()
-    other = _run(render_peer_script(SETTINGS, GATEWAY), tmp_path / "b", version="v1.1.2")
+    other = fake_liqoctl.run_script(
+        render_peer_script(SETTINGS, GATEWAY), tmp_path / "b", version="v1.1.2"
+    )
     assert other.returncode == 1
     assert "v1.1.2" in other.stderr
     assert "v1.2.0" in other.stderr
@@ -311,14 +309,14 @@ def test_peer_script_refuses_a_missing_or_different_liqoctl(tmp_path: Path) -> N
 
 def test_unpeer_tolerates_only_an_absent_peering(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
-    gone = _run(
+    gone = fake_liqoctl.run_script(
         render_unpeer_script(SETTINGS),
         tmp_path / "a",
         extra_env={"FAKE_UNPEER_ERROR": 'foreignclusters "aws-gpu" not found'},
     )
     assert gone.returncode == 0, gone.stderr
     (tmp_path / "b").mkdir()
-    broken = _run(
+    broken = fake_liqoctl.run_script(
         render_unpeer_script(SETTINGS),
         tmp_path / "b",
         extra_env={"FAKE_UNPEER_ERROR": "connection refused"},
