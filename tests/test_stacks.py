@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pulumi
 import pytest
 
 from stacks import outputs
@@ -92,3 +94,29 @@ def test_plan_command_rejects_bad_config_with_the_key(capsys: pytest.CaptureFixt
     assert "hybridgpu:nebulaMtu" in capsys.readouterr().err
     assert plan.main(["production"]) == 2
     assert "unknown stack 'production'" in capsys.readouterr().err
+
+
+def test_every_provider_bound_resource_and_invoke_names_its_provider(
+    aws_gpu_run: offline.StackRun, homelab_run: offline.StackRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Default providers are disabled (Pulumi.yaml): the mocks do not enforce it, so check that
+    every AWS, Kubernetes and Proxmox resource carries an explicit provider of its package."""
+    for run in (aws_gpu_run, homelab_run):
+        for reg in run.managed():
+            package = reg.type.split(":", 1)[0]
+            if package in ("aws", "kubernetes", "proxmoxve") and reg.custom:
+                assert reg.provider.split("::")[2].endswith(f"pulumi:providers:{package}"), reg.urn
+    plan_mocks, _ = mocks.install_mocks()
+    seen: list[tuple[str, str]] = []
+    original = plan_mocks.call
+
+    def recording(args: pulumi.runtime.MockCallArgs) -> Any:
+        seen.append((args.token, args.provider or ""))
+        return original(args)
+
+    monkeypatch.setattr(plan_mocks, "call", recording)
+    offline.run_with_dependencies("homelab")
+    assert seen
+    for token, provider in seen:
+        package = token.split(":", 1)[0]
+        assert f"pulumi:providers:{package}::" in provider, (token, provider)
