@@ -54,6 +54,9 @@ class PlanMocks(pulumi.runtime.Mocks):
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.served: dict[str, StackExports] = {}
         """Exports handed to the current run's StackReferences, by short stack name."""
+        self.preview = False
+        """Answer as the engine does during `pulumi preview`: inputs only, every output a
+        provider computes (ids, IPs, ARNs, stdout) unknown."""
         self.parameters: dict[str, str] = {}
         """SSM parameter name -> value, as earlier mocked runs declared them (the homelab reads
         the aws-gpu stack's parameters through invokes)."""
@@ -77,6 +80,8 @@ class PlanMocks(pulumi.runtime.Mocks):
                 "secretOutputNames": exports.secret_names,
             }
         state = dict(args.inputs)
+        if self.preview and not args.resource_id:
+            return "", state  # an empty id is unknown during a preview (pulumi/runtime/resource.py)
         state.update(computed_outputs(args.typ, args.name, args.inputs, self.stack))
         resource_id = (
             args.resource_id or f"{args.name}-{digest(self.stack, args.typ, args.name)[:8]}"

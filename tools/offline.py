@@ -203,6 +203,7 @@ def run_stack(
     program: Callable[[], object] | None = None,
     now: datetime | None = None,
     config_from: str | None = None,
+    preview: bool = False,
 ) -> StackRun:
     """Run the program for ``stack`` under the mocks and return what it declared.
 
@@ -217,6 +218,9 @@ def run_stack(
     runtime_config.set_all_config(config, secret_keys)
     monitor.reset()
     mocks.stack = stack
+    mocks.preview = preview
+    runtime_settings_bag = cast(Any, settings.SETTINGS)
+    runtime_settings_bag.dry_run = preview
     mocks.calls = []
     mocks.served = {}
     root = settings.get_root_resource()
@@ -242,11 +246,13 @@ def run_stack(
         _settle_leftover_tasks()
         raise
     finally:
+        mocks.preview = False
+        runtime_settings_bag.dry_run = False
         if saved_clock is None:
             os.environ.pop(CLOCK_ENV, None)
         else:
             os.environ[CLOCK_ENV] = saved_clock
-    for registration in monitor.registrations:
+    for registration in [] if preview else monitor.registrations:
         if registration.type == "aws:ssm/parameter:Parameter":
             plain = registration.plain_inputs
             mocks.parameters[str(plain["name"])] = str(plain["value"])
@@ -258,7 +264,8 @@ def run_stack(
         exports[name] = plain
         if secret:
             secret_exports.append(name)
-    mocks.stack_exports[stack] = StackExports(values=exports, secret_names=secret_exports)
+    if not preview:  # a preview deploys nothing: later runs still read the last update's exports
+        mocks.stack_exports[stack] = StackExports(values=exports, secret_names=secret_exports)
     return StackRun(
         stack=stack,
         registrations=list(monitor.registrations),
