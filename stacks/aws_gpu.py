@@ -67,7 +67,12 @@ def main() -> None:
     network_plan = config.project.network
     settings = config.aws
     control_mesh_node = mesh.aws_control_node(settings, config.project)
-    mesh.checked(mesh.mesh_settings(config.project), [control_mesh_node], default_policy())
+    operator_mesh_nodes = mesh.operator_nodes(settings)
+    mesh.checked(
+        mesh.mesh_settings(config.project),
+        [control_mesh_node, *operator_mesh_nodes],
+        default_policy(),
+    )
     provider = aws_provider(config)
     on_aws = pulumi.ResourceOptions(provider=provider)
 
@@ -209,13 +214,22 @@ def main() -> None:
             provider=provider, depends_on=[control_files.manifest_parameter]
         ),
     )
+    # Where Pulumi (and liqoctl) reach the control node's SSH and API: over the mesh (an
+    # operator's machine joined with ./dev mesh-join; nothing open to the internet), or on the
+    # Elastic IP from adminCidrs (the first up of a new stack). Switching re-runs the SSH steps
+    # over the new path (a changed connection is an update, not a replacement:
+    # pulumi/pulumi-command provider/pkg/provider/remote/command.go@v1.2.1 marks only triggers
+    # replaceOnChanges), and they are idempotent.
+    admin_host: pulumi.Input[str] = (
+        control_overlay_ip if settings.admin_over_mesh else control_node.public_ip
+    )
     control_apply = aws_nodes.apply_on_control_node(
         "control-node-apply",
         config=config,
         node=control_node,
         files=control_files,
         host_key=control_host_key,
-        ssh_host=control_node.public_ip,
+        ssh_host=admin_host,
     )
     lighthouses = mesh.lighthouse_map(control_overlay_ip, control_node.public_ip, nebula_port)
 
@@ -267,15 +281,15 @@ def main() -> None:
     kubeconfig = KubeconfigFetch(
         "control-node-kubeconfig",
         KubeconfigFetchArgs(
-            host=control_node.public_ip,
+            host=admin_host,
             user=settings.ssh_user,
             private_key=config.secrets.ssh_private_key,
             server_url=k3s_api_url(control_overlay_ip),
             instance_id=control_node.instance_id,
             wait_for=[control_apply.command],
-            admin_server_url=control_node.public_ip.apply(
-                lambda ip: f"https://{ip}:{K3S_API_PORT}"
-            ),
+            admin_server_url=None
+            if settings.admin_over_mesh
+            else control_node.public_ip.apply(lambda ip: f"https://{ip}:{K3S_API_PORT}"),
             host_key=control_host_key.apply(lambda k: k.public_key),
             refresh=clock.window(KUBECONFIG_REFRESH_DAYS).apply(str),
         ),
@@ -295,6 +309,7 @@ def main() -> None:
     waker = aws_gpu_waker(
         config,
         control_node=control_node,
+        admin_host=admin_host,
         control_role_name=control_role.role_name,
         gpu_worker=gpu_worker,
         cluster=cluster,
@@ -350,6 +365,15 @@ def main() -> None:
             "modelBucketName": models.bucket_name,
             "modelBucketArn": models.arn,
             "adminKubeconfig": kubeconfig.admin_kubeconfig,
+            "adminAccess": "mesh" if settings.admin_over_mesh else "public",
+            # Certificates are public (the private keys stay on the operators' machines).
+            "nebulaOperatorCerts": mesh.operator_certs(
+                config.project,
+                settings,
+                clock=clock,
+                ca_cert_pem=ca.cert_pem,
+                ca_key_pem=ca.key_pem,
+            ),
             "liqoClusterId": settings.federation.cluster_id,
             "liqoVersion": config.project.liqo_version,
             "llmNamespace": config.project.llm_namespace,

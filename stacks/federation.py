@@ -149,10 +149,16 @@ def homelab_federation(
             depends_on=(liqo.release, *wait_for),
         ),
     )
+    # A stable identity: the admin kubeconfig changes with the admin path (Elastic IP or
+    # overlay, aws-gpu's adminAccess) and the yearly certificate; neither is a new cluster, so
+    # neither may replace the provider and with it every object on AWS. Adding the identifier
+    # to an existing provider is no replacement either
+    # (pulumi/pulumi-kubernetes provider/pkg/provider/provider.go@v4.32.0, DiffConfig).
     aws_k8s = k8s.Provider(
         "aws-gpu-k8s",
         kubeconfig=pulumi.Output.secret(remote.admin_kubeconfig),
         enable_server_side_apply=True,
+        cluster_identifier=pulumi.Output.concat("hybridgpu-", remote.cluster_id),
     )
     ollama_settings = homelab.ollama
     Ollama(

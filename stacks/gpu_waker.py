@@ -32,6 +32,7 @@ def aws_gpu_waker(
     config: AwsGpuConfig,
     *,
     control_node: AwsK3sNode,
+    admin_host: pulumi.Input[str],
     control_role_name: pulumi.Input[str],
     gpu_worker: AwsK3sNode,
     cluster: k8s.Provider,
@@ -65,7 +66,7 @@ def aws_gpu_waker(
             client_token=token,
             bundle=load_bundle(RUNTIME_PACKAGE),
             ssh=connection(
-                control_node.public_ip,
+                admin_host,
                 settings.ssh_user,
                 config.secrets.ssh_private_key,
                 host_key=host_key,

@@ -32,7 +32,7 @@ from components.nebula.config import (
     default_policy,
     validate_mesh,
 )
-from components.nebula.host import NebulaHost, NebulaHostArgs
+from components.nebula.host import NebulaHost, NebulaHostArgs, certify_public_key
 from stacks.config import (
     PROJECT,
     AwsSettings,
@@ -232,3 +232,54 @@ def ssh_connection(
 ) -> command.remote.ConnectionArgs:
     """SSH to a homelab VM (bounded dials, secret key): the same connection k3s uses."""
     return connection(host, user, private_key)
+
+
+def operator_nodes(aws: AwsSettings) -> list[MeshNode]:
+    """Operators' machines: group ``admin`` (SSH and the k3s API of the AWS control node)."""
+    return [
+        operator_node(operator.name, operator.overlay_ip, f"{key('aws')}.operators[{i}]")
+        for i, operator in enumerate(aws.operators)
+    ]
+
+
+def operator_node(name: str, overlay_ip: ipaddress.IPv4Address, config_key: str = "") -> MeshNode:
+    """Operator ``name``'s machine; its certificate name is prefixed, so never a VM's."""
+    return MeshNode(
+        name=f"operator-{name}",
+        overlay_ip=overlay_ip,
+        groups=("admin",),
+        role="host",
+        config_key=config_key,
+    )
+
+
+def operator_certs(
+    project: ProjectSettings,
+    aws: AwsSettings,
+    *,
+    clock: RenewalClock,
+    ca_cert_pem: pulumi.Input[str],
+    ca_key_pem: pulumi.Input[str],
+) -> pulumi.Output[dict[str, str]]:
+    """Operator name -> certificate for the public key in config, re-issued each renewal window
+    like every node's (``./dev mesh-join`` fetches the new one)."""
+    prefix = project.network.nebula_overlay_cidr.prefixlen
+    pairs = list(zip(aws.operators, operator_nodes(aws), strict=True))
+    validity = clock.validity(
+        project.nebula.cert_validity_days, project.nebula.cert_renew_before_days
+    )
+    certs = pulumi.Output.all(ca_cert_pem, ca_key_pem, validity).apply(
+        lambda v: {
+            operator.name: certify_public_key(
+                node,
+                prefix,
+                ca_cert=v[0],
+                ca_key=v[1],
+                public_key_pem=operator.nebula_public_key,
+                validity=v[2],
+            )
+            for operator, node in pairs
+        }
+    )
+    # Public: only the CA key (secret) went into signing them.
+    return pulumi.Output.unsecret(certs)

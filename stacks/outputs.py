@@ -62,9 +62,20 @@ AWS_GPU_OUTPUTS: tuple[OutputSpec, ...] = (
     OutputSpec("modelBucketArn", "ARN of the model bucket."),
     OutputSpec(
         "adminKubeconfig",
-        "Admin kubeconfig reaching the AWS k3s API on the Elastic IP (admin ranges only): for "
-        "Pulumi and liqoctl on the operator's machine.",
+        "Admin kubeconfig for Pulumi and liqoctl on the operator's machine: the API on the "
+        "overlay (adminAccess 'mesh') or on the Elastic IP (adminAccess 'public', adminCidrs "
+        "only).",
         secret=True,
+    ),
+    OutputSpec(
+        "adminAccess",
+        "'mesh': SSH and the API of the control node are reached over Nebula only (nothing "
+        "open to the internet); 'public': from adminCidrs on the Elastic IP.",
+    ),
+    OutputSpec(
+        "nebulaOperatorCerts",
+        "Operator name -> Nebula certificate (group admin) for the public key in "
+        "hybridgpu:aws.operators; ./dev mesh-join writes it next to the machine's private key.",
     ),
     OutputSpec("liqoClusterId", "Liqo cluster id of the AWS cluster (the provider)."),
     OutputSpec("liqoVersion", "Liqo chart version installed on the AWS cluster."),

@@ -16,7 +16,6 @@ Editing the real example keeps every invalid fixture one mistake away from a val
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ import yaml
 from tools import offline
 
 FIXTURES = Path(__file__).parent / "fixtures"
-_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
 @dataclass(frozen=True)
@@ -39,44 +37,16 @@ class Fixture:
     expect_text: str | None
 
 
-def _split(path: str) -> tuple[str, list[str | int]]:
-    """'hybridgpu:aws.gpuWorker.gpus[0]' -> ('hybridgpu:aws', ['gpuWorker', 'gpus', 0])."""
-    namespace, _, rest = path.partition(":")
-    top, _, tail = rest.partition(".")
-    if tail.startswith("["):
-        top, _, tail = rest.partition("[")
-        tail = "[" + tail
-    steps: list[str | int] = [int(index) if index else name for name, index in _STEP.findall(tail)]
-    return f"{namespace}:{top}", steps
-
-
-def _edit(config: dict[str, Any], path: str, value: Any, *, remove: bool) -> None:
-    top, steps = _split(path)
-    if not steps:
-        if remove:
-            config.pop(top, None)
-        else:
-            config[top] = value
-        return
-    node = config[top]
-    for step in steps[:-1]:
-        node = node[step]
-    if remove:
-        del node[steps[-1]]
-    else:
-        node[steps[-1]] = value
-
-
 def load(path: Path) -> Fixture:
     data = yaml.safe_load(path.read_text())
     stack = data["stack"]
     config = copy.deepcopy(offline.stack_config_file(stack))
     for dotted, value in (data.get("set") or {}).items():
-        _edit(config, dotted, value, remove=False)
+        offline.edit_config_path(config, dotted, value, remove=False)
     removed: set[str] = set()
     for dotted in data.get("unset") or []:
-        _edit(config, dotted, None, remove=True)
-        top, steps = _split(dotted)
+        offline.edit_config_path(config, dotted, None, remove=True)
+        top, steps = offline.split_config_path(dotted)
         if not steps:
             removed.add(top)  # also drops defaults and harness placeholders for that key
     overrides: dict[str, Any] = {**config, **dict.fromkeys(removed)}

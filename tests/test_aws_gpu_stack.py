@@ -264,7 +264,10 @@ def test_no_rule_opens_tcp_or_all_protocols_to_the_internet(aws_gpu_run: StackRu
 def test_inbound_is_nebula_from_anywhere_admin_per_cidr_and_k3s_inside_the_group(
     aws_gpu_run: StackRun,
 ) -> None:
-    admin = {str(ipaddress.IPv4Network(c)) for c in _aws_config()["adminCidrs"]}
+    # The example config administers over the mesh: no admin range opens SSH or 6443
+    # (tests/test_operator_mesh.py runs the stack with adminCidrs).
+    admin = {str(ipaddress.IPv4Network(c)) for c in _aws_config().get("adminCidrs", [])}
+    assert not admin
     rules = [r.plain_inputs for r in aws_gpu_run.by_type(INGRESS)]
     outside = [r for r in rules if "cidrIpv4" in r]
     nebula = [r for r in outside if r["ipProtocol"] == "udp"]
@@ -533,7 +536,8 @@ def test_kubeconfig_fetch_logs_nothing_pins_the_host_key_and_waits_for_the_node(
     assert connection["dialErrorLimit"] == DIAL_ERROR_LIMIT
     assert connection["perDialTimeout"] == 10
     assert connection["user"] == _aws_config()["sshUser"]
-    assert connection["host"] == aws_gpu_run.exports["controlNodePublicIp"]
+    # Over the mesh (the example config has operators and no adminCidrs).
+    assert connection["host"] == aws_gpu_run.exports["controlNodeOverlayIp"]
     assert connection["hostKey"] == aws_gpu_run.exports["controlNodeSshHostKey"]
     apply = aws_gpu_run.one("command:remote:Command", "control-node-apply")
     assert apply.urn in command.dependencies

@@ -175,7 +175,8 @@ def test_ollama_runs_only_on_the_virtual_node_with_one_gpu(homelab_run: StackRun
     }
     assert set(outage) == {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
     for item in outage.values():
-        assert item["effect"] == "NoExecute" and item["operator"] == "Exists"
+        assert item["effect"] == "NoExecute"
+        assert item["operator"] == "Exists"
         assert "tolerationSeconds" not in item
     (container,) = spec["containers"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1

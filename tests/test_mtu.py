@@ -31,5 +31,7 @@ def test_exactly_the_allowed_range_fits(value: int) -> None:
 
 def test_a_misfit_names_the_leg() -> None:
     (problem,) = mtu.mtu_problems(1420)
-    assert problem.startswith("Nebula's UDP on the internet: 1420 + 60 bytes of headers exceed 1460")
+    assert problem.startswith(
+        "Nebula's UDP on the internet: 1420 + 60 bytes of headers exceed 1460"
+    )
     assert "Liqo WireGuard" in mtu.mtu_problems(1250)[0]

@@ -13,8 +13,11 @@ mocked run of the referenced stack, so the cross-stack contract is exercised, no
 from __future__ import annotations
 
 import asyncio
+import copy
+import itertools
 import json
 import os
+import re
 import runpy
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -89,6 +92,57 @@ def required_secret_keys(stack: str, role: str | None = None) -> tuple[str, ...]
     return tuple(f"{PROJECT}:{k}" for k in keys)
 
 
+_PATH_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def split_config_path(path: str) -> tuple[str, list[str | int]]:
+    """``pulumi config set --path`` syntax: 'hybridgpu:aws.gpuWorker.gpus[0]' ->
+    ('hybridgpu:aws', ['gpuWorker', 'gpus', 0])."""
+    namespace, _, rest = path.partition(":")
+    top, _, tail = rest.partition(".")
+    if tail.startswith("[") or "[" in top:
+        top, _, tail = rest.partition("[")
+        tail = "[" + tail
+    steps: list[str | int] = [
+        int(index) if index else name for name, index in _PATH_STEP.findall(tail)
+    ]
+    return f"{namespace}:{top}", steps
+
+
+def edit_config_path(config: dict[str, Any], path: str, value: Any, *, remove: bool) -> None:
+    """Set (or remove) ``path`` in a stack's config as ``pulumi config set --path`` does: missing
+    objects are created, and index ``len(list)`` appends."""
+    top, steps = split_config_path(path)
+    keys: list[str | int] = [top, *steps]
+    node: Any = config
+    for here, step in itertools.pairwise(keys):
+        node = _child(node, here, create=[] if isinstance(step, int) else {}, remove=remove)
+        if node is None:
+            return
+    last: Any = keys[-1]
+    if remove:
+        if isinstance(node, dict):
+            cast(dict[Any, Any], node).pop(last, None)
+        elif last < len(node):
+            del node[last]
+    elif isinstance(node, list) and last == len(cast(list[Any], node)):
+        cast(list[Any], node).append(value)
+    else:
+        node[last] = value
+
+
+def _child(node: Any, key: Any, *, create: Any, remove: bool) -> Any:
+    """``node[key]``, made ``create`` when absent (None when removing: nothing to remove)."""
+    if isinstance(node, list) and key == len(cast(list[Any], node)):
+        cast(list[Any], node).append(None)
+    child = cast(dict[Any, Any], node).get(key) if isinstance(node, dict) else node[key]
+    if child is None:
+        if remove:
+            return None
+        node[key] = child = create
+    return child
+
+
 def runtime_config_for(
     stack: str, overrides: Mapping[str, Any] | None = None, config_from: str | None = None
 ) -> tuple[dict[str, str], list[str]]:
@@ -97,11 +151,15 @@ def runtime_config_for(
     Values are strings as the engine passes them (objects as JSON). ``secure:`` values and
     required-but-unset secrets become placeholders marked secret.
     """
-    merged: dict[str, Any] = {
-        **project_defaults(),
-        **stack_config_file(config_from or stack),
-        **(overrides or {}),
-    }
+    merged: dict[str, Any] = copy.deepcopy(
+        {**project_defaults(), **stack_config_file(config_from or stack)}
+    )
+    # Whole keys replace; 'key.path[0].leaf' edits inside one, as `pulumi config set --path`.
+    for config_key, value in (overrides or {}).items():
+        if split_config_path(config_key)[1]:
+            edit_config_path(merged, config_key, value, remove=False)
+        else:
+            merged[config_key] = value
     secret_keys: list[str] = []
     configured_role = merged.get(f"{PROJECT}:{stack_config.ROLE_KEY}")
     for secret_key in required_secret_keys(stack, configured_role):

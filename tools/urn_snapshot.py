@@ -1,4 +1,5 @@
-"""The URNs of what cannot be recreated without loss, checked in (tests/fixtures/protected-urns.json).
+"""The URNs of what cannot be recreated without loss, checked in
+(tests/fixtures/protected-urns.json).
 
 A URN is the parent chain, the type and the name: moving a resource under another component,
 renaming it or renaming a component's type token gives it a new URN, and the engine then creates a
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 
 from tools import offline
 from tools.mocks import Registration

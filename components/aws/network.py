@@ -34,7 +34,8 @@ class AwsNetworkArgs:
     availability_zone: pulumi.Input[str]
     """Zone of the public subnet (and so of every node)."""
     admin_cidrs: Sequence[str]
-    """Sources allowed to SSH to the nodes, one rule each; never the whole internet."""
+    """Public sources allowed to SSH and the k3s API, one rule pair each; never the whole
+    internet. Empty: neither port is open to the internet (operators come over the mesh)."""
     nebula_port: int = 4242
     """UDP port Nebula listens on: the only port open to the internet."""
 
@@ -42,8 +43,6 @@ class AwsNetworkArgs:
         vpc = ipaddress.IPv4Network(self.vpc_cidr)
         if not ipaddress.IPv4Network(self.subnet_cidr).subnet_of(vpc):
             raise ValueError(f"subnet_cidr {self.subnet_cidr} is not inside vpc_cidr {vpc}")
-        if not self.admin_cidrs:
-            raise ValueError("admin_cidrs is empty; give at least one SSH source range")
         for cidr in self.admin_cidrs:
             if ipaddress.IPv4Network(cidr).prefixlen == 0:
                 raise ValueError(f"admin_cidrs: {cidr} would open SSH to the whole internet")

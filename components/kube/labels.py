@@ -25,10 +25,10 @@ NODE_OUTAGE_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreac
 
 def outage_tolerations() -> list[dict[str, str]]:
     """Tolerate :data:`NODE_OUTAGE_TAINTS` for ever. Without a toleration of its own, the
-    DefaultTolerationSeconds admission plugin gives every pod 300 s of each, after which the pod is
-    evicted (kubernetes/kubernetes plugin/pkg/admission/defaulttolerationseconds/admission.go@v1.33.0
-    adds them only when the pod has no toleration for the key). A toleration without
-    ``tolerationSeconds`` is never timed out."""
+    DefaultTolerationSeconds admission plugin gives every pod 300 s of each, after which the pod
+    is evicted (kubernetes/kubernetes@v1.33.0
+    plugin/pkg/admission/defaulttolerationseconds/admission.go adds them only when the pod has
+    no toleration for the key). A toleration without ``tolerationSeconds`` never times out."""
     return [{"key": key, "operator": "Exists", "effect": "NoExecute"} for key in NODE_OUTAGE_TAINTS]
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import yaml
@@ -278,3 +278,25 @@ def render_node_config(
     }
     header = f"# Nebula config of {node.name} ({node.role}), rendered by hybridgpu; do not edit.\n"
     return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+
+
+OPERATOR_TUN_DEVICE = "hybridgpu0"
+"""The operator machine's tun device: distinct from a node's, so it never clashes with another
+Nebula the machine runs."""
+
+
+def render_operator_config(
+    node: MeshNode,
+    settings: MeshSettings,
+    lighthouses: Mapping[str, Sequence[str]],
+    policy: Sequence[FirewallRule],
+    pki_dir: str,
+) -> str:
+    """config.yml of an operator's machine: the node config with the machine's own PKI folder,
+    a random UDP port (a laptop behind NAT or roaming needs no fixed one; Nebula picks one for
+    port 0, "recommended for roaming nodes": slackhq/nebula examples/config.yml@v1.9.5) and no
+    advertised LAN."""
+    machine = replace(
+        settings, pki_dir=pki_dir, listen_port=0, tun_device=OPERATOR_TUN_DEVICE, unsafe_routes=()
+    )
+    return render_node_config(replace(node, local_cidr=None), machine, lighthouses, policy)

@@ -70,20 +70,41 @@ def issue_host_cert(
 ) -> tuple[str, str]:
     """(certificate PEM, private key PEM) of ``node`` for ``validity``, inside the CA's."""
     keys = host_keypair_from_seed(base64.b64decode(seed_b64))
+    cert = certify_public_key(
+        node,
+        prefix,
+        ca_cert=ca_cert,
+        ca_key=ca_key,
+        public_key_pem=keys.public_pem,
+        validity=validity,
+    )
+    return cert, keys.private_pem
+
+
+def certify_public_key(
+    node: MeshNode,
+    prefix: int,
+    *,
+    ca_cert: str,
+    ca_key: str,
+    public_key_pem: str,
+    validity: Validity,
+) -> str:
+    """The certificate of ``node`` for a public key made elsewhere (an operator's machine keeps
+    its private key), for ``validity`` clamped to the CA's."""
     ca_parsed = parse_cert_pem(ca_cert)
     ca = CaMaterial(cert_pem=ca_cert, key_pem=ca_key, fingerprint=ca_parsed.fingerprint)
-    cert = sign_host_cert(
+    return sign_host_cert(
         ca,
         name=node.name,
         overlay_ip=f"{node.overlay_ip}/{prefix}",
         groups=node.groups,
         unsafe_networks=[str(n) for n in node.unsafe_networks],
-        public_key_pem=keys.public_pem,
+        public_key_pem=public_key_pem,
         # Never outside the CA's window: nebula refuses such a certificate.
         not_before=max(validity.not_before, ca_parsed.details.not_before),
         not_after=min(validity.not_after, ca_parsed.details.not_after),
     )
-    return cert, keys.private_pem
 
 
 class NebulaHost(pulumi.ComponentResource):

@@ -36,6 +36,7 @@ CA_KEY_BANNER = "NEBULA ED25519 PRIVATE KEY"
 HOST_KEY_BANNER = "NEBULA X25519 PRIVATE KEY"
 HOST_PUBLIC_KEY_BANNER = "NEBULA X25519 PUBLIC KEY"
 SEED_BYTES = 32
+X25519_KEY_BYTES = 32
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,6 +154,14 @@ def _unpem(banner: str, pem: str) -> bytes:
     if not text.startswith(head) or not text.endswith(tail):
         raise ValueError(f"not a PEM block of type '{banner}'")
     return base64.b64decode("".join(text[len(head) : -len(tail)].split()))
+
+
+def host_public_key(pem: str) -> bytes:
+    """The 32 raw bytes of a ``nebula-cert keygen`` public key PEM; ValueError otherwise."""
+    raw = _unpem(HOST_PUBLIC_KEY_BANNER, pem)
+    if len(raw) != X25519_KEY_BYTES:
+        raise ValueError(f"an X25519 public key has {X25519_KEY_BYTES} bytes, this one {len(raw)}")
+    return raw
 
 
 def _ip_mask_pairs(

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from components.aws.budget import MAX_EMAILS, MAX_NOTIFICATIONS
 from components.aws.model_bucket import MAX_NAME_PREFIX
 from components.kube.labels import LABEL_VALUE_PATTERN
+from components.nebula.pki import host_public_key
 from stacks.config.errors import ConfigError, validate
 from stacks.config.fields import (
     AdminCidr,
@@ -263,10 +264,37 @@ class GpuWakerSettings(Model):
     faster); at most 600, so wake + model load stay within Open WebUI's request timeout."""
 
 
+class OperatorSettings(Model):
+    """A person's machine on the mesh (group ``admin``: SSH and the k3s API of the AWS control
+    node). The private key never leaves that machine: ``./dev mesh-join`` makes the pair, the
+    public key goes here, the stack signs a certificate for it (output ``nebulaOperatorCerts``)."""
+
+    name: DnsLabel
+    overlay_ip: ipaddress.IPv4Address
+    nebula_public_key: str
+
+    @field_validator("nebula_public_key")
+    @classmethod
+    def _is_nebula_public_key(cls, value: str) -> str:
+        try:
+            host_public_key(value)
+        except ValueError as err:
+            raise ValueError(
+                "not a Nebula X25519 public key PEM ('-----BEGIN NEBULA X25519 PUBLIC KEY-----' "
+                f"as `./dev mesh-join init` or `nebula-cert keygen` writes it): {err}"
+            ) from None
+        return value
+
+
 class AwsSettings(Model):
     region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
     availability_zone: str | None = Field(default=None, pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d[a-z]$")
-    admin_cidrs: tuple[AdminCidr, ...] = Field(min_length=1)
+    admin_cidrs: tuple[AdminCidr, ...] = ()
+    """Public ranges allowed to SSH (22) and the k3s API (6443) of the control node. Empty (the
+    default): both are closed to the internet and Pulumi reaches the node over the mesh, which
+    needs an operator (``operators``) joined with ``./dev mesh-join``. Set it to your /32 for the
+    first ``up`` of a new stack (there is no mesh to join yet), then remove it."""
+    operators: tuple[OperatorSettings, ...] = ()
     ssh_public_key: SshPublicKey
     ssh_user: str = "ubuntu"
     control_node: ControlNodeSettings = ControlNodeSettings()
@@ -277,6 +305,37 @@ class AwsSettings(Model):
     federation: AwsFederationSettings = AwsFederationSettings()
     model_store: ModelStoreSettings = ModelStoreSettings()
     gpu_waker: GpuWakerSettings = GpuWakerSettings()
+
+    @property
+    def admin_over_mesh(self) -> bool:
+        """Pulumi's SSH and API traffic to the control node goes over the overlay."""
+        return not self.admin_cidrs
+
+    @model_validator(mode="after")
+    def _someone_can_administer(self) -> AwsSettings:
+        if not self.admin_cidrs and not self.operators:
+            raise ValueError(
+                "adminCidrs is empty and there are no operators, so nothing could reach the "
+                "control node's SSH or k3s API: add an operator (`./dev mesh-join init NAME` "
+                "prints the entry) or, for the first up of a new stack, your address as a /32 "
+                "in adminCidrs"
+            )
+        names = [o.name for o in self.operators]
+        ips = [str(o.overlay_ip) for o in self.operators]
+        keys = [o.nebula_public_key.strip() for o in self.operators]
+        columns: tuple[tuple[str, list[str]], ...] = (
+            ("name", names),
+            ("overlayIp", ips),
+            ("nebulaPublicKey", keys),
+        )
+        for what, values in columns:
+            for i, value in enumerate(values):
+                if value in values[:i]:
+                    shown = value if what != "nebulaPublicKey" else "the same key"
+                    raise ValueError(
+                        f"operators[{i}].{what}: {shown} is also operators[{values.index(value)}]'s"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _zone_in_region(self) -> AwsSettings:
@@ -314,9 +373,25 @@ def parse_aws(project: ProjectSettings, raw: Any) -> AwsSettings:
             f"({aws.model_store.cache_gib}): at least {needed}"
         )
     ip = aws.control_node.overlay_ip
+    operator_range = project.nebula.operator_cidr
     if ip not in overlay:
         raise ConfigError(
             f"{key('aws')}.controlNode.overlayIp: {ip} is outside {key('nebulaOverlayCidr')} "
             f"{overlay}"
         )
+    if ip in operator_range:
+        raise ConfigError(
+            f"{key('aws')}.controlNode.overlayIp: {ip} is inside {key('nebulaOperatorCidr')} "
+            f"{operator_range}, which is kept for operators"
+        )
+    for i, operator in enumerate(aws.operators):
+        usable = operator.overlay_ip not in (
+            operator_range.network_address,
+            operator_range.broadcast_address,
+        )
+        if operator.overlay_ip not in operator_range or not usable:
+            raise ConfigError(
+                f"{key('aws')}.operators[{i}].overlayIp: {operator.overlay_ip} is not a host "
+                f"address of {key('nebulaOperatorCidr')} {operator_range}"
+            )
     return aws

@@ -373,6 +373,11 @@ def parse_homelab(project: ProjectSettings, raw: Any) -> HomelabSettings:
                 f"{where}.overlayIp: {vm.overlay_ip} is outside "
                 f"{key('nebulaOverlayCidr')} {overlay}"
             )
+        if vm.overlay_ip in project.nebula.operator_cidr:
+            raise ConfigError(
+                f"{where}.overlayIp: {vm.overlay_ip} is inside {key('nebulaOperatorCidr')} "
+                f"{project.nebula.operator_cidr}, which is kept for operators"
+            )
         if vm.overlay_ip in seen_overlay:
             raise ConfigError(
                 f"{where}.overlayIp: {vm.overlay_ip} is already used by "

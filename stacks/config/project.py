@@ -77,6 +77,10 @@ class NebulaSettings(Model):
     # (stacks/config/mtu.py) bounds it to 1260..1400.
     mtu: int = Field(default=1300, ge=576, le=9001)
     listen_port: Port = 4242
+    operator_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.200.255.0/24")
+    """Part of the overlay reserved for operators' machines (``hybridgpu:aws.operators``): no
+    node may take an address there, so an operator added to aws-gpu never collides with a
+    homelab VM the aws-gpu stack cannot see."""
     ca_validity_days: int = Field(default=3650, ge=30)
     cert_validity_days: int = Field(default=365, ge=1)
     cert_renew_before_days: int = Field(default=30, ge=1)
@@ -109,6 +113,17 @@ class ProjectSettings(Model):
     """Namespace offloaded to AWS (same name on both clusters) where Ollama runs."""
 
     @model_validator(mode="after")
+    def _operators_inside_the_overlay(self) -> ProjectSettings:
+        operators, overlay = self.nebula.operator_cidr, self.network.nebula_overlay_cidr
+        if not operators.subnet_of(overlay) or operators == overlay:
+            raise ValueError(
+                f"{key('nebulaOperatorCidr')}: {operators} must be a part of "
+                f"{key('nebulaOverlayCidr')} {overlay} "
+                "(and smaller than it); set both when you move the overlay"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _every_tunnel_fits(self) -> ProjectSettings:
         problems = mtu_problems(self.nebula.mtu)
         if problems:
@@ -138,6 +153,7 @@ PROJECT_KEYS: Mapping[str, tuple[str, str]] = {
     "awsServiceCidr": ("network", "awsServiceCidr"),
     "nebulaMtu": ("nebula", "mtu"),
     "nebulaListenPort": ("nebula", "listenPort"),
+    "nebulaOperatorCidr": ("nebula", "operatorCidr"),
     "nebulaCaValidityDays": ("nebula", "caValidityDays"),
     "nebulaCertValidityDays": ("nebula", "certValidityDays"),
     "nebulaCertRenewBeforeDays": ("nebula", "certRenewBeforeDays"),

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import re
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from stacks.config.aws_gpu import ModelStoreSettings
 from tools.models.bucket import BucketError, ModelBucket
 from tools.models.commands import CommandError, Console, list_models, push, remove, verify
 from tools.models.layout import LayoutError, ModelName, default_models_dir
+from tools.stack_outputs import StackOutputsError, read_stack_outputs
 
 DEFAULT_STACK = "aws-gpu"
 # aws-gpu outputs read here (declared in stacks/outputs.py).
@@ -65,24 +64,13 @@ class Target:
 
 def stack_outputs(stack: str) -> dict[str, Any]:
     try:
-        result = subprocess.run(
-            ["pulumi", "stack", "output", "--json", "--stack", stack],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
+        return read_stack_outputs(
+            stack,
+            instead=f"pass --bucket and --prefix (the aws-gpu outputs {BUCKET_OUTPUT} and "
+            f"{PREFIX_OUTPUT}), or --stack",
         )
-    except FileNotFoundError:
-        raise UsageError(
-            "the pulumi CLI is not on PATH: pass --bucket and --prefix (the aws-gpu outputs "
-            f"{BUCKET_OUTPUT} and {PREFIX_OUTPUT})"
-        ) from None
-    if result.returncode != 0:
-        raise UsageError(
-            f"`pulumi stack output --stack {stack}` failed: {result.stderr.strip()}; pass "
-            "--stack, or --bucket and --prefix"
-        )
-    return json.loads(result.stdout)
+    except StackOutputsError as err:
+        raise UsageError(str(err)) from None
 
 
 def target_from_outputs(outputs: Mapping[str, Any], stack: str) -> Target:
