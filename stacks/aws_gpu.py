@@ -24,6 +24,7 @@ from components.aws.k3s_node import AmiQuery, AwsK3sNode, AwsK3sNodeArgs, SpotOp
 from components.aws.model_bucket import ModelBucket, ModelBucketArgs
 from components.aws.network import AwsNetwork, AwsNetworkArgs
 from components.aws.node_iam import NodeRole, NodeRoleArgs
+from components.federation.ollama import model_directories
 from components.k3s.config import k3s_api_url
 from components.k3s.kubeconfig import KubeconfigFetch, KubeconfigFetchArgs
 from components.kube.labels import gpu_node_labels
@@ -143,6 +144,8 @@ def main() -> None:
             force_destroy=bucket_settings.force_destroy,
             noncurrent_version_expiration_days=bucket_settings.noncurrent_version_expiration_days,
             abort_incomplete_upload_days=bucket_settings.abort_incomplete_upload_days,
+            # Ollama starts on an empty store: the directories it needs exist from the start.
+            directories=model_directories(settings.model_store.prefix),
         ),
         opts=on_aws,
     )

@@ -94,8 +94,10 @@ def homelab_federation(
     api_server_url: str,
     remote: ProviderSide,
     wait_for: list[pulumi.Resource],
+    ingress: pulumi.Resource,
 ) -> HomelabFederation:
-    """``wait_for``: the GPU stack; Liqo's gateway and Ollama's RuntimeClass come after it."""
+    """``wait_for``: the GPU stack; Liqo's gateway and Ollama's RuntimeClass come after it.
+    ``ingress``: Traefik's address, which Open WebUI's Ingress is awaited for."""
     project = config.project
     network = project.network
     homelab = config.homelab
@@ -136,6 +138,9 @@ def homelab_federation(
         "aws-gpu-k8s",
         kubeconfig=pulumi.Output.secret(remote.admin_kubeconfig),
         enable_server_side_apply=True,
+        # Replaced only if the cluster is another one, not when its kubeconfig changes (a new
+        # Elastic IP, a re-issued credential): pulumi_kubernetes Provider cluster_identifier.
+        cluster_identifier=remote.cluster_id,
     )
     ollama_settings = homelab.ollama
     ollama = Ollama(
@@ -172,6 +177,7 @@ def homelab_federation(
             secret_key=secret_key.result,
             admin_password=admin_password.result,
             tls_secret=webui.tls_secret,
+            ingress_ready=(ingress,),
         ),
         opts=on_cluster,
     )

@@ -122,7 +122,9 @@ def _sample_kubeconfig(name: str) -> str:
     )
 
 
-def _computed_outputs(typ: str, name: str, inputs: Mapping[str, Any], stack: str) -> dict[str, Any]:
+def _computed_outputs(
+    typ: str, name: str, inputs: Mapping[str, Any], stack: str, incarnation: int = 0
+) -> dict[str, Any]:
     """Outputs a real provider would compute for this resource type."""
     digest = _digest(stack, typ, name)
     plain = unwrap(dict(inputs))
@@ -160,13 +162,7 @@ def _computed_outputs(typ: str, name: str, inputs: Mapping[str, Any], stack: str
     if typ.startswith("aws:"):
         return {"arn": f"arn:aws:mock:us-west-2:{MOCK_ACCOUNT_ID}:{name}"}
     if typ in ("command:remote:Command", "command:local:Command"):
-        create = str(plain.get("create", ""))
-        stdout = (
-            _sample_kubeconfig(name)
-            if "/etc/rancher/k3s/k3s.yaml" in create
-            else f"mock stdout of {name}"
-        )
-        return {"stdout": stdout, "stderr": ""}
+        return {"stdout": _command_stdout(name, str(plain.get("create", ""))), "stderr": ""}
     if typ == "random:index/randomBytes:RandomBytes":
         raw = hashlib.sha256(f"{stack}/{name}".encode()).digest()
         length = int(plain.get("length", 32))
@@ -180,7 +176,50 @@ def _computed_outputs(typ: str, name: str, inputs: Mapping[str, Any], stack: str
         return {"rfc3339": MOCK_TIME}
     if typ.startswith("proxmoxve:"):
         return {"vmId": plain.get("vmId", 100)} if "vm" in typ.lower() else {}
+    return _kubernetes_outputs(typ, name, plain, stack, incarnation)
+
+
+def _kubernetes_outputs(
+    typ: str, name: str, plain: Mapping[str, Any], stack: str, incarnation: int
+) -> dict[str, Any]:
+    """The API server assigns every object a uid; a re-created object gets a new one."""
+    if typ.startswith("kubernetes:") and isinstance(plain.get("metadata"), dict):
+        return {"metadata": {**plain["metadata"], "uid": _mock_uid(stack, typ, name, incarnation)}}
     return {}
+
+
+def _mock_uid(stack: str, typ: str, name: str, incarnation: int) -> str:
+    digest = _digest(stack, typ, name, str(incarnation))
+    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+
+
+PRINTS_KUBECONFIG = "# hybridgpu: prints a kubeconfig"
+"""Marker line of scripts whose stdout is a kubeconfig (components/k3s/scripts)."""
+PRINTS_JOIN_TOKEN = "# hybridgpu: prints the cluster join token"  # noqa: S105 - a marker
+"""Marker line of the script that prints a k3s server's secure join token."""
+
+
+def _command_stdout(name: str, create: str) -> str:
+    """What a command's script prints, for the scripts whose output the program uses."""
+    if "/etc/rancher/k3s/k3s.yaml" in create or PRINTS_KUBECONFIG in create:
+        return _sample_kubeconfig(name)
+    if PRINTS_JOIN_TOKEN in create:
+        # K10<sha256 of the cluster CA>::server:<password> (https://docs.k3s.io/cli/token).
+        return f"K10{_digest('ca', name)}::server:mock{_digest('token', name)[:24]}\n"
+    return f"mock stdout of {name}"
+
+
+def _provider_id(typ: str, plain: Mapping[str, Any]) -> str | None:
+    """Ids a provider derives from inputs (so a changed input changes the id, as for real)."""
+    if typ in ("proxmoxve:download/file:File", "proxmoxve:index/fileLegacy:FileLegacy"):
+        # <datastore>:<content type>/<file name>: bpg/terraform-provider-proxmox@v0.111.1
+        # fwprovider/nodes/resource_download_file.go (plan.ID) and proxmoxtf/resource/file.go
+        # (fileVolumeID).
+        raw = plain.get("sourceRaw")
+        file_name = plain.get("fileName") or (raw.get("fileName") if isinstance(raw, dict) else "")
+        content = plain.get("contentType", "snippets")
+        return f"{plain.get('datastoreId')}:{content}/{file_name}"
+    return None
 
 
 def _mock_call(function: str, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -222,6 +261,9 @@ class PlanMocks(pulumi.runtime.Mocks):
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.served: dict[str, StackExports] = {}
         """Exports handed to the current run's StackReferences, by short stack name."""
+        self.recreated: set[str] = set()
+        """Resource names to treat as created again since the last run (new server-side ids,
+        e.g. a Kubernetes uid): how a lifecycle test models an object deleted and re-created."""
 
     def new_resource(
         self, args: pulumi.runtime.MockResourceArgs
@@ -242,9 +284,12 @@ class PlanMocks(pulumi.runtime.Mocks):
                 "secretOutputNames": exports.secret_names,
             }
         state = dict(args.inputs)
-        state.update(_computed_outputs(args.typ, args.name, args.inputs, self.stack))
+        incarnation = 1 if args.name in self.recreated else 0
+        state.update(_computed_outputs(args.typ, args.name, args.inputs, self.stack, incarnation))
         resource_id = (
-            args.resource_id or f"{args.name}-{_digest(self.stack, args.typ, args.name)[:8]}"
+            args.resource_id
+            or _provider_id(args.typ, unwrap(dict(args.inputs)))
+            or f"{args.name}-{_digest(self.stack, args.typ, args.name)[:8]}"
         )
         return resource_id, state
 
@@ -275,6 +320,10 @@ class Registration:
     ignore_changes: tuple[str, ...]
     protect: bool
     retain_on_delete: bool
+    deleted_with: str = ""
+    """URN of the resource whose deletion makes this one's delete unnecessary."""
+    replace_with: tuple[str, ...] = ()
+    """URNs whose replacement replaces this resource too."""
     read: bool = False
     """Read (StackReference, get) rather than managed."""
 
@@ -346,6 +395,8 @@ class RecordingMonitor(runtime_mocks.MockMonitor):
             ignore_changes=() if read else tuple(request.ignoreChanges),
             protect=False if read else bool(request.protect),
             retain_on_delete=False if read else bool(request.retainOnDelete),
+            deleted_with="" if read else request.deletedWith,
+            replace_with=() if read else tuple(request.replace_with),
             read=read,
         )
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import runpy
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -183,12 +183,15 @@ def run_stack(
     overrides: Mapping[str, Any] | None = None,
     *,
     program: Callable[[], object] | None = None,
+    recreated: Collection[str] = (),
 ) -> StackRun:
     """Run the program for ``stack`` under the mocks and return what it declared.
 
     ``overrides`` replace config keys (full ``hybridgpu:...`` names) of ``Pulumi.<stack>.yaml``.
     Exceptions of the program (e.g. ``ConfigError``) propagate. The run's exports are kept, so a
-    later run of a stack that references this one sees them.
+    later run of a stack that references this one sees them. ``recreated`` names resources whose
+    server-assigned ids (e.g. a Kubernetes uid) are new in this run, as after a delete and create
+    outside this update.
     """
     mocks, monitor = install_mocks()
     config, secret_keys = runtime_config_for(stack, overrides)
@@ -198,6 +201,7 @@ def run_stack(
     mocks.stack = stack
     mocks.calls = []
     mocks.served = {}
+    mocks.recreated = set(recreated)
     root = settings.get_root_resource()
     assert isinstance(root, pulumi.runtime.stack.Stack)
     root.outputs.clear()

@@ -19,11 +19,10 @@ import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
-from urllib.parse import quote
 
 import yaml
 
-from components.k3s.config import cluster_dns_ip, k3s_api_url
+from components.k3s.config import cluster_dns_ip, k3s_api_url, k3s_installer_url
 from components.kube.labels import check_label_value
 
 K3sRole = Literal["server", "agent"]
@@ -152,12 +151,6 @@ def render_k3s_agent_config(
     if default_runtime:
         settings["default-runtime"] = default_runtime
     return _k3s_config_text(settings)
-
-
-def k3s_installer_url(k3s_version: str) -> str:
-    """The install script of the pinned release's tag, so the installer is pinned too (the
-    ``get.k3s.io`` script changes over time). ``+`` in the tag is percent-encoded for the URL."""
-    return f"https://raw.githubusercontent.com/k3s-io/k3s/{quote(k3s_version, safe='')}/install.sh"
 
 
 def k3s_unit(role: K3sRole) -> str:

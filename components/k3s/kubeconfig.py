@@ -90,6 +90,13 @@ class KubeconfigFetchArgs:
     admin_server_url: pulumi.Input[str] | None = None
     """API URL for the operator's machine (the Elastic IP, open to the admin ranges only); the
     ``admin_kubeconfig`` output uses it."""
+    command: str | None = None
+    """The script that prints the kubeconfig; default: the k3s admin kubeconfig of the server
+    (client certificate valid for a year). The homelab uses scripts/admin_kubeconfig.sh, a
+    service-account token that does not expire."""
+    machine: pulumi.Resource | None = None
+    """The machine the command reads from: the command is replaced with it (a new machine
+    means a new cluster) and not run on delete when it goes too."""
 
     def __post_init__(self) -> None:
         if not self.user:
@@ -117,7 +124,7 @@ class KubeconfigFetch(pulumi.ComponentResource):
                 dial_error_limit=DIAL_ERROR_LIMIT,
                 per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS,
             ),
-            create=fetch_kubeconfig_command(),
+            create=args.command or fetch_kubeconfig_command(),
             triggers=[args.instance_id],
             # stdout is an admin credential: never printed (additional_secret_outputs alone
             # still lets it show in the update log, pulumi-command#260), secret in state.
@@ -126,6 +133,8 @@ class KubeconfigFetch(pulumi.ComponentResource):
                 parent=self,
                 depends_on=list(args.wait_for),
                 additional_secret_outputs=["stdout"],
+                deleted_with=args.machine,
+                replace_with=[args.machine] if args.machine is not None else None,
             ),
         )
         server_url = args.server_url
