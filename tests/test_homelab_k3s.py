@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 import shlex
@@ -92,7 +93,7 @@ def test_nodes_change_one_at_a_time_servers_first(homelab_run: StackRun) -> None
     assert set(installs) == set(memberships) == {*servers, *agents}
     assert set(drains) == set(agents), "every agent, and only agents, is drained first"
     order = [*servers, *agents]
-    for earlier, later in zip(order, order[1:], strict=False):
+    for earlier, later in itertools.pairwise(order):
         # The next node changes only once the previous one is back, Ready and labelled.
         assert depends(homelab_run, installs[later], memberships[earlier]), (earlier, later)
     first = installs[servers[0]]
@@ -129,7 +130,7 @@ def test_membership_delete_removes_the_node_except_the_first_server(
     memberships = commands(homelab_run, "membership")
     first = _config()["controlPlanes"][0]["name"]
     for node, reg in memberships.items():
-        delete = reg.plain_inputs.get("delete")
+        delete = reg.plain_inputs.get("delete") or ""
         if node == first:
             assert not delete, "the last server standing is never removed from its cluster"
         else:

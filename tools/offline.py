@@ -167,8 +167,20 @@ def _settle_leftover_tasks() -> None:
     for task in pending:
         if task.done() and not task.cancelled():
             task.exception()  # mark retrieved: no "exception was never retrieved" later
+    # Outputs that carried the run's error (every resource downstream of a failed check holds
+    # one) are futures, not tasks: asyncio reports each when it is collected. The run already
+    # raised that error, so those reports are dropped.
+    loop.set_exception_handler(_drop_reported_run_errors)
     runtime_settings = cast(Any, settings.SETTINGS)
     runtime_settings.rpc_manager.clear()
+
+
+def _drop_reported_run_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    if isinstance(context.get("exception"), pulumi.RunError) and "never retrieved" in str(
+        context.get("message", "")
+    ):
+        return
+    loop.default_exception_handler(context)
 
 
 def _resolve(value: Any) -> tuple[Any, bool]:

@@ -165,6 +165,7 @@ class ModelBucket(pulumi.ComponentResource):
                 key=directory,
                 content="",
                 content_type="application/x-directory",
+                tags={"Role": ROLE_TAG},
                 opts=child,
             )
             for directory in args.directories

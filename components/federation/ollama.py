@@ -321,7 +321,7 @@ def model_directories(prefix: str) -> tuple[str, ...]:
     return tuple(f"{prefix}{directory}" for directory in MODEL_DIRECTORIES)
 
 
-def bind_volume(volume: Mapping[str, Any], claim_uid: str) -> dict[str, Any]:
+def bind_volume(volume: Mapping[str, Any], claim_uid: str) -> Any:
     """The volume pre-bound to the claim with this uid (``spec.claimRef.uid``)."""
     spec = dict(volume["spec"])
     spec["claimRef"] = {**spec["claimRef"], "uid": claim_uid}
