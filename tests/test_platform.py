@@ -156,6 +156,14 @@ def _homelab_config() -> dict:
     return offline.stack_config_file("homelab")["hybridgpu:homelab"]
 
 
+def test_sqlite_databases_live_on_node_local_volumes(homelab_run: StackRun) -> None:
+    """SQLite over NFS is unsafe (locking), so neither the hub nor Open WebUI keeps it there."""
+    hub = homelab_run.one(RELEASE, "jupyterhub-release").plain_inputs["values"]["hub"]
+    assert hub["db"] == {"type": "sqlite-pvc", "pvc": {"storageClassName": "local-path"}}
+    claim = homelab_run.one("kubernetes:core/v1:PersistentVolumeClaim", "open-webui-data")
+    assert claim.plain_inputs["spec"]["storageClassName"] == "local-path"
+
+
 def test_jupyterhub_profiles_follow_gpus_per_worker(homelab_run: StackRun) -> None:
     values = homelab_run.one(RELEASE, "jupyterhub-release").plain_inputs["values"]
     profiles = values["singleuser"]["profileList"]
