@@ -15,7 +15,7 @@ import yaml
 
 from components.k3s import scripts
 from components.k3s.cluster import render_drain, render_forget, render_membership
-from components.k3s.config import K3sNode
+from components.k3s.config import K3sClusterSettings, K3sNode, render_install_script
 
 FAKE_K3S = r"""
 import json, os, sys
@@ -259,3 +259,75 @@ def test_join_token_prints_the_servers_secure_token(tmp_path: Path) -> None:
     result, _, _ = run_script(scripts.render("join_token.sh"), tmp_path, {"nodes": {}})
     assert result.returncode == 0, result.stderr
     assert result.stdout == "K10abc::server:pw\n"
+
+
+# -- install.sh ------------------------------------------------------------------------------
+
+INSTALL_FAKES = {
+    # cloud-init has finished
+    "cloud-init": "exit 0",
+    # k3s --version prints the installed version (none before the installer ran)
+    "k3s": 'cat "$FAKE_ROOT/version" 2>/dev/null || exit 1',
+    "systemctl": 'echo "systemctl $*" >>"$FAKE_ROOT/calls"; [ -f "$FAKE_ROOT/version" ]',
+    # the installer download: a fake installer that records the version it installs
+    "curl": 'out=""; while [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done\n'
+    'printf \'echo "k3s version $INSTALL_K3S_VERSION" >"$FAKE_ROOT/version"; '
+    'echo "installer $INSTALL_K3S_VERSION $INSTALL_K3S_EXEC" >>"$FAKE_ROOT/calls"\\n\' >"$out"',
+    # sudo runs the command with /etc/rancher and /var/lib/rancher under FAKE_ROOT
+    "sudo": 'args=(); for a in "$@"; do case $a in /etc/rancher*|/var/lib/rancher*) '
+    'a=$FAKE_ROOT$a;; esac; args+=("$a"); done; "${args[@]}"',
+}
+
+
+def run_install(script: str, tmp_path: Path, stdin: str = "tok") -> str:
+    bin_dir = tmp_path / "install-bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in INSTALL_FAKES.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    root = tmp_path / "root"
+    root.mkdir(exist_ok=True)
+    (root / "calls").write_text("")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_ROOT": str(root)}
+    result = subprocess.run(
+        ["bash", "-c", script],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return (root / "calls").read_text()
+
+
+def _install(version: str, node: K3sNode = AGENT, cidr: str = "10.42.0.0/16") -> str:
+    settings = K3sClusterSettings(
+        version=version,
+        api_endpoint="192.168.10.21",
+        pod_cidr=cidr,
+        service_cidr="10.43.0.0/16",
+        cluster_dns="10.43.0.10",
+    )
+    return render_install_script(node, settings)
+
+
+def test_install_installs_once_and_restarts_only_on_a_change(tmp_path: Path) -> None:
+    server = K3sNode("cp-2", "192.168.10.22", "server")
+    first = run_install(_install("v1.33.5+k3s1", server), tmp_path)
+    assert "installer v1.33.5+k3s1 server" in first
+    root = tmp_path / "root"
+    assert (root / "etc/rancher/k3s/cluster-token").read_text() == "tok"
+    assert oct((root / "etc/rancher/k3s/cluster-token").stat().st_mode & 0o777) == "0o600"
+    again = run_install(_install("v1.33.5+k3s1", server), tmp_path)
+    assert "installer" not in again
+    assert "restart" not in again, "an unchanged node is not restarted"
+    changed = run_install(_install("v1.33.5+k3s1", server, cidr="10.44.0.0/16"), tmp_path)
+    assert "systemctl restart k3s" in changed
+    assert "installer" not in changed
+    new_token = run_install(_install("v1.33.5+k3s1", server, cidr="10.44.0.0/16"), tmp_path, "t2")
+    assert "systemctl restart k3s" in new_token
+    upgraded = run_install(_install("v1.33.6+k3s1", server, cidr="10.44.0.0/16"), tmp_path, "t2")
+    assert "installer v1.33.6+k3s1 server" in upgraded
+    assert "restart" not in upgraded, "the installer restarts k3s itself"
