@@ -224,11 +224,12 @@ def build_cluster(
 ) -> K3sCluster:
     homelab = config.homelab
     # Generated once, kept in state; alphanumeric (k3s-ansible's sample warns about specials).
+    # Protected: k3s encrypts its datastore with it, so a new one would lock every server out.
     token = random.RandomPassword(
         "k3s-token",
         length=48,
         special=False,
-        opts=pulumi.ResourceOptions(depends_on=after_checks),
+        opts=pulumi.ResourceOptions(depends_on=after_checks, protect=True),
     ).result
     wait_for: dict[str, list[pulumi.Resource]] = {}
     for name in vms:

@@ -74,6 +74,9 @@ class ProxmoxNodeAssets(pulumi.ComponentResource):
             checksum=args.image_checksum,
             checksum_algorithm="sha256",
             overwrite=False,
+            # A same-named file left by an earlier manual download is replaced instead of
+            # failing the first `up` (VMs hold copies of the image, never the file itself).
+            overwrite_unmanaged=True,
             opts=replace_in_place,
         )
         # Snippets are uploaded over SSH to the node (provider `ssh` block).
