@@ -13,13 +13,18 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components.federation.liqo import Liqo, LiqoArgs
+from components.federation.liqo import Liqo, LiqoArgs, Placement
 from components.federation.liqo_peering import LiqoPeering, LiqoPeeringArgs, PeeringSettings
 from components.federation.model_store import ModelStore, ModelStoreArgs
 from components.federation.ollama import Ollama, OllamaArgs, OllamaSettings
 from components.federation.open_webui import OpenWebUi, OpenWebUiArgs
 from components.k3s.config import k3s_api_url
-from components.kube.labels import GPU_RESOURCE
+from components.kube.labels import (
+    CONTROL_NODE_LABEL,
+    CONTROL_PLANE_TAINT,
+    GPU_RESOURCE,
+    toleration,
+)
 from components.nebula.config import LIQO_GATEWAY_NODEPORT
 from stacks.config import AwsGpuConfig, HomelabConfig, ProjectSettings
 
@@ -57,6 +62,12 @@ def aws_federation(
                 "hybridgpu.io/cluster": settings.federation.cluster_id,
                 "topology.kubernetes.io/region": settings.region,
             },
+            # On the always-on control node: the GPU worker stops when idle, and a gateway on it
+            # would take the tunnel (and the virtual node) down with it.
+            placement=Placement(
+                node_selector=dict([CONTROL_NODE_LABEL]),
+                tolerations=[toleration(CONTROL_PLANE_TAINT)],
+            ),
         ),
         opts=on_cluster,
     )

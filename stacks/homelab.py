@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
+import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pulumi_proxmoxve as proxmoxve
 import pulumi_random as random
@@ -31,6 +32,7 @@ from stacks.config import (
 from stacks.federation import ProviderSide, homelab_federation
 from stacks.outputs import AwsGpuReference, export_stack_outputs
 from stacks.platform import homelab_platform
+from stacks.renewal import RenewalClock
 
 
 def check_same_network_plan(
@@ -170,6 +172,17 @@ def build_vms(config: HomelabConfig, provider: proxmoxve.Provider) -> dict[str, 
     return vms
 
 
+def mesh_ca_key(aws_gpu: AwsGpuReference) -> pulumi.Output[str]:
+    """The mesh CA key, read from the aws-gpu stack's SSM parameter in its region."""
+    provider = aws.Provider("aws-gpu-account", region=aws_gpu.require("region"))
+    parameter = aws.ssm.get_parameter_output(
+        name=aws_gpu.require("nebulaCaKeyParameter"),
+        with_decryption=True,
+        opts=pulumi.InvokeOutputOptions(provider=provider),
+    )
+    return pulumi.Output.secret(parameter.value)
+
+
 def cluster_settings(config: HomelabConfig) -> K3sClusterSettings:
     homelab = config.homelab
     network = config.project.network
@@ -254,7 +267,7 @@ def main() -> None:
     config = load_homelab_config()
     mesh.checked(
         mesh.mesh_settings(config.project),
-        mesh.homelab_nodes(config.homelab),
+        mesh.homelab_nodes(config.homelab, config.project),
         default_policy(),
         lighthouse_elsewhere=True,  # the aws-gpu control node
     )
@@ -275,15 +288,19 @@ def main() -> None:
         ),
     )
     vms = build_vms(config, proxmox_provider(config, after_checks))
-    # Host certificates are signed with the CA the aws-gpu stack owns (secret across the link).
+    # Host certificates are signed with the CA the aws-gpu stack owns. Its key is read from
+    # SSM at run time with the operator's AWS credentials (an invoke: its result is kept in no
+    # state), so this stack's state never holds it.
     nebula_hosts = mesh.homelab_hosts(
         config.project,
         config.homelab,
+        clock=RenewalClock(),
         ca_cert_pem=aws_gpu.require("nebulaCaCert"),
-        ca_key_pem=aws_gpu.require("nebulaCaKey"),
+        ca_bundle_pem=aws_gpu.require("nebulaCaBundle"),
+        ca_key_pem=mesh_ca_key(aws_gpu),
         lighthouses=mesh.reject_overlay_clash(config.homelab, aws_gpu.require("nebulaLighthouses")),
         ssh_private_key=config.secrets.ssh_private_key,
-        depends_on={name: [vm.vm] for name, vm in vms.items()},
+        machines={name: vm.vm for name, vm in vms.items()},
     )
     cluster = build_cluster(config, vms, nebula_hosts, after_checks)
     settings = cluster_settings(config)

@@ -3,18 +3,19 @@
 Which node carries which groups (see components/nebula/config.py for what the groups allow):
 
 ============================  ============================================================
-AWS control node              lighthouse (and relay), aws, kubernetes, liqo-gateway
-AWS GPU worker                aws, kubernetes, gpu
-homelab control planes        homelab, kubernetes
-homelab GPU workers           homelab, kubernetes, gpu, liqo-gateway
+AWS control node              lighthouse (and relay), aws
+homelab control planes        homelab
+homelab GPU workers           homelab, liqo-gateway
 ============================  ============================================================
 
-The Liqo gateway client runs on a homelab worker (control planes are tainted NoSchedule) and
-the gateway server is reached on the AWS control node's overlay IP, hence ``liqo-gateway`` there.
+The AWS GPU worker is not on the mesh: both AWS nodes talk k3s over the VPC, and everything the
+homelab sends to AWS reaches the control node (Liqo's gateway, the API). The Liqo gateway client
+runs on a homelab worker (control planes are tainted NoSchedule).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 
 import pulumi
@@ -23,6 +24,8 @@ import pulumi_command as command
 from components.k3s.cluster import connection
 from components.nebula.ca import NebulaCaArgs
 from components.nebula.config import (
+    LIQO_EXTERNAL_CIDR,
+    LIQO_INTERNAL_CIDR,
     FirewallRule,
     MeshNode,
     MeshSettings,
@@ -38,8 +41,18 @@ from stacks.config import (
     ProjectSettings,
     key,
 )
+from stacks.renewal import RenewalClock
 
 CA_NAME = "hybridgpu-mesh"
+
+
+CA_KEY_PARAMETER = "ca-key"
+"""Name, below :func:`mesh_parameter_path`, of the SecureString holding the CA signing key."""
+
+
+def mesh_parameter_path(aws_stack: str) -> str:
+    """SSM path of the mesh's secrets in the aws-gpu stack's account and region."""
+    return f"/hybridgpu/{aws_stack}/mesh"
 
 
 def mesh_settings(project: ProjectSettings) -> MeshSettings:
@@ -49,34 +62,36 @@ def mesh_settings(project: ProjectSettings) -> MeshSettings:
         for name, cidr in project.network.named_ranges().items()
         if name != "nebulaOverlayCidr"
     }
+    network = project.network
     return MeshSettings(
         overlay_cidr=overlay,
         mtu=project.nebula.mtu,
         listen_port=project.nebula.listen_port,
         other_ranges=others,
+        never_dial=(
+            network.homelab_pod_cidr,
+            network.homelab_service_cidr,
+            network.aws_pod_cidr,
+            network.aws_service_cidr,
+            ipaddress.IPv4Network(LIQO_EXTERNAL_CIDR),
+            ipaddress.IPv4Network(LIQO_INTERNAL_CIDR),
+        ),
     )
 
 
-def aws_nodes(aws: AwsSettings) -> tuple[MeshNode, MeshNode]:
-    """(control node = lighthouse, GPU worker)."""
-    control = MeshNode(
+def aws_control_node(aws: AwsSettings, project: ProjectSettings) -> MeshNode:
+    """The AWS control node: the lighthouse (and relay)."""
+    return MeshNode(
         name="aws-control-node",
         overlay_ip=aws.control_node.overlay_ip,
-        groups=("lighthouse", "aws", "kubernetes", "liqo-gateway"),
+        groups=("lighthouse", "aws"),
         role="lighthouse",
         config_key=key("aws") + ".controlNode",
+        local_cidr=project.network.aws_subnet_cidr,
     )
-    worker = MeshNode(
-        name="aws-gpu-worker",
-        overlay_ip=aws.gpu_worker.overlay_ip,
-        groups=("aws", "kubernetes", "gpu"),
-        role="host",
-        config_key=key("aws") + ".gpuWorker",
-    )
-    return control, worker
 
 
-def homelab_nodes(homelab: HomelabSettings) -> list[MeshNode]:
+def homelab_nodes(homelab: HomelabSettings, project: ProjectSettings) -> list[MeshNode]:
     nodes = []
     for group, i, vm in homelab.vms_with_place():
         is_gpu = group == "gpuWorkers"
@@ -84,11 +99,10 @@ def homelab_nodes(homelab: HomelabSettings) -> list[MeshNode]:
             MeshNode(
                 name=vm.name,
                 overlay_ip=vm.overlay_ip,
-                groups=("homelab", "kubernetes", "gpu", "liqo-gateway")
-                if is_gpu
-                else ("homelab", "kubernetes"),
+                groups=("homelab", "liqo-gateway") if is_gpu else ("homelab",),
                 role="host",
                 config_key=f"{key('homelab')}.{group}[{i}]",
+                local_cidr=project.network.homelab_lan_cidr,
             )
         )
     return nodes
@@ -111,12 +125,14 @@ def checked(
         raise ConfigError(message) from None
 
 
-def ca_args(project: ProjectSettings) -> NebulaCaArgs:
+def ca_args(project: ProjectSettings, clock: RenewalClock) -> NebulaCaArgs:
     # A CA is re-issued while a full host-certificate lifetime still fits inside it.
+    validity_days = project.nebula.ca_validity_days
+    renew_before_days = project.nebula.cert_validity_days
     return NebulaCaArgs(
         ca_name=CA_NAME,
-        validity_days=project.nebula.ca_validity_days,
-        renew_before_days=project.nebula.cert_validity_days,
+        validity=clock.validity(validity_days, renew_before_days),
+        previous_validity=clock.previous_validity(validity_days, renew_before_days),
     )
 
 
@@ -124,23 +140,29 @@ def host_args(
     project: ProjectSettings,
     node: MeshNode,
     *,
+    clock: RenewalClock,
     ca_cert_pem: pulumi.Input[str],
+    ca_bundle_pem: pulumi.Input[str],
     ca_key_pem: pulumi.Input[str],
     lighthouses: pulumi.Input[dict[str, list[str]]],
     ssh: command.remote.ConnectionArgs | None = None,
     ssh_depends_on: Sequence[pulumi.Resource] = (),
+    machine: pulumi.Resource | None = None,
 ) -> NebulaHostArgs:
     return NebulaHostArgs(
         node=node,
         settings=mesh_settings(project),
         policy=default_policy(),
         ca_cert_pem=ca_cert_pem,
+        ca_bundle_pem=ca_bundle_pem,
         ca_key_pem=ca_key_pem,
         lighthouses=lighthouses,
-        validity_days=project.nebula.cert_validity_days,
-        renew_before_days=project.nebula.cert_renew_before_days,
+        validity=clock.validity(
+            project.nebula.cert_validity_days, project.nebula.cert_renew_before_days
+        ),
         ssh=ssh,
         ssh_depends_on=tuple(ssh_depends_on),
+        machine=machine,
     )
 
 
@@ -172,27 +194,34 @@ def homelab_hosts(
     project: ProjectSettings,
     homelab: HomelabSettings,
     *,
+    clock: RenewalClock,
     ca_cert_pem: pulumi.Input[str],
+    ca_bundle_pem: pulumi.Input[str],
     ca_key_pem: pulumi.Input[str],
     lighthouses: pulumi.Input[dict[str, list[str]]],
     ssh_private_key: pulumi.Input[str],
-    depends_on: Mapping[str, Sequence[pulumi.Resource]] | None = None,
+    machines: Mapping[str, pulumi.Resource],
 ) -> dict[str, NebulaHost]:
-    """Nebula on every homelab VM, installed over SSH once the VM (``depends_on[name]``) is up."""
+    """Nebula on every homelab VM, installed over SSH once the VM (``machines[name]``) is up,
+    re-installed when the VM is replaced, not uninstalled when the VM is destroyed."""
     hosts: dict[str, NebulaHost] = {}
     by_name = {vm.name: vm for vm in homelab.all_vms}
-    for node in homelab_nodes(homelab):
+    for node in homelab_nodes(homelab, project):
         vm = by_name[node.name]
+        machine = machines[node.name]
         hosts[node.name] = NebulaHost(
             f"{node.name}-nebula",
             host_args(
                 project,
                 node,
+                clock=clock,
                 ca_cert_pem=ca_cert_pem,
+                ca_bundle_pem=ca_bundle_pem,
                 ca_key_pem=ca_key_pem,
                 lighthouses=lighthouses,
                 ssh=ssh_connection(str(vm.ip), homelab.ssh_user, ssh_private_key),
-                ssh_depends_on=(depends_on or {}).get(node.name, ()),
+                ssh_depends_on=(machine,),
+                machine=machine,
             ),
         )
     return hosts

@@ -30,9 +30,14 @@ AWS_GPU_OUTPUTS: tuple[OutputSpec, ...] = (
     ),
     OutputSpec("nebulaCaCert", "PEM of the mesh CA certificate (public)."),
     OutputSpec(
-        "nebulaCaKey",
-        "PEM of the mesh CA signing key: homelab signs its host certificates with it.",
-        secret=True,
+        "nebulaCaBundle",
+        "PEM of every mesh CA certificate nodes trust (current, and the previous one for a while "
+        "after a CA renewal).",
+    ),
+    OutputSpec(
+        "nebulaCaKeyParameter",
+        "Name of the SSM SecureString holding the mesh CA key; the homelab reads it at run time "
+        "to sign its host certificates (the key is in no stack output, so in no other state).",
     ),
     OutputSpec(
         "nebulaLighthouses",
@@ -40,6 +45,10 @@ AWS_GPU_OUTPUTS: tuple[OutputSpec, ...] = (
     ),
     OutputSpec("controlNodePublicIp", "Elastic IP of the control node (lighthouse, SSH)."),
     OutputSpec("controlNodeOverlayIp", "Nebula overlay IP of the control node (k3s server)."),
+    OutputSpec(
+        "controlNodeSshHostKey",
+        "SSH host public key of the control node (the program owns it): for known_hosts.",
+    ),
     OutputSpec("k3sApiEndpoint", "URL of the AWS k3s API on the overlay: https://<ip>:6443."),
     OutputSpec(
         "kubeconfig",

@@ -19,6 +19,7 @@ INSTALL_HINT = {
     "cloud-init": "apt-get install cloud-init",
     "ip": "apt-get install iproute2",
     "ping": "apt-get install iputils-ping",
+    "busybox": "apt-get install busybox",
 }
 
 
@@ -31,10 +32,15 @@ def require(tool: str) -> str:
 
 
 def run(
-    *args: str | Path, check: bool = True, timeout: float = 60
+    *args: str | Path, check: bool = True, timeout: float = 60, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(a) for a in args], capture_output=True, text=True, check=check, timeout=timeout
+        [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=timeout,
+        input=input,
     )
 
 

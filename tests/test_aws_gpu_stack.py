@@ -34,6 +34,7 @@ ROLE_BY_COMPONENT = {
     "hybridgpu:aws:Network": "network",
     "hybridgpu:aws:ModelBucket": "model-bucket",
     "hybridgpu:aws:CostBudget": "budget",
+    "hybridgpu:aws:SecureParameters": "mesh",
 }
 NODE_ROLES = ("control-node", "gpu-worker")
 

@@ -3,6 +3,7 @@ clear errors for a broken mesh."""
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -194,7 +195,7 @@ FILES = inst.NebulaFiles(
 
 def test_cloud_init_fragment_passes_schema_and_shellcheck(tmp_path: Path) -> None:
     fragment = inst.render_cloud_init_fragment(FILES)
-    document = inst.dump_cloud_config(fragment)
+    document = "#cloud-config\n" + yaml.safe_dump(fragment, sort_keys=False, width=1000)
     cloud_init_schema(document, tmp_path)
     modes = {f["path"]: f["permissions"] for f in fragment["write_files"]}
     assert modes["/etc/nebula/host.key"] == "0600"
@@ -209,36 +210,66 @@ def test_cloud_init_fragment_passes_schema_and_shellcheck(tmp_path: Path) -> Non
     assert inst.NEBULA_VERSION in inst.BINARY_INSTALL
 
 
-def test_ssh_scripts_pass_shellcheck_and_carry_files_exactly(tmp_path: Path) -> None:
-    script = inst.render_ssh_install_script(FILES)
-    shellcheck(script, tmp_path, "install.sh")
+def _sandboxed_apply_script(root: Path) -> tuple[str, Path]:
+    """The SSH apply script with its paths moved under ``root`` and systemctl replaced by a
+    recorder (the real script, otherwise unchanged)."""
+    log = root / "systemctl.log"
+    fake_bin = root / "bin"
+    fake_bin.mkdir(parents=True)
+    (fake_bin / "systemctl").write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    (fake_bin / "systemctl").chmod(0o755)
+    # The installer downloads the release: it is written (and compared) like every file, but
+    # not run here.
+    assert f"\n{inst.INSTALL_SCRIPT_PATH}\n" in inst.APPLY_SCRIPT
+    script = inst.APPLY_SCRIPT.replace(f"\n{inst.INSTALL_SCRIPT_PATH}\n", "\ntrue\n")
+    script = script.replace(inst.ETC_DIR, str(root / "etc"))
+    script = script.replace(inst.UNIT_PATH, str(root / "nebula.service"))
+    script = script.replace(inst.INSTALL_SCRIPT_PATH, str(root / "install-nebula"))
+    script = script.replace("-o root -g root ", "")
+    return f"export PATH={fake_bin}:$PATH\n{script}", log
+
+
+def test_ssh_apply_script_takes_files_from_stdin_exactly_and_restarts_only_on_change(
+    tmp_path: Path,
+) -> None:
+    shellcheck(inst.APPLY_SCRIPT, tmp_path, "apply.sh")
     shellcheck(inst.render_ssh_uninstall_script(), tmp_path, "uninstall.sh")
-    assert "set -x" not in script
-    assert "KEY" not in script  # contents travel base64-encoded
-    # Run the file-writing part against a scratch root to prove the contents arrive byte-exact.
-    body = script.split("put() {", 1)[1]
-    function = "put() {" + body.split("\n}\n", 1)[0] + "\n}\n"
-    puts = [line for line in script.splitlines() if line.startswith("put /etc/nebula/")]
-    root = tmp_path / "root"
-    test_script = (
-        "set -euo pipefail\nchanged=0\n"
-        + function.replace("-o root -g root ", "")
-        + "\n".join(p.replace("/etc/nebula", str(root)) for p in puts)
-        + '\necho "changed=$changed"\n'
-    )
-    root.mkdir()
-    first = run("bash", "-c", test_script)
-    assert "changed=1" in first.stdout
-    assert (root / "host.crt").read_text() == FILES.cert_pem
-    assert (root / "host.key").stat().st_mode & 0o777 == 0o600
-    second = run("bash", "-c", test_script)
-    assert "changed=0" in second.stdout, "unchanged files must not trigger a restart"
+    assert "set -x" not in inst.APPLY_SCRIPT
+    bundle = inst.render_stdin_bundle(FILES)
+    assert "KEY" not in bundle  # contents travel base64-encoded
+    script, log = _sandboxed_apply_script(tmp_path)
+    first = run("bash", "-c", script, input=bundle)
+    assert "nebula: active" in first.stdout
+    etc = tmp_path / "etc"
+    assert (etc / "host.crt").read_text() == FILES.cert_pem
+    assert (etc / "host.key").read_text() == FILES.key_pem
+    assert (etc / "host.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "nebula.service").read_text() == inst.SYSTEMD_UNIT
+    assert (tmp_path / "install-nebula").read_text() == inst.BINARY_INSTALL
+    assert "restart nebula.service" in log.read_text()
+    log.unlink()
+    run("bash", "-c", script, input=bundle)
+    assert "restart" not in log.read_text(), "unchanged files must not restart Nebula"
+    log.unlink()
+    changed = inst.NebulaFiles(**{**FILES.__dict__, "cert_pem": "NEW CERT\n"})
+    run("bash", "-c", script, input=inst.render_stdin_bundle(changed))
+    assert "restart nebula.service" in log.read_text()
+    assert (etc / "host.crt").read_text() == "NEW CERT\n"
 
 
-def test_as_root_passes_the_script_verbatim() -> None:
-    inner = "#!/bin/bash\nset -euo pipefail\nx='$HOME `id`'\nprintf '%s\\n' \"$x\"\n"
-    wrapped = inst.as_root(inner)
-    assert wrapped.startswith("sudo bash -s <<'")
-    # Same shell mechanics without sudo: the quoted here-document reaches bash unexpanded.
-    result = run("bash", "-c", wrapped.removeprefix("sudo "))
-    assert result.stdout == "$HOME `id`\n"
+def test_ssh_apply_script_refuses_a_file_it_does_not_know(tmp_path: Path) -> None:
+    script, _ = _sandboxed_apply_script(tmp_path)
+    evil = "authorized_keys 0600 " + base64.b64encode(b"ssh-ed25519 AAAA").decode() + "\n"
+    result = run("bash", "-c", script, input=evil, check=False)
+    assert result.returncode == 2
+    assert "refusing unexpected file 'authorized_keys'" in result.stderr
+
+
+def test_as_root_passes_the_script_verbatim_and_keeps_stdin_for_data() -> None:
+    inner = "#!/bin/bash\nset -euo pipefail\nx='$HOME `id`'\nprintf '%s\\n' \"$x\"\ncat\n"
+    wrapped = inst.as_root(inner, "demo")
+    assert wrapped.startswith("sudo bash -c ")
+    # Same shell mechanics without sudo: the quoted script reaches bash unexpanded, and the
+    # command's stdin reaches the script.
+    result = run("bash", "-c", wrapped.removeprefix("sudo "), input="from stdin\n")
+    assert result.stdout == "$HOME `id`\nfrom stdin\n"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shlex
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import yaml
 
 from components.nebula.pki import parse_cert_pem
 from stacks.config import ConfigError
-from tests.real_tools import require, run, shellcheck
+from tests.real_tools import require, run
 from tools import offline
 from tools.mocks import redact
 from tools.offline import StackRun
@@ -87,19 +86,30 @@ def test_nebula_keys_are_secret_everywhere(aws_gpu_run: StackRun) -> None:
         assert "PRIVATE KEY" not in shown, f"{reg.type} {reg.name} carries a key outside a secret"
     for instance in aws_gpu_run.by_type(INSTANCE):
         assert "userData" in instance.secret_inputs
-    assert "nebulaCaKey" in aws_gpu_run.secret_exports
-    public = {k: v for k, v in aws_gpu_run.exports.items() if k not in aws_gpu_run.secret_exports}
-    assert "PRIVATE KEY" not in json.dumps(public, default=str)
-    assert "PRIVATE KEY" in aws_gpu_run.exports["nebulaCaKey"]
 
 
-def _files_from_ssh_script(script: str) -> dict[str, str]:
-    """What the install script writes under /etc/nebula (decoded from its `put` lines)."""
+def test_no_stack_output_carries_the_ca_key(aws_gpu_run: StackRun, homelab_run: StackRun) -> None:
+    """The CA key lives in the aws-gpu state (its seed) and in one SSM SecureString; a
+    StackReference stores what it reads in the reader's state, so no output may carry it."""
+    for run_ in (aws_gpu_run, homelab_run):
+        assert "PRIVATE KEY" not in json.dumps(run_.exports, default=str), run_.stack
+    parameter = aws_gpu_run.one("aws:ssm/parameter:Parameter", "mesh-ca-key")
+    assert parameter.plain_inputs["type"] == "SecureString"
+    assert "value" in parameter.secret_inputs
+    assert "NEBULA ED25519 PRIVATE KEY" in parameter.plain_inputs["value"]
+    assert aws_gpu_run.exports["nebulaCaKeyParameter"] == parameter.plain_inputs["name"]
+    # The homelab reads it with an invoke (kept in no state) through an explicit provider.
+    reads = [c for c in homelab_run.calls if c[0] == "aws:ssm/getParameter:getParameter"]
+    assert [c[1]["name"] for c in reads] == [parameter.plain_inputs["name"]]
+
+
+def _files_from_stdin_bundle(bundle: str) -> dict[str, str]:
+    """The /etc/nebula files a homelab install sends on stdin (``name mode base64`` lines)."""
     files = {}
-    for line in script.splitlines():
-        parts = shlex.split(line)
-        if len(parts) == 4 and parts[0] == "put" and parts[1].startswith("/etc/nebula/"):
-            files[Path(parts[1]).name] = base64.b64decode(parts[3]).decode()
+    for line in bundle.splitlines():
+        name, _mode, content = line.split(" ")
+        if name in ("config.yml", "ca.crt", "host.crt", "host.key"):
+            files[name] = base64.b64decode(content).decode()
     return files
 
 
@@ -116,11 +126,10 @@ def test_homelab_nodes_get_working_nebula_over_ssh(homelab_run: StackRun, tmp_pa
     aws_ca, aws_lighthouses = aws_exports["nebulaCaCert"], aws_exports["nebulaLighthouses"]
     for install in installs:
         node = install.name.removesuffix("-nebula-install")
-        assert {"create", "update"} <= set(install.secret_inputs)
+        assert "stdin" in install.secret_inputs
+        assert not {"create", "update"} & set(install.secret_inputs), "the script is public"
         assert install.delete_before_replace
-        script = install.plain_inputs["create"]
-        shellcheck(script, tmp_path, f"{node}.sh")
-        files = _files_from_ssh_script(script)
+        files = _files_from_stdin_bundle(install.plain_inputs["stdin"])
         assert files["ca.crt"] == aws_ca, "homelab hosts must trust the CA of the aws-gpu stack"
         check_with_real_nebula(files, tmp_path / node)
         details = parse_cert_pem(files["host.crt"]).details

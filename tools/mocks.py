@@ -1,11 +1,12 @@
 """The mock runtime the offline tools run the program under.
 
 * :class:`PlanMocks` echoes every resource's inputs and fakes the outputs a provider computes
-  and the invokes the program calls (:mod:`tools.mock_outputs`: pure functions of the
-  resource's type, name and inputs, so two runs produce byte-identical inputs downstream).
+  (ids, IPs, ARNs, command stdout, random bytes, timestamps) and the invokes the program calls
+  (AMI and AZ lookups, caller identity). Every fake value is a pure function of the resource's
+  type and name, so two runs produce byte-identical inputs downstream.
 * :class:`RecordingMonitor` captures each registration with its type, name, parent, inputs (secret
-  wrappers kept, so secretness is visible), dependencies and options (including ``deletedWith``
-  and ``replaceWith``, what a lifecycle test reads).
+  wrappers kept, so secretness is visible), dependencies and options (``deletedWith`` and
+  ``replaceWith`` included: what a lifecycle test reads).
 
 ``pulumi.runtime.set_mocks`` is process-global, so :func:`install_mocks` calls it once per process
 and later runs only switch the stack name and config.
@@ -18,60 +19,24 @@ from typing import Any
 
 import pulumi
 from pulumi.runtime import mocks as runtime_mocks
-from pulumi.runtime import rpc
+from pulumi.runtime import rpc, settings
 
 from stacks.config import PROJECT
-from tools.mock_outputs import computed_outputs, digest, mock_call, provider_id
+from tools.fakes import MOCK_TIME, computed_outputs, digest, mock_call, provider_id
+from tools.values import jsonable, redact, secret_paths, unwrap
 
-# --------------------------------------------------------------------------------------------
-# Secret-aware values
-# --------------------------------------------------------------------------------------------
-
-
-def unwrap(value: Any) -> Any:
-    """The plain value, with every secret wrapper (at any depth) removed."""
-    if rpc.is_rpc_secret(value):
-        return unwrap(value["value"])
-    if isinstance(value, dict):
-        return {k: unwrap(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [unwrap(v) for v in value]
-    return value
-
-
-def secret_paths(value: Any, path: str = "") -> list[str]:
-    """Dotted paths (``a.b[0]``) of every secret wrapper inside ``value``."""
-    if rpc.is_rpc_secret(value):
-        return [path or "."]
-    found: list[str] = []
-    if isinstance(value, dict):
-        for k, v in value.items():
-            found += secret_paths(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            found += secret_paths(v, f"{path}[{i}]")
-    return found
-
-
-def redact(value: Any) -> Any:
-    """The value with every secret replaced by ``"[secret]"`` (for printing and JSON plans)."""
-    if rpc.is_rpc_secret(value):
-        return "[secret]"
-    if isinstance(value, dict):
-        return {k: redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return jsonable(value)
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    if isinstance(value, pulumi.asset.StringAsset):
-        return {"stringAsset": value.text}
-    if isinstance(value, pulumi.asset.FileAsset):
-        return {"fileAsset": str(value.path)}
-    return repr(value)
+__all__ = [
+    "MOCK_TIME",
+    "PlanMocks",
+    "RecordingMonitor",
+    "Registration",
+    "StackExports",
+    "install_mocks",
+    "jsonable",
+    "redact",
+    "secret_paths",
+    "unwrap",
+]
 
 
 @dataclass
@@ -93,6 +58,9 @@ class PlanMocks(pulumi.runtime.Mocks):
         self.recreated: set[str] = set()
         """Resource names to treat as created again since the last run (new server-side ids,
         e.g. a Kubernetes uid): how a lifecycle test models an object deleted and re-created."""
+        self.parameters: dict[str, str] = {}
+        """SSM parameter name -> value, as earlier mocked runs declared them (the homelab reads
+        the aws-gpu stack's parameters through invokes)."""
 
     def new_resource(
         self, args: pulumi.runtime.MockResourceArgs
@@ -125,8 +93,17 @@ class PlanMocks(pulumi.runtime.Mocks):
     def call(
         self, args: pulumi.runtime.MockCallArgs
     ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-        self.calls.append((args.token, unwrap(dict(args.args))))
-        return mock_call(args.token, args.args), []
+        function = args.token
+        self.calls.append((function, unwrap(dict(args.args))))
+        if function == "aws:ssm/getParameter:getParameter":
+            name = str(unwrap(args.args.get("name")))
+            if name not in self.parameters:
+                raise KeyError(
+                    f"SSM parameter '{name}' was declared by no mocked run; run the stack that "
+                    "owns it first"
+                )
+            return {"name": name, "value": self.parameters[name], "type": "SecureString"}, []
+        return mock_call(function, args.args), []
 
 
 @dataclass(frozen=True)
@@ -150,9 +127,11 @@ class Registration:
     protect: bool
     retain_on_delete: bool
     deleted_with: str = ""
-    """URN of the resource whose deletion makes this one's delete unnecessary."""
+    """URN of the resource whose deletion makes this one's delete a no-op (``deleted_with``)."""
     replace_with: tuple[str, ...] = ()
-    """URNs whose replacement replaces this resource too."""
+    """URNs whose replacement replaces this resource too (``replace_with``)."""
+    aliases: tuple[str, ...] = ()
+    """Earlier URNs of this resource (``aliases`` resolved by the SDK)."""
     read: bool = False
     """Read (StackReference, get) rather than managed."""
 
@@ -224,10 +203,30 @@ class RecordingMonitor(runtime_mocks.MockMonitor):
             ignore_changes=() if read else tuple(request.ignoreChanges),
             protect=False if read else bool(request.protect),
             retain_on_delete=False if read else bool(request.retainOnDelete),
-            deleted_with="" if read else request.deletedWith,
+            deleted_with="" if read else str(request.deletedWith),
             replace_with=() if read else tuple(request.replace_with),
+            aliases=() if read else _alias_urns(request),
             read=read,
         )
+
+
+def _alias_urns(request: Any) -> tuple[str, ...]:
+    """Earlier URNs of a resource, from the aliases the SDK sends (full URNs, or specs resolved
+    the way the engine does: a missing name/type/parent means "the same as now")."""
+    urns = [str(u) for u in getattr(request, "aliasURNs", ())]
+    for alias in getattr(request, "aliases", ()):
+        if alias.urn:
+            urns.append(str(alias.urn))
+            continue
+        spec = alias.spec
+        parent = "" if spec.noParent else (spec.parentUrn or request.parent)
+        stack, project = spec.stack or settings.get_stack(), spec.project or settings.get_project()
+        chain = parent.split("::")[2] + "$" if parent else ""
+        urns.append(
+            f"urn:pulumi:{stack}::{project}::{chain}{spec.type or request.type}::"
+            f"{spec.name or request.name}"
+        )
+    return tuple(urns)
 
 
 _INSTALLED: tuple[PlanMocks, RecordingMonitor] | None = None

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import runpy
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,8 +29,11 @@ from pulumi.runtime import settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from components.base.renewal import parse_rfc3339
 from stacks import config as stack_config
+from stacks.renewal import CLOCK_ENV
 from tools.mocks import (
+    MOCK_TIME,
     PROJECT,
     Registration,
     StackExports,
@@ -195,15 +200,17 @@ def run_stack(
     overrides: Mapping[str, Any] | None = None,
     *,
     program: Callable[[], object] | None = None,
+    now: datetime | None = None,
     recreated: Collection[str] = (),
 ) -> StackRun:
     """Run the program for ``stack`` under the mocks and return what it declared.
 
     ``overrides`` replace config keys (full ``hybridgpu:...`` names) of ``Pulumi.<stack>.yaml``.
     Exceptions of the program (e.g. ``ConfigError``) propagate. The run's exports are kept, so a
-    later run of a stack that references this one sees them. ``recreated`` names resources whose
-    server-assigned ids (e.g. a Kubernetes uid) are new in this run, as after a delete and create
-    outside this update.
+    later run of a stack that references this one sees them. ``now`` is the program's clock
+    (renewal windows); by default the mocks' fixed time, so a plan does not depend on the day.
+    ``recreated`` names resources whose server-assigned ids (e.g. a Kubernetes uid) are new in
+    this run, as after a delete and create outside this update.
     """
     mocks, monitor = install_mocks()
     config, secret_keys = runtime_config_for(stack, overrides)
@@ -228,11 +235,23 @@ def run_stack(
         else:
             runpy.run_path(str(REPO_ROOT / "__main__.py"), run_name="__main__")
 
+    clock = (now or parse_rfc3339(MOCK_TIME)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    saved_clock = os.environ.get(CLOCK_ENV)
+    os.environ[CLOCK_ENV] = clock
     try:
         _sync_await(run_pulumi_func(run_main))
     except BaseException:
         _settle_leftover_tasks()
         raise
+    finally:
+        if saved_clock is None:
+            os.environ.pop(CLOCK_ENV, None)
+        else:
+            os.environ[CLOCK_ENV] = saved_clock
+    for registration in monitor.registrations:
+        if registration.type == "aws:ssm/parameter:Parameter":
+            plain = registration.plain_inputs
+            mocks.parameters[str(plain["name"])] = str(plain["value"])
 
     exports: dict[str, Any] = {}
     secret_exports: list[str] = []
@@ -257,8 +276,10 @@ STACK_ORDER = ("aws-gpu", "homelab")
 """Deploy order: homelab reads aws-gpu through a StackReference."""
 
 
-def run_with_dependencies(stack: str, overrides: Mapping[str, Any] | None = None) -> StackRun:
+def run_with_dependencies(
+    stack: str, overrides: Mapping[str, Any] | None = None, *, now: datetime | None = None
+) -> StackRun:
     """Run the stacks ``stack`` depends on first (unchanged config), then ``stack``."""
     for earlier in STACK_ORDER[: STACK_ORDER.index(stack)] if stack in STACK_ORDER else ():
-        run_stack(earlier)
-    return run_stack(stack, overrides)
+        run_stack(earlier, now=now)
+    return run_stack(stack, overrides, now=now)

@@ -1,39 +1,49 @@
-"""Pure renderers for the AWS k3s nodes: k3s ``config.yaml`` and the cloud-init user data.
+"""Pure renderers for the AWS k3s nodes: their k3s ``config.yaml``, the files the node agent
+keeps in step, and the bootstrap user data (no Pulumi import: plain values to text).
 
-No Pulumi import on purpose: every function here maps plain values to text, so it is unit-tested
-directly and its output is exactly what ``./dev plan aws-gpu`` writes for review.
+The nodes' lifecycle (see components/aws/node_files.py for the why):
 
-Boot sequence of a node (cloud-init runs ``write_files`` before ``runcmd``):
+1. User data only bootstraps, and holds nothing secret: it writes the node agent
+   (runtime/node_agent/hybridgpu_node.py) and its systemd units, removes the image's SSH host
+   keys, and starts the first sync. The instance ignores later user-data edits (no stop/start).
+2. Every sync (at boot before SSH, Nebula and k3s start; then on a timer; and over SSH when Pulumi
+   applies a change to the control node) pulls the node's files from SSM: the SSH host key and
+   authorized keys, Nebula's files, k3s's config and token, the pinned k3s installer. Changed
+   files restart their units; the installers bring k3s (and Nebula) to the pinned versions.
 
-1. ``write_files``: the k3s config (0600), the cluster token (0600), a systemd drop-in that orders
-   k3s after Nebula, the wait-for-Nebula script and the pinned k3s install script.
-2. ``runcmd``: first the commands of ``extra_parts`` (the Nebula install fragment), then the k3s
-   install script, which installs the pinned release and enables the unit so it starts on every
-   boot: a stopped-then-started GPU worker rejoins by itself.
+Both clusters' nodes talk k3s over the VPC (node-ip = the private address, flannel on the VPC
+interface), as the homelab does over its LAN: only cross-site traffic rides Nebula. So the AWS
+pod network keeps the VPC's MTU, the worker needs no Nebula at all, and the two nodes never
+hairpin through the internet gateway.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
 import ipaddress
-import re
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from components.k3s.config import cluster_dns_ip, k3s_api_url, k3s_installer_url
+from components.base.files import NodeFile
+from components.base.templates import render
+from components.k3s.config import cluster_dns_ip, k3s_installer_url
 from components.kube.labels import check_label_value
+from components.nebula.config import K3S_API_PORT
 
 K3sRole = Literal["server", "agent"]
 
 K3S_CONFIG_PATH = "/etc/rancher/k3s/config.yaml"
 K3S_TOKEN_PATH = "/etc/rancher/k3s/cluster-token"  # noqa: S105 - a file path, not a secret
-INSTALL_SCRIPT_PATH = "/usr/local/sbin/hybridgpu-install-k3s"
-WAIT_SCRIPT_PATH = "/usr/local/sbin/hybridgpu-wait-for-nebula"
-NEBULA_INTERFACE = "nebula1"
-NEBULA_UNIT = "nebula.service"
-NEBULA_WAIT_SECONDS = 120
+K3S_AGENT_TOKEN_PATH = "/etc/rancher/k3s/agent-token"  # noqa: S105 - a file path
+K3S_SERVER_CA = "/var/lib/rancher/k3s/server/tls/server-ca.crt"
+INSTALL_K3S_PATH = "/usr/local/sbin/hybridgpu-install-k3s"
+AGENT_PATH = "/usr/local/sbin/hybridgpu-node"
+SSH_HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
 SERVER_START_TIMEOUT_SECONDS = 600
 # Packaged components the AWS cluster does not need: nothing is exposed through an ingress or a
 # LoadBalancer there (offloaded pods are reached through Liqo/Nebula), so Traefik and ServiceLB
@@ -41,16 +51,15 @@ SERVER_START_TIMEOUT_SECONDS = 600
 AWS_K3S_DISABLE = ("traefik", "servicelb")
 # EC2 refuses user data above 16 KB (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/user-data.html).
 USER_DATA_LIMIT_BYTES = 16 * 1024
-CLOUD_CONFIG_KEYS = ("packages", "write_files", "runcmd")
-"""Keys a cloud-config fragment may carry; anything else is rejected rather than dropped."""
+SYNC_INTERVAL = "5min"
+CERT_RENEW_DAYS = 90
+"""k3s renews certificates within 90 days of expiry when it starts (docs.k3s.io/cli/certificate)."""
 
-UNIT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9:_.@-]+\.service$")
-INTERFACE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+AGENT_SOURCE = Path(__file__).resolve().parents[2] / "runtime" / "node_agent" / "hybridgpu_node.py"
 
 
-def _check_interface(interface: str) -> None:
-    if not INTERFACE_PATTERN.match(interface):
-        raise ValueError(f"'{interface}' is not a network interface name")
+def k3s_api_url(server_ip: str) -> str:
+    return f"https://{ipaddress.IPv4Address(server_ip)}:{K3S_API_PORT}"
 
 
 def _dump_yaml(data: Any) -> str:
@@ -58,10 +67,7 @@ def _dump_yaml(data: Any) -> str:
 
 
 class _LiteralDumper(yaml.SafeDumper):
-    """Safe YAML with multi-line strings as ``|`` blocks (readable scripts) and no aliases."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
+    """Multi-line strings as ``|`` blocks: the rendered user data stays reviewable."""
 
 
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
@@ -74,48 +80,49 @@ _LiteralDumper.add_representer(str, _represent_str)
 
 def _k3s_config_text(settings: Mapping[str, Any]) -> str:
     header = (
-        "# /etc/rancher/k3s/config.yaml, written by Pulumi (hybridgpu aws-gpu stack).\n"
-        "# Keys are the k3s CLI flags without '--' (https://docs.k3s.io/installation/configuration).\n"
+        "# Written by Pulumi (hybridgpu): k3s reads this at start\n"
+        "# (https://docs.k3s.io/installation/configuration#configuration-file).\n"
     )
     return header + _dump_yaml(dict(settings))
 
 
 def render_k3s_server_config(
     *,
+    private_ip: str,
     overlay_ip: str,
     pod_cidr: str,
     service_cidr: str,
+    node_taints: Sequence[str],
     disable: Sequence[str] = AWS_K3S_DISABLE,
-    interface: str = NEBULA_INTERFACE,
     node_labels: Sequence[str] = ("node-type=control",),
 ) -> str:
     """k3s server ``config.yaml`` of the AWS control node.
 
-    Everything k3s says about itself goes over the Nebula overlay: ``node-ip`` and
-    ``advertise-address`` are the overlay IP, flannel's VXLAN runs on ``nebula1``. No
-    ``bind-address``: binding the API to the overlay IP alone would make k3s fail whenever Nebula
-    starts late. The security group admits 6443 from the admin ranges only (Pulumi's Kubernetes
-    provider and liqoctl on the operator's machine); everyone else reaches it through the overlay
-    (and Nebula's firewall). ``tls-san`` holds the overlay IP only: the admin kubeconfig names
-    the built-in ``kubernetes`` SAN as its TLS server name instead of the Elastic IP.
+    k3s runs on the VPC (``node-ip`` = the private address, flannel on that interface). The API
+    also answers on the Nebula overlay IP (the homelab's Liqo reaches it there) and on the
+    Elastic IP for the admin ranges; ``tls-san`` names the private and overlay IPs, and the admin
+    kubeconfig names the built-in ``kubernetes`` SAN instead of the Elastic IP. Agents join with
+    the agent-only token (``agent-token-file``), never the server token, which gives full
+    control of the cluster (https://docs.k3s.io/cli/token).
     """
-    _check_interface(interface)
-    ip = str(ipaddress.IPv4Address(overlay_ip))
+    private = str(ipaddress.IPv4Address(private_ip))
+    overlay = str(ipaddress.IPv4Address(overlay_ip))
     settings: dict[str, Any] = {
-        "node-ip": ip,
-        "advertise-address": ip,
-        "tls-san": [ip],
+        "node-ip": private,
+        "advertise-address": private,
+        "tls-san": [private, overlay],
         "cluster-cidr": str(ipaddress.IPv4Network(pod_cidr)),
         "service-cidr": str(ipaddress.IPv4Network(service_cidr)),
         "cluster-dns": cluster_dns_ip(service_cidr),
-        "flannel-iface": interface,
         "disable": list(disable),
         # Only root reads the admin kubeconfig (k3s's default is 0600 too; stated to be explicit).
         "write-kubeconfig-mode": "0600",
         # Encrypt Secrets at rest in the datastore (https://docs.k3s.io/security/secrets-encryption).
         "secrets-encryption": True,
         "token-file": K3S_TOKEN_PATH,
+        "agent-token-file": K3S_AGENT_TOKEN_PATH,
         "node-label": list(node_labels),
+        "node-taint": list(node_taints),
     }
     return _k3s_config_text(settings)
 
@@ -123,19 +130,19 @@ def render_k3s_server_config(
 def render_k3s_agent_config(
     *,
     server_ip: str,
-    overlay_ip: str,
     node_labels: Sequence[str],
-    interface: str = NEBULA_INTERFACE,
+    node_taints: Sequence[str],
     default_runtime: str | None = "nvidia",
 ) -> str:
-    """k3s agent ``config.yaml`` of the GPU worker: joins the server over the overlay.
+    """k3s agent ``config.yaml`` of the GPU worker: joins the server on its private IP with the
+    agent token.
 
     ``default-runtime: nvidia`` makes the NVIDIA container runtime (shipped by the GPU AMI, and
     detected by k3s) the node's default, so pods offloaded by Liqo need no ``runtimeClassName``
     (https://github.com/k3s-io/k3s/issues/8700 added the option). Pass ``None`` for an AMI without
-    the NVIDIA container toolkit.
+    the NVIDIA container toolkit. The taint keeps everything but GPU work (and the DaemonSets
+    that tolerate it) off the node that stops when idle.
     """
-    _check_interface(interface)
     for label in node_labels:
         key, sep, value = label.partition("=")
         if not key or not sep:
@@ -143,10 +150,9 @@ def render_k3s_agent_config(
         check_label_value(value, f"node label '{key}' value")
     settings: dict[str, Any] = {
         "server": k3s_api_url(server_ip),
-        "token-file": K3S_TOKEN_PATH,
-        "node-ip": str(ipaddress.IPv4Address(overlay_ip)),
-        "flannel-iface": interface,
+        "token-file": K3S_AGENT_TOKEN_PATH,
         "node-label": list(node_labels),
+        "node-taint": list(node_taints),
     }
     if default_runtime:
         settings["default-runtime"] = default_runtime
@@ -155,196 +161,174 @@ def render_k3s_agent_config(
 
 def k3s_unit(role: K3sRole) -> str:
     """systemd unit the k3s installer creates: ``k3s`` for a server, ``k3s-agent`` for an agent."""
-    return "k3s" if role == "server" else "k3s-agent"
+    return "k3s.service" if role == "server" else "k3s-agent.service"
 
 
 def render_install_script(*, role: K3sRole, k3s_version: str) -> str:
-    """Script that installs the pinned k3s release once, enables the unit and starts it.
-
-    The installer (pinned by tag) downloads the release binary and checks it against the
-    release's sha256sum file. ``INSTALL_K3S_SKIP_START`` then lets this script decide how to
-    start: a server start waits for k3s to be ready (bounded, so cloud-init reports a failure the
-    kubeconfig fetch can show); an agent start does not wait, because an agent that cannot reach
-    its server blocks ``systemctl start`` forever (TimeoutStartSec=0 in the k3s unit) and with it
-    cloud-init (the "agent hangs at enable and start" failure of k3s-ansible).
-    """
+    """The idempotent k3s installer the node agent runs after each sync."""
     if role not in ("server", "agent"):
         raise ValueError(f"role must be 'server' or 'agent', got {role!r}")
     unit = k3s_unit(role)
     start = (
-        f"timeout {SERVER_START_TIMEOUT_SECONDS} systemctl start {unit}"
+        f'timeout {SERVER_START_TIMEOUT_SECONDS} systemctl start "$unit"'
         if role == "server"
-        else f"systemctl start --no-block {unit}"
+        else 'systemctl start --no-block "$unit"'
     )
-    return f"""#!/bin/bash
-# Installs the pinned k3s release (k3s {role}); written by Pulumi (components/aws_cloud_init.py).
-set -euo pipefail
-
-readonly K3S_VERSION={shlex.quote(k3s_version)}
-readonly INSTALLER_URL={shlex.quote(k3s_installer_url(k3s_version))}
-
-if [[ "$(k3s --version 2>/dev/null || true)" == *"k3s version ${{K3S_VERSION}} "* ]]; then
-  echo "hybridgpu: k3s ${{K3S_VERSION}} is already installed"
-else
-  installer=$(mktemp)
-  trap 'rm -f "$installer"' EXIT
-  curl --fail --silent --show-error --location --proto '=https' --tlsv1.2 \\
-    --retry 5 --retry-delay 5 --output "$installer" "$INSTALLER_URL"
-  INSTALL_K3S_VERSION="$K3S_VERSION" INSTALL_K3S_EXEC={role} INSTALL_K3S_SKIP_START=true \\
-    sh "$installer"
-fi
-
-# Enabled: k3s starts on every boot (after Nebula, see the drop-in), so a stopped node rejoins.
-systemctl enable {unit}
-{start}
-"""
-
-
-def render_wait_for_nebula_script() -> str:
-    """``ExecStartPre`` of k3s: wait (bounded) until the overlay interface has the node's IP.
-
-    ``After=nebula.service`` only orders the start; the tun device gets its address a moment
-    later, and k3s must not start before that (``node-ip`` and flannel use it).
-    """
-    return """#!/bin/bash
-# Waits until a network interface carries an IPv4 address; written by Pulumi (hybridgpu).
-# usage: hybridgpu-wait-for-nebula INTERFACE ADDRESS TIMEOUT_SECONDS
-set -euo pipefail
-
-interface=${1:?usage: hybridgpu-wait-for-nebula INTERFACE ADDRESS TIMEOUT_SECONDS}
-address=${2:?usage: hybridgpu-wait-for-nebula INTERFACE ADDRESS TIMEOUT_SECONDS}
-timeout_seconds=${3:-120}
-deadline=$((SECONDS + timeout_seconds))
-
-has_address() {
-  local addresses
-  addresses=$(ip -4 -o addr show dev "$interface" 2>/dev/null || true)
-  [[ "$addresses" == *" inet ${address}/"* ]]
-}
-
-until has_address; do
-  if ((SECONDS >= deadline)); then
-    echo "hybridgpu: ${interface} has no address ${address} after ${timeout_seconds}s;" \\
-      "check Nebula (journalctl -u nebula)" >&2
-    exit 1
-  fi
-  sleep 2
-done
-"""
-
-
-def render_nebula_dropin(
-    *, overlay_ip: str, nebula_unit: str = NEBULA_UNIT, interface: str = NEBULA_INTERFACE
-) -> str:
-    """systemd drop-in for the k3s unit: start after Nebula, stop with it, wait for the IP."""
-    if not UNIT_NAME_PATTERN.match(nebula_unit):
-        raise ValueError(f"'{nebula_unit}' is not a systemd service unit name")
-    _check_interface(interface)
-    ip = ipaddress.IPv4Address(overlay_ip)
-    return (
-        "# Written by Pulumi (hybridgpu): k3s runs on the Nebula overlay (node-ip,\n"
-        "# flannel-iface), so it starts after Nebula and is stopped with it.\n"
-        "[Unit]\n"
-        f"After={nebula_unit}\n"
-        f"Requires={nebula_unit}\n"
-        "\n"
-        "[Service]\n"
-        f"ExecStartPre={WAIT_SCRIPT_PATH} {interface} {ip} {NEBULA_WAIT_SECONDS}\n"
+    return render(
+        __file__,
+        "install-k3s.sh",
+        {
+            "K3S_ROLE": role,
+            "K3S_VERSION": k3s_version,
+            "K3S_UNIT": unit,
+            "INSTALLER_URL": k3s_installer_url(k3s_version),
+            "START_COMMAND": start,
+        },
     )
 
 
-def k3s_install_part(
-    *,
-    role: K3sRole,
-    k3s_version: str,
-    k3s_config: str,
-    token: str,
-    overlay_ip: str,
-    nebula_unit: str = NEBULA_UNIT,
-    interface: str = NEBULA_INTERFACE,
-) -> dict[str, Any]:
-    """The cloud-config fragment that installs k3s (``token`` makes it a secret document)."""
-    if not token or not token.isalnum():
-        # k3s-ansible: "the token should be a random, alphanumeric string".
+def k3s_files(*, role: K3sRole, k3s_version: str, config: str, token: str) -> list[NodeFile]:
+    """The k3s files of a node. ``token`` is the server token (server) or the agent token."""
+    if not token or not all(c.isalnum() or c in ":_" for c in token):
+        # k3s-ansible: "the token should be a random, alphanumeric string"; the secure agent
+        # form adds "K10<hash>::node:" (':' and '_' are fine there).
         raise ValueError("the k3s token must be a non-empty alphanumeric string")
     unit = k3s_unit(role)
-    return {
-        "packages": ["curl"],
-        "write_files": [
-            _file(K3S_CONFIG_PATH, k3s_config, "0600"),
-            _file(K3S_TOKEN_PATH, token, "0600"),
-            _file(WAIT_SCRIPT_PATH, render_wait_for_nebula_script(), "0755"),
-            _file(
-                f"/etc/systemd/system/{unit}.service.d/10-after-nebula.conf",
-                render_nebula_dropin(
-                    overlay_ip=overlay_ip, nebula_unit=nebula_unit, interface=interface
-                ),
-                "0644",
-            ),
-            _file(
-                INSTALL_SCRIPT_PATH,
-                render_install_script(role=role, k3s_version=k3s_version),
-                "0700",
-            ),
-        ],
-        "runcmd": [[INSTALL_SCRIPT_PATH]],
-    }
+    token_path = K3S_TOKEN_PATH if role == "server" else K3S_AGENT_TOKEN_PATH
+    return [
+        NodeFile("k3s/config.yaml", K3S_CONFIG_PATH, "0600", config, restart=(unit,)),
+        NodeFile(f"k3s/{Path(token_path).name}", token_path, "0600", token, restart=(unit,)),
+        NodeFile(
+            "k3s/install",
+            INSTALL_K3S_PATH,
+            "0755",
+            render_install_script(role=role, k3s_version=k3s_version),
+        ),
+    ]
 
 
-def _file(path: str, content: str, permissions: str) -> dict[str, str]:
-    return {"path": path, "content": content, "owner": "root:root", "permissions": permissions}
+def server_agent_token_file(token: str) -> NodeFile:
+    """The server's copy of the agent token (``agent-token-file``): what agents join with."""
+    return NodeFile(
+        "k3s/agent-token", K3S_AGENT_TOKEN_PATH, "0600", token, restart=(k3s_unit("server"),)
+    )
 
 
-def merge_cloud_config_parts(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Merge fragments in order: packages de-duplicated, write_files and runcmd concatenated.
-
-    A key other than packages/write_files/runcmd, or two files with the same path, is an error:
-    silently dropping or overwriting part of a node's boot would be found only on the node.
-    """
-    packages: list[str] = []
-    write_files: list[dict[str, Any]] = []
-    runcmd: list[Any] = []
-    for part in parts:
-        unknown = sorted(set(part) - set(CLOUD_CONFIG_KEYS))
-        if unknown:
-            raise ValueError(
-                f"cloud-config fragment has unsupported keys {unknown}; allowed: "
-                f"{list(CLOUD_CONFIG_KEYS)}"
-            )
-        for package in part.get("packages", ()):
-            if package not in packages:
-                packages.append(package)
-        for entry in part.get("write_files", ()):
-            if any(existing["path"] == entry["path"] for existing in write_files):
-                raise ValueError(f"two cloud-config fragments write {entry['path']}")
-            write_files.append(dict(entry))
-        runcmd.extend(part.get("runcmd", ()))
-    merged: dict[str, Any] = {}
-    if packages:
-        merged["packages"] = packages
-    if write_files:
-        merged["write_files"] = write_files
-    if runcmd:
-        merged["runcmd"] = runcmd
-    return merged
+def ssh_files(
+    *, host_key: str, host_public_line: str, user: str, authorized_keys: str
+) -> list[NodeFile]:
+    """The node's SSH identity (its host key, which every client of the program pins) and who
+    may log in. Rotating ``authorizedKeys`` rewrites the file; the instance stays."""
+    restart = ("ssh.service",)
+    return [
+        NodeFile("ssh/host-key", SSH_HOST_KEY, "0600", host_key, restart=restart),
+        NodeFile(
+            "ssh/host-key.pub", f"{SSH_HOST_KEY}.pub", "0644", host_public_line, restart=restart
+        ),
+        NodeFile(
+            "ssh/authorized_keys",
+            f"/home/{user}/.ssh/authorized_keys",
+            "0600",
+            authorized_keys if authorized_keys.endswith("\n") else authorized_keys + "\n",
+            owner=user,
+        ),
+    ]
 
 
-def render_cloud_config(
-    *parts: Mapping[str, Any], extra_parts: Mapping[str, Any] | None = None
+def agent_file(source: str | None = None) -> NodeFile:
+    """The node agent itself, so a fixed agent reaches nodes that booted with an older one."""
+    return NodeFile(
+        "agent/hybridgpu-node",
+        AGENT_PATH,
+        "0755",
+        source if source is not None else AGENT_SOURCE.read_text(),
+    )
+
+
+def _b64_gzip(text: str) -> str:
+    return base64.b64encode(gzip.compress(text.encode(), mtime=0)).decode()
+
+
+def render_bootstrap_user_data(
+    *,
+    region: str,
+    parameter_path: str,
+    ssh_user: str,
+    ssh_public_key: str,
+    heal: bool,
+    gpu_selector: str = "node-type=gpu",
+    agent_source: str | None = None,
 ) -> str:
-    """A ``#cloud-config`` document from fragments.
-
-    ``extra_parts`` (the Nebula install fragment) is merged FIRST, so its ``runcmd`` runs before
-    k3s is installed and the overlay exists when k3s starts.
-    """
-    merged = merge_cloud_config_parts([*([extra_parts] if extra_parts else []), *parts])
-    document = "#cloud-config\n" + _dump_yaml(merged)
-    size = len(document.encode())
+    """The ``#cloud-config`` of a node's first boot. No secret: every secret arrives through the
+    first sync, read with the node's own role."""
+    for label in gpu_selector.split(","):
+        key, _, value = label.partition("=")
+        check_label_value(value, f"selector '{key}' value")
+    values = {"REGION": region, "PARAMETER_PATH": parameter_path}
+    files: list[dict[str, Any]] = [
+        {
+            "path": AGENT_PATH,
+            "encoding": "gz+b64",
+            "content": _b64_gzip(
+                agent_source if agent_source is not None else AGENT_SOURCE.read_text()
+            ),
+            "permissions": "0755",
+        },
+        {
+            "path": "/etc/systemd/system/hybridgpu-node-sync.service",
+            "content": render(__file__, "hybridgpu-node-sync.service", values),
+            "permissions": "0644",
+        },
+        {
+            "path": "/etc/systemd/system/hybridgpu-node-sync.timer",
+            "content": render(
+                __file__, "hybridgpu-node-sync.timer", {"SYNC_INTERVAL": SYNC_INTERVAL}
+            ),
+            "permissions": "0644",
+        },
+    ]
+    units = ["hybridgpu-node-sync.service", "hybridgpu-node-sync.timer"]
+    if heal:
+        files += [
+            {
+                "path": "/etc/systemd/system/hybridgpu-node-heal.service",
+                "content": render(
+                    __file__,
+                    "hybridgpu-node-heal.service",
+                    {"GPU_SELECTOR": gpu_selector, "RENEW_DAYS": CERT_RENEW_DAYS},
+                ),
+                "permissions": "0644",
+            },
+            {
+                "path": "/etc/systemd/system/hybridgpu-node-heal.timer",
+                "content": render(__file__, "hybridgpu-node-heal.timer", {}),
+                "permissions": "0644",
+            },
+        ]
+        units.append("hybridgpu-node-heal.timer")
+    document: dict[str, Any] = {
+        # The image's host keys are deleted and none are generated: sshd serves the key the
+        # program owns (installed by the first sync), which every SSH client of it pins.
+        "ssh_deletekeys": True,
+        "ssh_genkeytypes": [],
+        "ssh_authorized_keys": [ssh_public_key],
+        "write_files": files,
+        "runcmd": [
+            ["systemctl", "daemon-reload"],
+            ["systemctl", "enable", *units],
+            ["systemctl", "start", "--no-block", *(u for u in units if u.endswith(".timer"))],
+            ["systemctl", "start", "hybridgpu-node-sync.service"],
+        ],
+    }
+    if ssh_user != "ubuntu":
+        document["system_info"] = {"default_user": {"name": ssh_user}}
+    text = "#cloud-config\n" + _dump_yaml(document)
+    size = len(text.encode())
     if size > USER_DATA_LIMIT_BYTES:
         raise ValueError(
             f"cloud-init user data is {size} bytes; EC2 accepts at most {USER_DATA_LIMIT_BYTES}"
         )
-    return document
+    return text
 
 
 def runcmd_as_shell(runcmd: Sequence[Any]) -> str:

@@ -1,15 +1,24 @@
 """One EC2 instance of the AWS k3s cluster: the control node (k3s server, Nebula lighthouse) or
-the GPU worker (k3s agent), with its key pair and, for the control node, an Elastic IP.
+the GPU worker (k3s agent), and for the control node an Elastic IP.
 
-Both kinds share the same hardening: IMDSv2 only, an encrypted gp3 root volume, user data that is
-a secret (it embeds the k3s token), SSH with the configured key pair.
+Both kinds share the same hardening: IMDSv2 only with the smallest hop limit that works, an
+encrypted gp3 root volume, and user data that only bootstraps and holds no secret (see
+components/aws/cloud_init.py). Day-2 changes never touch the instance: user data and the SSH key
+are ignored after launch (a change would stop and start it, or replace it); the node's files are
+published for its agent instead (components/aws/node_files.py).
+
+A spot worker is an ``aws.ec2.SpotInstanceRequest``, not an instance with market options: deleting
+that resource cancels the request before terminating the instance
+(terraform-provider-aws internal/service/ec2/ec2_spot_instance_request.go,
+``resourceSpotInstanceRequestDelete``), whereas deleting an instance leaves a persistent request
+open, which relaunches an untagged, unmanaged GPU instance (hashicorp/terraform-provider-aws#38142).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -44,10 +53,8 @@ class AmiQuery:
 class SpotOptions:
     """EC2 spot market options (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-requests.html).
 
-    Caveat of persistent requests: deleting the instance may leave its spot request open, and
-    an open request launches a new, unmanaged instance (hashicorp/terraform-provider-aws#38142,
-    fix proposed in #41206). Cancel the request (``aws ec2 cancel-spot-instance-requests``) when
-    destroying or replacing a persistent spot worker.
+    The worker launches through a spot request resource, whose deletion cancels the request
+    first (see the module docstring).
     """
 
     request_type: str = "persistent"
@@ -82,15 +89,24 @@ class AwsK3sNodeArgs:
     subnet_id: pulumi.Input[str]
     security_group_ids: Sequence[pulumi.Input[str]]
     instance_profile: pulumi.Input[str]
-    """Name of the IAM instance profile (see ``components.node_iam.NodeRole``)."""
-    ssh_public_key: str
+    """Name of the IAM instance profile (see ``components.aws.node_iam.NodeRole``)."""
     root_volume_gib: int
-    user_data: pulumi.Input[str]
-    """Rendered ``#cloud-config``; made secret here whatever the caller passes."""
+    user_data: str
+    """Bootstrap ``#cloud-config``: applied at the first boot only, never secret."""
+    imds_hop_limit: int = 1
+    """IMDSv2 PUT response hop limit: 1 keeps pods (one hop behind the node) away from the
+    instance's credentials; 2 only where a pod must reach IMDS."""
+    private_ip: str | None = None
+    """A fixed private address (the k3s server, which agents join by address)."""
     spot: SpotOptions | None = None
     """Spot market options; ``None`` runs on demand."""
     elastic_ip: bool = False
     """Give the node a stable public address (the Nebula lighthouse needs one)."""
+    cost_tags: Mapping[str, str] = field(default_factory=dict)
+    """The stack's cost tags. The provider's default tags reach every resource it creates, but
+    not an instance launched by a spot request: those get them through ``aws.ec2.Tag``."""
+    protect: bool = False
+    """Refuse to delete the instance (the control node holds the cluster datastore)."""
 
     def __post_init__(self) -> None:
         if self.role not in ("control-node", "gpu-worker"):
@@ -99,6 +115,8 @@ class AwsK3sNodeArgs:
             raise ValueError(f"root_volume_gib {self.root_volume_gib} is outside 8..16384 (gp3)")
         if not self.security_group_ids:
             raise ValueError("security_group_ids is empty")
+        if self.imds_hop_limit not in (1, 2):
+            raise ValueError(f"imds_hop_limit must be 1 or 2, got {self.imds_hop_limit}")
 
 
 def ami_filters(query: AmiQuery) -> list[aws.ec2.GetAmiFilterArgsDict]:
@@ -125,13 +143,67 @@ def market_options(spot: SpotOptions | None) -> dict[str, Any] | None:
     return {"market_type": "spot", "spot_options": spot_options}
 
 
-class AwsK3sNode(pulumi.ComponentResource):
-    """Key pair + instance (+ Elastic IP and its association)."""
+# Inputs that replace or stop/start an instance and must not do so after launch:
+# ``ami`` (a newer image from the lookup), ``userData`` (bootstrap only; a change stops and starts
+# the instance: terraform-provider-aws resourceInstanceUpdate), ``keyName`` (ForceNew; SSH keys are
+# managed by the node agent), a persistent request's ``validUntil`` (meaningful at launch only).
+IGNORED_AFTER_LAUNCH = ("ami", "userData", "keyName")
 
-    instance: aws.ec2.Instance
-    """Exposed so that steps on the node (the kubeconfig fetch) can depend on it."""
+
+def _instance_settings(
+    args: AwsK3sNodeArgs, ami_id: pulumi.Input[str], tags: Mapping[str, str]
+) -> dict[str, Any]:
+    """What an on-demand instance and a spot request launch with."""
+    settings: dict[str, Any] = {
+        "ami": ami_id,
+        "instance_type": args.instance_type,
+        "subnet_id": args.subnet_id,
+        "vpc_security_group_ids": list(args.security_group_ids),
+        "iam_instance_profile": args.instance_profile,
+        # IMDSv2 only (no unauthenticated IMDSv1 requests, which SSRF bugs exploit).
+        "metadata_options": {
+            "http_endpoint": "enabled",
+            "http_tokens": "required",
+            "http_put_response_hop_limit": args.imds_hop_limit,
+        },
+        "root_block_device": {
+            "volume_type": "gp3",
+            "volume_size": args.root_volume_gib,
+            "encrypted": True,
+            "delete_on_termination": True,
+        },
+        "user_data": args.user_data,
+        "monitoring": False,  # detailed monitoring is billed per metric; basic is enough here
+        "tags": dict(tags),
+    }
+    if args.private_ip is not None:
+        settings["private_ip"] = args.private_ip
+    if BURSTABLE_PATTERN.match(args.instance_type):
+        # "standard" credits: a busy burstable node slows down instead of billing surplus CPU
+        # credits (T3 defaults to "unlimited"; https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/burstable-performance-instances-unlimited-mode.html).
+        settings["credit_specification"] = {"cpu_credits": "standard"}
+    return settings
+
+
+def _instance_arn(parent: pulumi.Resource, instance_id: pulumi.Input[str]) -> pulumi.Output[str]:
+    """ARN of an instance from its id (the spot request resource exposes the id only)."""
+    invoke = pulumi.InvokeOutputOptions(parent=parent)
+    return pulumi.Output.all(
+        aws.get_partition_output(opts=invoke).partition,
+        aws.get_region_output(opts=invoke).region,
+        aws.get_caller_identity_output(opts=invoke).account_id,
+        instance_id,
+    ).apply(lambda v: f"arn:{v[0]}:ec2:{v[1]}:{v[2]}:instance/{v[3]}")
+
+
+class AwsK3sNode(pulumi.ComponentResource):
+    """The instance (or spot request) and, for the control node, an Elastic IP."""
+
+    instance: pulumi.CustomResource
+    """The instance, or the spot request that owns it: what steps on the node depend on."""
     eip_association: aws.ec2.EipAssociation | None
     instance_id: pulumi.Output[str]
+    instance_arn: pulumi.Output[str]
     public_ip: pulumi.Output[str]
     """The Elastic IP if the node has one, else the launch-time public IP (changes on stop)."""
     private_ip: pulumi.Output[str]
@@ -153,90 +225,86 @@ class AwsK3sNode(pulumi.ComponentResource):
         else:
             ami_id = args.ami
 
-        key = aws.ec2.KeyPair(
-            f"{name}-key",
-            key_name_prefix=f"hybridgpu-{args.role}-",
-            public_key=args.ssh_public_key,
-            tags={**tags, "Name": f"{name}-key"},
-            opts=child,
-        )
+        settings = _instance_settings(args, ami_id, {**tags, "Name": f"{name}-instance"})
+        if args.spot is None:
+            # Tagged for cost allocation: a stopped GPU worker still bills its volume.
+            settings["root_block_device"]["tags"] = {**tags, "Name": f"{name}-root"}
+            instance = aws.ec2.Instance(
+                f"{name}-instance",
+                **settings,
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    protect=args.protect,
+                    ignore_changes=list(IGNORED_AFTER_LAUNCH),
+                ),
+            )
+            self.instance = instance
+            self.instance_id = instance.id
+            self.instance_arn = instance.arn
+            public_ip: pulumi.Output[str] = instance.public_ip
+            self.private_ip = instance.private_ip
+        else:
+            spot = args.spot
+            request = aws.ec2.SpotInstanceRequest(
+                f"{name}-spot",
+                **settings,
+                spot_type=spot.request_type,
+                instance_interruption_behavior=spot.interruption_behavior,
+                spot_price=spot.max_price_usd_per_hour,
+                valid_until=spot.valid_until if spot.request_type == "persistent" else None,
+                # Fail the `up` (with the request's status) rather than leave an open request.
+                wait_for_fulfillment=True,
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    protect=args.protect,
+                    ignore_changes=[*IGNORED_AFTER_LAUNCH, "validUntil"],
+                ),
+            )
+            self.instance = request
+            self.instance_id = request.spot_instance_id
+            self.instance_arn = _instance_arn(self, request.spot_instance_id)
+            public_ip = request.public_ip
+            self.private_ip = request.private_ip
+            # The request's tags stay on the request: tag what it launched (and its volume).
+            instance_tags = {**args.cost_tags, **tags, "Name": f"{name}-instance"}
+            volume_tags = {**args.cost_tags, **tags, "Name": f"{name}-root"}
+            for key, value in sorted(instance_tags.items()):
+                aws.ec2.Tag(
+                    f"{name}-instance-tag-{key.lower()}",
+                    resource_id=request.spot_instance_id,
+                    key=key,
+                    value=value,
+                    opts=child,
+                )
+            for key, value in sorted(volume_tags.items()):
+                aws.ec2.Tag(
+                    f"{name}-root-tag-{key.lower()}",
+                    resource_id=request.root_block_device.volume_id,
+                    key=key,
+                    value=value,
+                    opts=child,
+                )
 
-        extra: dict[str, Any] = {}
-        if BURSTABLE_PATTERN.match(args.instance_type):
-            # "standard" credits: a busy burstable node slows down instead of billing surplus
-            # CPU credits (T3 defaults to "unlimited"; https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/burstable-performance-instances-unlimited-mode.html).
-            extra["credit_specification"] = {"cpu_credits": "standard"}
-        market = market_options(args.spot)
-        if market is not None:
-            extra["instance_market_options"] = market
-
-        instance = aws.ec2.Instance(
-            f"{name}-instance",
-            ami=ami_id,
-            instance_type=args.instance_type,
-            subnet_id=args.subnet_id,
-            vpc_security_group_ids=list(args.security_group_ids),
-            iam_instance_profile=args.instance_profile,
-            key_name=key.key_name,
-            # IMDSv2 only (no unauthenticated IMDSv1 requests, which SSRF bugs exploit). Hop
-            # limit 2: pods sit one network hop behind the node, and the Mountpoint S3 CSI
-            # driver v2 reads the instance role's credentials from IMDS inside a pod
-            # (https://github.com/awslabs/mountpoint-s3-csi-driver/blob/main/docs/UPGRADING_TO_V2.md).
-            metadata_options={
-                "http_endpoint": "enabled",
-                "http_tokens": "required",
-                "http_put_response_hop_limit": 2,
-            },
-            root_block_device={
-                "volume_type": "gp3",
-                "volume_size": args.root_volume_gib,
-                "encrypted": True,
-                "delete_on_termination": True,
-                # Tagged for cost allocation: a stopped GPU worker still bills its volume.
-                "tags": {**tags, "Name": f"{name}-root"},
-            },
-            # The token makes the whole document a secret; wrap it whatever the caller passed.
-            user_data=pulumi.Output.secret(args.user_data),
-            # A user-data change stops and starts the instance (AWS cannot change it while it
-            # runs); replacing it instead would throw away the node: the control node's k3s
-            # datastore and lighthouse, the GPU worker's disk and cache. cloud-init applies user
-            # data on the first boot only, so a change reaches a node only through a deliberate
-            # `pulumi up --replace`.
-            user_data_replace_on_change=False,
-            monitoring=False,  # detailed monitoring is billed per metric; basic is enough here
-            tags={**tags, "Name": f"{name}-instance"},
-            **extra,
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                # A new AMI release must not replace a running node: the lookup above picks
-                # the most recent image, which changes every few weeks. New AMIs apply to new
-                # instances only. Market options force a replacement on any change; the
-                # request's end date is only meaningful at launch, so a differently formatted
-                # read-back must not replace the worker either.
-                ignore_changes=["ami", "instanceMarketOptions.spotOptions.validUntil"],
-            ),
-        )
-
-        public_ip: pulumi.Output[str] = instance.public_ip
         self.eip_association = None
         if args.elastic_ip:
             eip = aws.ec2.Eip(
-                f"{name}-eip", domain="vpc", tags={**tags, "Name": f"{name}-eip"}, opts=child
+                f"{name}-eip",
+                domain="vpc",
+                tags={**tags, "Name": f"{name}-eip"},
+                # The lighthouse's address is in every node's Nebula static_host_map.
+                opts=pulumi.ResourceOptions(parent=self, protect=True),
             )
             # A separate association: the address survives a replacement of the instance, so
             # the Nebula static_host_map of every other node stays valid.
             self.eip_association = aws.ec2.EipAssociation(
                 f"{name}-eip-assoc",
                 allocation_id=eip.allocation_id,
-                instance_id=instance.id,
+                instance_id=self.instance_id,
                 opts=child,
             )
             public_ip = eip.public_ip
 
-        self.instance = instance
-        self.instance_id = instance.id
         self.public_ip = public_ip
-        self.private_ip = instance.private_ip
         self.register_outputs(
             {
                 "instanceId": self.instance_id,

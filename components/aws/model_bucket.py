@@ -1,8 +1,9 @@
 """Private, encrypted, versioned S3 bucket for LLM model weights.
 
 The GPU worker reads it (Mountpoint for S3 CSI driver, read-only); models are uploaded from an
-operator machine with ``aws s3 sync``. Every setting is a separate resource: in pulumi_aws 7 the
-inline ``Bucket`` arguments (versioning, encryption, lifecycle, policy) are deprecated.
+operator machine with ``./dev models push`` (tools/models). Every setting is a separate
+resource: in pulumi_aws 7 the inline ``Bucket`` arguments (versioning, encryption, lifecycle,
+policy) are deprecated.
 """
 
 from __future__ import annotations

@@ -14,10 +14,17 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.nebula.config import K3S_API_PORT
+from components.nebula.config import FLANNEL_VXLAN_PORT, K3S_API_PORT, KUBELET_PORT
 
 ROLE_TAG = "network"
 ANYWHERE_IPV4 = "0.0.0.0/0"
+
+
+CLUSTER_PORTS = (
+    ("k3s-api", "tcp", K3S_API_PORT, "k3s API (agent to server)"),
+    ("kubelet", "tcp", KUBELET_PORT, "kubelet (server to agent: logs, exec, metrics)"),
+    ("vxlan", "udp", FLANNEL_VXLAN_PORT, "flannel VXLAN"),
+)
 
 
 @dataclass(frozen=True)
@@ -108,9 +115,9 @@ class AwsNetwork(pulumi.ComponentResource):
         )
 
         # Rules are separate resources (the provider's advice: inline rules cannot describe one
-        # CIDR per rule and fight with rule resources). Inbound: Nebula from anywhere; SSH and the
-        # k3s API from the admin ranges only (the operator's `pulumi up` and liqoctl); kubelet and
-        # flannel travel inside Nebula, so no other port is opened.
+        # CIDR per rule and fight with rule resources). Inbound from outside: Nebula from
+        # anywhere; SSH and the k3s API from the admin ranges only (the operator's `pulumi up`
+        # and liqoctl). Inside the group: k3s's own ports (below).
         group = aws.ec2.SecurityGroup(
             f"{name}-nodes-sg",
             vpc_id=vpc.id,
@@ -152,6 +159,22 @@ class AwsNetwork(pulumi.ComponentResource):
                 to_port=K3S_API_PORT,
                 cidr_ipv4=str(ipaddress.IPv4Network(cidr)),
                 tags=_tags(api_rule_name),
+                opts=child,
+            )
+        # k3s between the two nodes runs on the VPC (node-ip = private address): the agent reaches
+        # the API, the server reaches the kubelet, flannel's VXLAN carries pod traffic (incl.
+        # Liqo's Geneve between its gateway and the worker). Only members of this group
+        # (https://docs.k3s.io/installation/requirements#inbound-rules-for-k3s-nodes).
+        for rule, protocol, port, why in CLUSTER_PORTS:
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-cluster-{rule}",
+                security_group_id=group.id,
+                description=f"{why} between cluster nodes",
+                ip_protocol=protocol,
+                from_port=port,
+                to_port=port,
+                referenced_security_group_id=group.id,
+                tags=_tags(f"{name}-cluster-{rule}"),
                 opts=child,
             )
         # The provider deletes AWS's default allow-all egress rule of a new group; say it back

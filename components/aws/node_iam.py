@@ -1,10 +1,16 @@
 """IAM identity of one kind of AWS k3s node: a role EC2 can assume and its instance profile.
 
-Least privilege: a node that reads models gets ``s3:ListBucket`` on the model bucket and
-``s3:GetObject`` on its objects, nothing else (the read-only set Mountpoint for S3 needs,
-https://github.com/awslabs/mountpoint-s3/blob/main/doc/CONFIGURATION.md#iam-permissions). Other
-nodes get a role with no policy at all. Documents are built with ``json.dumps`` from the bucket
-ARN (no ``getPolicyDocument`` invoke: one less provider round trip, and plain data to test).
+Least privilege:
+
+* every node reads its own SSM path (``ssm:GetParameter*`` on ``parameter/<path>/*``): the files
+  its agent pulls. Nothing else in Parameter Store; decryption uses the account's ``aws/ssm`` key,
+  whose key policy admits use through SSM by the account's principals, so no KMS grant is needed.
+* a node that reads models gets ``s3:ListBucket`` on the model bucket, limited by ``s3:prefix``
+  to the models prefix, and ``s3:GetObject`` on that prefix only (the read-only set Mountpoint for
+  S3 needs, https://github.com/awslabs/mountpoint-s3/blob/main/doc/CONFIGURATION.md#iam-permissions).
+
+Documents are built with ``json.dumps`` (no ``getPolicyDocument`` invoke: one less provider
+round trip, and plain data to test).
 """
 
 from __future__ import annotations
@@ -33,25 +39,46 @@ EC2_ASSUME_ROLE_POLICY = json.dumps(
 )
 
 
-def model_read_policy(bucket_arn: str) -> str:
-    """Read-only access to one bucket: list it, get its objects."""
+def model_read_policy(bucket_arn: str, prefix: str) -> str:
+    """Read-only access to one prefix of one bucket: list it, get its objects."""
     if not bucket_arn.startswith("arn:") or "*" in bucket_arn or "/" in bucket_arn:
         raise ValueError(f"'{bucket_arn}' is not the ARN of one bucket")
+    if not prefix.endswith("/") or prefix.startswith("/") or "*" in prefix:
+        raise ValueError(f"models prefix '{prefix}' must be a folder such as 'ollama/'")
     document: dict[str, Any] = {
         "Version": "2012-10-17",
         "Statement": [
             {
-                "Sid": "ListModelBucket",
+                "Sid": "ListModelPrefix",
                 "Effect": "Allow",
                 "Action": "s3:ListBucket",
                 "Resource": bucket_arn,
+                "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}*"]}},
             },
             {
                 "Sid": "ReadModels",
                 "Effect": "Allow",
                 "Action": "s3:GetObject",
-                "Resource": f"{bucket_arn}/*",
+                "Resource": f"{bucket_arn}/{prefix}*",
             },
+        ],
+    }
+    return json.dumps(document, indent=2, sort_keys=True)
+
+
+def parameter_read_policy(path_arn: str) -> str:
+    """Read the node's own SSM parameters (``path_arn`` = ``arn:...:parameter/<path>``)."""
+    if ":parameter/" not in path_arn or path_arn.endswith("/") or "*" in path_arn:
+        raise ValueError(f"'{path_arn}' is not the ARN of one parameter path")
+    document: dict[str, Any] = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ReadOwnNodeFiles",
+                "Effect": "Allow",
+                "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
+                "Resource": [path_arn, f"{path_arn}/*"],
+            }
         ],
     }
     return json.dumps(document, indent=2, sort_keys=True)
@@ -61,8 +88,11 @@ def model_read_policy(bucket_arn: str) -> str:
 class NodeRoleArgs:
     role: str
     """Node kind (``control-node``, ``gpu-worker``): the ``Role`` cost tag."""
+    parameter_path_arn: pulumi.Input[str] | None = None
+    """ARN of the node's SSM path (``arn:aws:ssm:<region>:<account>:parameter/<path>``)."""
     model_bucket_arn: pulumi.Input[str] | None = None
-    """Grant read-only access to this bucket; ``None`` grants no S3 access."""
+    """Grant read-only access to this bucket's ``model_prefix``; ``None`` grants no S3 access."""
+    model_prefix: str = "ollama/"
 
     def __post_init__(self) -> None:
         if not self.role:
@@ -72,6 +102,7 @@ class NodeRoleArgs:
 class NodeRole(pulumi.ComponentResource):
     """Role + instance profile (+ the model read policy when a bucket is given)."""
 
+    role: aws.iam.Role
     role_name: pulumi.Output[str]
     instance_profile_name: pulumi.Output[str]
 
@@ -89,11 +120,23 @@ class NodeRole(pulumi.ComponentResource):
             tags={**tags, "Name": f"{name}-role"},
             opts=child,
         )
+        if args.parameter_path_arn is not None:
+            aws.iam.RolePolicy(
+                f"{name}-node-files",
+                role=role.name,
+                policy=pulumi.Output.from_input(args.parameter_path_arn).apply(
+                    parameter_read_policy
+                ),
+                opts=child,
+            )
         if args.model_bucket_arn is not None:
+            prefix = args.model_prefix
             aws.iam.RolePolicy(
                 f"{name}-model-read",
                 role=role.name,
-                policy=pulumi.Output.from_input(args.model_bucket_arn).apply(model_read_policy),
+                policy=pulumi.Output.from_input(args.model_bucket_arn).apply(
+                    lambda arn: model_read_policy(arn, prefix)
+                ),
                 opts=child,
             )
         profile = aws.iam.InstanceProfile(
@@ -103,6 +146,7 @@ class NodeRole(pulumi.ComponentResource):
             opts=child,
         )
 
+        self.role = role
         self.role_name = role.name
         self.instance_profile_name = profile.name
         self.register_outputs(

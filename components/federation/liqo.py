@@ -25,6 +25,17 @@ VIRTUAL_NODE_TAINT_KEY = "virtual-node.liqo.io/not-allowed"
 VIRTUAL_NODE_TAINT_EFFECT = "NoExecute"
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where Liqo's own pods run: its controllers (``common``) on ``node_selector`` nodes with
+    ``tolerations``, its gateway with the same tolerations (the chart's gateway template has
+    tolerations but no node selector: liqotech/liqo@v1.2.0 deployments/liqo/values.yaml
+    ``networking.gatewayTemplates.pod``), its fabric DaemonSet on every node."""
+
+    node_selector: Mapping[str, str]
+    tolerations: Sequence[Mapping[str, str]]
+
+
 def render_liqo_values(
     *,
     cluster_id: str,
@@ -33,11 +44,28 @@ def render_liqo_values(
     service_cidr: str,
     reserved_subnets: Sequence[str],
     cluster_labels: Mapping[str, str],
+    placement: Placement | None = None,
 ) -> dict[str, Any]:
     """Chart values (deployments/liqo/values.yaml of Liqo 1.x)."""
     if not api_server_url.startswith("https://"):
         raise ValueError(f"api_server_url '{api_server_url}' must be an https:// URL")
+    networking: dict[str, Any] = {
+        "enabled": True,
+        # What `liqoctl install k3s` sets: the nftables monitor is costly on k3s.
+        "fabric": {"config": {"nftablesMonitor": False}},
+    }
+    placed: dict[str, Any] = {}
+    if placement is not None:
+        tolerations = [dict(t) for t in placement.tolerations]
+        placed["common"] = {
+            "nodeSelector": dict(placement.node_selector),
+            "tolerations": tolerations,
+        }
+        networking["gatewayTemplates"] = {"pod": {"tolerations": tolerations}}
+        # The fabric programs every node's routes, the GPU worker's included.
+        networking["fabric"]["tolerations"] = [{"operator": "Exists"}]
     return {
+        **placed,
         # The address peers use for this cluster's API: its Nebula IP, never localhost.
         "apiServer": {"address": api_server_url},
         "discovery": {"config": {"clusterID": cluster_id, "clusterLabels": dict(cluster_labels)}},
@@ -48,11 +76,7 @@ def render_liqo_values(
             # (its own pod/service ranges are added by Liqo itself).
             "reservedSubnets": list(reserved_subnets),
         },
-        "networking": {
-            "enabled": True,
-            # What `liqoctl install k3s` sets: the nftables monitor is costly on k3s.
-            "fabric": {"config": {"nftablesMonitor": False}},
-        },
+        "networking": networking,
         "telemetry": {"enabled": False},
         "metrics": {"enabled": False},
     }
@@ -67,6 +91,7 @@ class LiqoArgs:
     service_cidr: str
     reserved_subnets: Sequence[str]
     cluster_labels: Mapping[str, str] = field(default_factory=dict)
+    placement: Placement | None = None
 
 
 class Liqo(pulumi.ComponentResource):
@@ -81,6 +106,7 @@ class Liqo(pulumi.ComponentResource):
             service_cidr=args.service_cidr,
             reserved_subnets=args.reserved_subnets,
             cluster_labels=args.cluster_labels,
+            placement=args.placement,
         )
         self.release = helm_release(
             f"{name}-release",

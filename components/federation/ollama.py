@@ -10,6 +10,9 @@ the same volume lets the scheduler place the pod (it never mounts there).
 AWS side (the namespace Liqo creates, same name): the claim, its volume and a NetworkPolicy
 admitting only the homelab's pod range on the Ollama port.
 
+Before Ollama starts, an init container checks the models tree (``verify_models.sh`` here): every
+blob hashes to its name, every manifest's blobs exist with their sizes.
+
 Each volume is declared after its claim and names the claim's uid in ``claimRef``: a static
 volume stays ``Released`` for good once the claim it was bound to is deleted (the binder matches
 the uid), so when the claim is created again (homelab destroy and up, unpeer and re-peer) its new
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import pulumi
@@ -35,6 +39,7 @@ from components.federation.liqo import (
     VIRTUAL_NODE_TAINT_KEY,
 )
 from components.federation.model_store import MODELS_CLAIM, render_models_claim
+from components.kube.charts import BUSYBOX_IMAGE
 from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS
 from components.kube.objects import Manifest, app_labels, declare, render_service
 from components.nebula.config import OLLAMA_PORT
@@ -53,6 +58,38 @@ MODEL_DIRECTORIES = ("blobs/", "manifests/")
 # pulumi-kubernetes: "If the 'pulumi.com/skipAwait' annotation is true, the ready condition will
 # no-op" (provider/pkg/metadata/annotations.go, AnnotationSkipAwait, GetReadyCondition).
 SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
+VERIFY_MODELS_SCRIPT = Path(__file__).with_name("verify_models.sh")
+# The init check runs as nobody; the pod's fsGroup makes the Mountpoint driver mount the models
+# with that group, allow-other and mode 660/770 (mountpoint-s3-csi-driver
+# helm-chart-aws-mountpoint-s3-csi-driver-2.7.0: pkg/driver/node/node.go, docs/UPGRADING_TO_V2.md
+# "respect fsGroup"). Liqo copies the pod securityContext and init containers to the remote pod
+# (liqotech/liqo v1.2.0 pkg/virtualKubelet/forge/pods.go).
+MODELS_READER_ID = 65534
+
+
+def render_verify_models_container() -> Manifest:
+    """Init container: Ollama starts only if every blob hashes to its name and every manifest's
+    blobs exist with their sizes (verify_models.sh, read-only, as an unprivileged user)."""
+    return {
+        "name": "verify-models",
+        "image": BUSYBOX_IMAGE,
+        "command": ["/bin/sh", "-c", VERIFY_MODELS_SCRIPT.read_text(), "verify-models"],
+        "args": [MODELS_PATH],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": MODELS_READER_ID,
+            "runAsGroup": MODELS_READER_ID,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "32Mi"},
+            "limits": {"cpu": "1", "memory": "64Mi"},
+        },
+        "volumeMounts": [{"name": "models", "mountPath": MODELS_PATH, "readOnly": True}],
+    }
 
 
 @dataclass(frozen=True)
@@ -160,6 +197,8 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
                     ],
                     # Resolved on the AWS cluster, where k3s registers the nvidia runtime.
                     "runtimeClassName": NVIDIA_RUNTIME_CLASS,
+                    "securityContext": {"fsGroup": MODELS_READER_ID},
+                    "initContainers": [render_verify_models_container()],
                     "containers": [
                         {
                             "name": APP,

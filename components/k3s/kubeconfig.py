@@ -90,9 +90,15 @@ class KubeconfigFetchArgs:
     admin_server_url: pulumi.Input[str] | None = None
     """API URL for the operator's machine (the Elastic IP, open to the admin ranges only); the
     ``admin_kubeconfig`` output uses it."""
+    host_key: pulumi.Input[str] | None = None
+    """The server's SSH host public key (``ssh-ed25519 AAAA...``): pinned, so a machine in the
+    middle cannot hand out a forged kubeconfig. Without it pulumi-command accepts any key."""
+    refresh: pulumi.Input[str] | None = None
+    """Changes when the kubeconfig must be read again (the renewal window: k3s renews its
+    one-year admin certificate when it restarts within 90 days of expiry)."""
     command: str | None = None
     """The script that prints the kubeconfig; default: the k3s admin kubeconfig of the server
-    (client certificate valid for a year). The homelab uses scripts/admin_kubeconfig.sh, a
+    (client certificate valid for a year). The homelab uses templates/admin_kubeconfig.sh, a
     service-account token that does not expire."""
     machine: pulumi.Resource | None = None
     """The machine the command reads from: the command is replaced with it (a new machine
@@ -121,11 +127,15 @@ class KubeconfigFetch(pulumi.ComponentResource):
                 host=args.host,
                 user=args.user,
                 private_key=args.private_key,
+                host_key=args.host_key,
                 dial_error_limit=DIAL_ERROR_LIMIT,
                 per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS,
             ),
             create=args.command or fetch_kubeconfig_command(),
-            triggers=[args.instance_id],
+            triggers=[args.instance_id, *([args.refresh] if args.refresh is not None else [])],
+            # The previous kubeconfig must not be put in the command's environment on a re-run
+            # (pulumi-command sets PULUMI_COMMAND_STDOUT by default: commandOutputs.go).
+            add_previous_output_in_env=False,
             # stdout is an admin credential: never printed (additional_secret_outputs alone
             # still lets it show in the update log, pulumi-command#260), secret in state.
             logging=remote.Logging.NONE,

@@ -11,6 +11,12 @@ CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane=true:NoSchedule"
 
 GPU_NODE_LABEL: tuple[str, str] = ("node-type", "gpu")
 """Carried by every GPU worker of either cluster; platform components select on it."""
+CONTROL_NODE_LABEL: tuple[str, str] = ("node-type", "control")
+"""Carried by the AWS control node, where everything that must outlive a stopped GPU worker
+runs."""
+GPU_TAINT = "nvidia.com/gpu=present:NoSchedule"
+"""On the AWS GPU worker: only GPU work (and DaemonSets that tolerate it) lands on the node
+that stops when idle."""
 
 # Kubernetes label values: <= 63 characters, alphanumeric at both ends, '-', '_', '.' inside
 # (https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#syntax-and-character-set).

@@ -22,7 +22,11 @@ from typing import Literal
 
 import yaml
 
-KNOWN_GROUPS = ("lighthouse", "aws", "homelab", "kubernetes", "gpu", "liqo-gateway")
+KNOWN_GROUPS = ("lighthouse", "aws", "homelab", "liqo-gateway", "admin")
+"""Groups by site and purpose: ``aws`` (the AWS control node), ``homelab`` (every homelab VM),
+``liqo-gateway`` (homelab nodes that may run Liqo's gateway client), ``admin`` (an operator's
+machine on the mesh). Flannel masquerades a node's pods to the node's address, so a group is
+what every pod on that node may do: rules stay narrow."""
 K3S_API_PORT = 6443
 KUBELET_PORT = 10250
 # k3s' default flannel backend is VXLAN on UDP 8472 (https://docs.k3s.io/installation/requirements).
@@ -31,6 +35,15 @@ FLANNEL_VXLAN_PORT = 8472
 # in the NodePort range works, it only has to match the Liqo peering.
 LIQO_GATEWAY_NODEPORT = 30840
 OLLAMA_PORT = 11434
+SSH_PORT = 22
+# Liqo's default pod-network CIDRs for remapping (liqotech/liqo@v1.2.0 deployments/liqo/values.yaml:
+# ipam.externalCIDR 10.70.0.0/16, ipam.internalCIDR 10.80.0.0/16): routes Liqo installs on every
+# node, never a path Nebula may dial a peer on.
+LIQO_EXTERNAL_CIDR = "10.70.0.0/16"
+LIQO_INTERNAL_CIDR = "10.80.0.0/16"
+LIGHTHOUSE_INTERVAL_SECONDS = 15
+"""How often hosts report their addresses (Nebula's default is 10, slackhq/nebula@v1.9.5
+lighthouse.go); 60 let a changed home address reach the lighthouse up to a minute late."""
 TUN_DEVICE = "nebula1"
 PKI_DIR = "/etc/nebula"
 
@@ -60,6 +73,9 @@ class MeshNode:
     config_key: str = ""
     """Where the operator configured this node (e.g. ``hybridgpu:homelab.gpuWorkers[0]``)."""
     unsafe_networks: tuple[ipaddress.IPv4Network, ...] = ()
+    local_cidr: ipaddress.IPv4Network | None = None
+    """The node's own network (LAN or VPC subnet): the only local addresses it advertises to the
+    lighthouse and the peers' addresses it prefers when they share it."""
 
 
 @dataclass(frozen=True)
@@ -78,28 +94,27 @@ class MeshSettings:
     unsafe_routes: tuple[UnsafeRoute, ...] = ()
     other_ranges: Mapping[str, ipaddress.IPv4Network] = field(default_factory=dict)
     """Every other range of the system (config key -> CIDR); the overlay must miss them all."""
+    never_dial: tuple[ipaddress.IPv4Network, ...] = ()
+    """Ranges a peer's address may never be in (pod, service and Liqo ranges): with Liqo's
+    routes in place a handshake there would run Nebula inside Liqo inside Nebula."""
 
 
 def default_policy(liqo_gateway_port: int = LIQO_GATEWAY_NODEPORT) -> tuple[FirewallRule, ...]:
-    """Least-privilege inbound rules of the mesh."""
+    """Least-privilege inbound rules: each opens exactly the traffic that uses the mesh.
+
+    k3s of each cluster runs on its own LAN/VPC, so no kubelet, flannel or API traffic of a
+    cluster crosses the mesh; what does: the homelab's Liqo control plane to the AWS API, Liqo's
+    WireGuard tunnel to the gateway on the AWS control node, and an operator's admin access."""
     return (
         FirewallRule("any", "icmp", why="ping from any mesh member, for diagnosis"),
-        FirewallRule(K3S_API_PORT, "tcp", ("kubernetes",), ("kubernetes",), "k3s API"),
-        FirewallRule(KUBELET_PORT, "tcp", ("kubernetes",), ("kubernetes",), "kubelet (logs, exec)"),
         FirewallRule(
-            FLANNEL_VXLAN_PORT,
-            "udp",
-            ("aws",),
-            ("aws",),
-            "flannel VXLAN of the AWS cluster, "
-            "which runs over the overlay (the homelab's runs on its LAN)",
+            K3S_API_PORT, "tcp", ("homelab",), ("aws",), "AWS k3s API for the homelab's Liqo"
         ),
         FirewallRule(
-            liqo_gateway_port, "udp", ("liqo-gateway",), ("liqo-gateway",), "Liqo WireGuard gateway"
+            liqo_gateway_port, "udp", ("liqo-gateway",), ("aws",), "Liqo WireGuard gateway"
         ),
-        FirewallRule(
-            OLLAMA_PORT, "tcp", ("homelab",), ("aws", "gpu"), "Ollama, for the homelab only"
-        ),
+        FirewallRule(K3S_API_PORT, "tcp", ("admin",), ("aws",), "AWS k3s API for the operator"),
+        FirewallRule(SSH_PORT, "tcp", ("admin",), ("aws",), "SSH for the operator"),
     )
 
 
@@ -197,13 +212,29 @@ def render_node_config(
         "static_host_map": others,
         "lighthouse": {
             "am_lighthouse": is_lighthouse,
-            "interval": 60,
+            "interval": LIGHTHOUSE_INTERVAL_SECONDS,
             "hosts": [] if is_lighthouse else list(others),
+            # Advertise only the node's LAN/VPC address (an all-allow list denies the rest:
+            # cni0, flannel, Liqo's interfaces); public addresses the lighthouse learns itself.
+            **(
+                {"local_allow_list": {str(node.local_cidr): True}}
+                if node.local_cidr is not None
+                else {}
+            ),
+            # Never dial a peer on a pod, service or Liqo address (all-deny list: the rest,
+            # incl. 0.0.0.0/0 for roaming, stays allowed).
+            **(
+                {"remote_allow_list": {str(r): False for r in settings.never_dial}}
+                if settings.never_dial
+                else {}
+            ),
         },
         "listen": {"host": "0.0.0.0", "port": settings.listen_port},  # noqa: S104 - UDP on all NICs
+        # Peers on the same LAN/VPC talk directly rather than through public addresses.
+        **({"preferred_ranges": [str(node.local_cidr)]} if node.local_cidr is not None else {}),
         # Keep NAT mappings open and answer punches (https://nebula.defined.net/docs/config/punchy/).
         "punchy": {"punch": True, "respond": True},
-        # AWS NAT and many home routers defeat hole punching: everyone may fall back to relaying
+        # Some home routers (and CGNAT) defeat hole punching: everyone may fall back to relaying
         # through the lighthouse; a relay must be listed by the hosts, not only set am_relay
         # (slackhq/nebula#1192).
         "relay": {

@@ -1,13 +1,14 @@
 """NebulaHost: one node's key, certificate and config, and optionally its install over SSH.
 
-Key seed (``random.RandomBytes``) and validity window (``time.Rotating``) live in state, so the
-certificate is a pure function of state and inputs: unchanged inputs give byte-identical files;
-changed inputs (groups, IP, CA, lighthouse address) re-issue it on the next ``pulumi up``; and once
-the node is within ``renew_before_days`` of expiry the Rotating resource is replaced, which
-re-issues the certificate with a new window.
+The key seed (``random.RandomBytes``) lives in state and the validity comes from the stack's
+renewal clock, so the certificate is a pure function of state, inputs and the renewal window:
+unchanged inputs give byte-identical files; changed inputs (groups, IP, CA, lighthouse address)
+re-issue it on the next ``pulumi up``; and the first ``up`` of a new renewal window re-issues it
+with a fresh validity (no refresh needed, see components/base/renewal.py).
 
-EC2 nodes take :attr:`cloud_init_fragment` into their user data; Proxmox VMs pass ``ssh`` and
-get a ``remote.Command`` that installs Nebula and restarts it only when a file changed.
+EC2 nodes take :attr:`files` into their boot-time file sync; Proxmox VMs pass ``ssh`` and get a
+``remote.Command`` that sends the files on stdin to a constant script, which rewrites what
+changed and restarts Nebula only then.
 """
 
 from __future__ import annotations
@@ -15,22 +16,21 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import pulumi
 import pulumi_command as command
 import pulumi_random as random
-import pulumiverse_time as time
 
-from components.nebula.ca import parse_rfc3339
+from components.base.renewal import Validity
 from components.nebula.config import FirewallRule, MeshNode, MeshSettings, render_node_config
 from components.nebula.install import (
+    APPLY_SCRIPT,
     NebulaFiles,
     as_root,
     render_cloud_init_fragment,
-    render_ssh_install_script,
     render_ssh_uninstall_script,
+    render_stdin_bundle,
 )
 from components.nebula.pki import NebulaCa as CaMaterial
 from components.nebula.pki import host_keypair_from_seed, parse_cert_pem, sign_host_cert
@@ -42,15 +42,48 @@ class NebulaHostArgs:
     settings: MeshSettings
     policy: Sequence[FirewallRule]
     ca_cert_pem: pulumi.Input[str]
+    """The CA certificate that signs (the current one)."""
     ca_key_pem: pulumi.Input[str]
     """Secret."""
     lighthouses: pulumi.Input[Mapping[str, Sequence[str]]]
     """Lighthouse overlay IP -> public ``host:port`` endpoints."""
-    validity_days: int
-    renew_before_days: int
+    validity: pulumi.Input[Validity]
+    """This renewal window's validity (clamped to the CA's)."""
+    ca_bundle_pem: pulumi.Input[str] | None = None
+    """Every CA certificate the node trusts; defaults to ``ca_cert_pem``."""
     ssh: command.remote.ConnectionArgs | None = None
-    """Install over SSH with this connection (Proxmox VMs); None for cloud-init (EC2)."""
+    """Install over SSH with this connection (Proxmox VMs); None for EC2 nodes."""
     ssh_depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
+    machine: pulumi.Resource | None = None
+    """The VM the SSH install runs on: a replaced VM re-runs the install (its id is a trigger)
+    and destroying the VM skips the uninstall (``deleted_with``)."""
+
+
+def issue_host_cert(
+    node: MeshNode,
+    prefix: int,
+    *,
+    ca_cert: str,
+    ca_key: str,
+    seed_b64: str,
+    validity: Validity,
+) -> tuple[str, str]:
+    """(certificate PEM, private key PEM) of ``node`` for ``validity``, inside the CA's."""
+    keys = host_keypair_from_seed(base64.b64decode(seed_b64))
+    ca_parsed = parse_cert_pem(ca_cert)
+    ca = CaMaterial(cert_pem=ca_cert, key_pem=ca_key, fingerprint=ca_parsed.fingerprint)
+    cert = sign_host_cert(
+        ca,
+        name=node.name,
+        overlay_ip=f"{node.overlay_ip}/{prefix}",
+        groups=node.groups,
+        unsafe_networks=[str(n) for n in node.unsafe_networks],
+        public_key_pem=keys.public_pem,
+        # Never outside the CA's window: nebula refuses such a certificate.
+        not_before=max(validity.not_before, ca_parsed.details.not_before),
+        not_after=min(validity.not_after, ca_parsed.details.not_after),
+    )
+    return cert, keys.private_pem
 
 
 class NebulaHost(pulumi.ComponentResource):
@@ -66,53 +99,26 @@ class NebulaHost(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: NebulaHostArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("hybridgpu:nebula:NebulaHost", name, None, opts)
-        if args.renew_before_days >= args.validity_days:
-            raise ValueError(f"NebulaHost {name}: renew_before_days must be below validity_days")
         child = pulumi.ResourceOptions(parent=self)
         node = args.node
         seed = random.RandomBytes(f"{name}-key-seed", length=32, opts=child)
-        issued = time.Rotating(
-            f"{name}-validity",
-            rotation_days=args.validity_days - args.renew_before_days,
-            opts=child,
-        )
         prefix = args.settings.overlay_cidr.prefixlen
 
-        def issue(values: list[str]) -> tuple[str, str]:
-            ca_cert, ca_key, seed_b64, not_before = values
-            keys = host_keypair_from_seed(base64.b64decode(seed_b64))
-            ca_cert_parsed = parse_cert_pem(ca_cert)
-            ca = CaMaterial(
-                cert_pem=ca_cert, key_pem=ca_key, fingerprint=ca_cert_parsed.fingerprint
-            )
-            start = parse_rfc3339(not_before)
-            cert = sign_host_cert(
-                ca,
-                name=node.name,
-                overlay_ip=f"{node.overlay_ip}/{prefix}",
-                groups=node.groups,
-                unsafe_networks=[str(n) for n in node.unsafe_networks],
-                public_key_pem=keys.public_pem,
-                not_before=start,
-                # Never past the CA's end: nebula refuses such a certificate.
-                not_after=min(
-                    start + timedelta(days=args.validity_days), ca_cert_parsed.details.not_after
-                ),
-            )
-            return cert, keys.private_pem
-
         issued_pair = pulumi.Output.all(
-            args.ca_cert_pem, args.ca_key_pem, seed.base64, issued.rfc3339
-        ).apply(issue)
+            args.ca_cert_pem, args.ca_key_pem, seed.base64, args.validity
+        ).apply(
+            lambda v: issue_host_cert(
+                node, prefix, ca_cert=v[0], ca_key=v[1], seed_b64=v[2], validity=v[3]
+            )
+        )
         self.cert_pem = pulumi.Output.unsecret(issued_pair.apply(lambda pair: pair[0]))
         self.key_pem = pulumi.Output.secret(issued_pair.apply(lambda pair: pair[1]))
         self.config_yaml = pulumi.Output.from_input(args.lighthouses).apply(
             lambda lighthouses: render_node_config(node, args.settings, lighthouses, args.policy)
         )
+        bundle = args.ca_bundle_pem if args.ca_bundle_pem is not None else args.ca_cert_pem
         self.files = pulumi.Output.secret(
-            pulumi.Output.all(
-                self.config_yaml, args.ca_cert_pem, self.cert_pem, self.key_pem
-            ).apply(
+            pulumi.Output.all(self.config_yaml, bundle, self.cert_pem, self.key_pem).apply(
                 lambda v: NebulaFiles(config_yaml=v[0], ca_pem=v[1], cert_pem=v[2], key_pem=v[3])
             )
         )
@@ -121,22 +127,29 @@ class NebulaHost(pulumi.ComponentResource):
         )
         self.install = None
         if args.ssh is not None:
-            script = pulumi.Output.secret(
-                self.files.apply(lambda files: as_root(render_ssh_install_script(files)))
-            )
+            script = as_root(APPLY_SCRIPT, "hybridgpu-apply-nebula")
             self.install = command.remote.Command(
                 f"{name}-install",
                 connection=args.ssh,
+                # A constant, public script; the node's files (key included) go on stdin, so a
+                # failed run prints no secret (pulumi-command v1.2.1 reports `running %q` with
+                # the command text: provider/pkg/provider/remote/commandOutputs.go).
                 create=script,
-                # The same idempotent script: it rewrites changed files and restarts Nebula then.
                 update=script,
-                delete=as_root(render_ssh_uninstall_script()),
+                stdin=pulumi.Output.secret(self.files.apply(render_stdin_bundle)),
+                delete=as_root(render_ssh_uninstall_script(), "hybridgpu-remove-nebula"),
+                # A new VM behind the same name needs the install again.
+                triggers=[args.machine.id]
+                if isinstance(args.machine, pulumi.CustomResource)
+                else None,
                 logging=command.remote.Logging.STDERR,
                 opts=pulumi.ResourceOptions(
                     parent=self,
                     depends_on=list(args.ssh_depends_on),
                     # A replacement must not run the old delete (uninstall) after the new create.
                     delete_before_replace=True,
+                    # Nothing to uninstall from a VM that is being destroyed.
+                    deleted_with=args.machine,
                     additional_secret_outputs=["stdout", "stderr"],
                 ),
             )

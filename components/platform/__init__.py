@@ -1,4 +1,4 @@
-"""The GPU platform on a k3s cluster (layer 2): GPU Operator, NVIDIA device plugin, Node
+"""The GPU platform on a k3s cluster (layer 3): GPU Operator, NVIDIA device plugin, Node
 Termination Handler, storage classes, JupyterHub, CUDA validation Jobs, Rancher. May import
-`kube`, `nebula` and `k3s`.
+`base`, `kube`, `nebula` and `k3s`.
 """

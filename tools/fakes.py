@@ -1,8 +1,7 @@
-"""What the fake providers of the offline runs compute (used by :mod:`tools.mocks`): ids, IPs,
-ARNs, command stdout, random bytes, timestamps, Kubernetes uids, and invoke results. Every value
-is a pure function of the resource's type, name and inputs (and its incarnation), so two runs
-produce byte-identical inputs downstream, and an input that changes a real id changes this one.
-"""
+"""What real providers would compute, faked deterministically for the offline runs: resource
+outputs (ids, IPs, ARNs, command stdout, random bytes, timestamps) and invoke results (AMI and
+AZ lookups, caller identity). Every value is a pure function of the resource's type and name,
+so two runs produce byte-identical inputs downstream."""
 
 from __future__ import annotations
 
@@ -12,10 +11,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pulumi.runtime import rpc
+from tools.values import unwrap
 
 MOCK_ACCOUNT_ID = "123456789012"
 MOCK_TIME = "2026-01-01T00:00:00Z"
+UNOFFERED_TYPES: set[str] = set()
+"""Instance types the mocked EC2 reports as not offered (tests add to it)."""
 
 
 def digest(*parts: str) -> str:
@@ -26,16 +27,6 @@ def _mock_ip(prefix: str, *parts: str) -> str:
     """A stable address in a documentation range (RFC 5737) derived from the parts."""
     value = int(digest(*parts)[:4], 16)
     return f"{prefix}.{value % 254 + 1}"
-
-
-def _plain(value: Any) -> Any:
-    if rpc.is_rpc_secret(value):
-        return _plain(value["value"])
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _sample_kubeconfig(name: str) -> str:
@@ -64,31 +55,43 @@ def _sample_kubeconfig(name: str) -> str:
     )
 
 
-def computed_outputs(
+def computed_outputs(  # noqa: PLR0912 - one branch per resource type
     typ: str, name: str, inputs: Mapping[str, Any], stack: str, incarnation: int = 0
 ) -> dict[str, Any]:
     """Outputs a real provider would compute for this resource type."""
-    hashed = digest(stack, typ, name)
-    plain = _plain(dict(inputs))
+    resource_digest = digest(stack, typ, name)
+    plain = unwrap(dict(inputs))
     if typ == "aws:ec2/instance:Instance":
         return {
             "publicIp": _mock_ip("198.51.100", stack, name),
-            "privateIp": _mock_ip("10.100.1", stack, name),
-            "arn": f"arn:aws:ec2:us-west-2:{MOCK_ACCOUNT_ID}:instance/i-{hashed[:17]}",
-            "primaryNetworkInterfaceId": f"eni-{hashed[:17]}",
+            "privateIp": plain.get("privateIp") or _mock_ip("10.100.1", stack, name),
+            "arn": f"arn:aws:ec2:us-west-2:{MOCK_ACCOUNT_ID}:instance/i-{resource_digest[:17]}",
+            "primaryNetworkInterfaceId": f"eni-{resource_digest[:17]}",
             "instanceState": "running",
+        }
+    if typ == "aws:ec2/spotInstanceRequest:SpotInstanceRequest":
+        return {
+            "spotInstanceId": f"i-{resource_digest[:17]}",
+            "publicIp": _mock_ip("198.51.100", stack, name),
+            "privateIp": plain.get("privateIp") or _mock_ip("10.100.1", stack, name),
+            "rootBlockDevice": {
+                **plain.get("rootBlockDevice", {}),
+                "volumeId": f"vol-{resource_digest[:17]}",
+            },
+            "spotRequestState": "active",
         }
     if typ == "aws:ec2/eip:Eip":
         return {
             "publicIp": _mock_ip("203.0.113", stack, name),
-            "allocationId": f"eipalloc-{hashed[:17]}",
+            "allocationId": f"eipalloc-{resource_digest[:17]}",
         }
     if typ == "aws:ec2/keyPair:KeyPair":
         return {
-            "keyName": plain.get("keyName") or f"{plain.get('keyNamePrefix', name)}{hashed[:8]}"
+            "keyName": plain.get("keyName")
+            or f"{plain.get('keyNamePrefix', name)}{resource_digest[:8]}"
         }
     if typ == "aws:s3/bucket:Bucket":
-        bucket = plain.get("bucket") or f"{plain.get('bucketPrefix', name)}{hashed[:12]}"
+        bucket = plain.get("bucket") or f"{plain.get('bucketPrefix', name)}{resource_digest[:12]}"
         return {"bucket": bucket, "arn": f"arn:aws:s3:::{bucket}", "region": "us-west-2"}
     if typ in (
         "aws:iam/role:Role",
@@ -96,7 +99,7 @@ def computed_outputs(
         "aws:iam/policy:Policy",
     ):
         kind = typ.rsplit(":", maxsplit=1)[-1].lower()
-        resource_name = plain.get("name") or f"{name}-{hashed[:7]}"
+        resource_name = plain.get("name") or f"{name}-{resource_digest[:7]}"
         return {
             "name": resource_name,
             "arn": f"arn:aws:iam::{MOCK_ACCOUNT_ID}:{kind}/{resource_name}",
@@ -104,28 +107,32 @@ def computed_outputs(
     if typ.startswith("aws:"):
         return {"arn": f"arn:aws:mock:us-west-2:{MOCK_ACCOUNT_ID}:{name}"}
     if typ in ("command:remote:Command", "command:local:Command"):
-        return {"stdout": _command_stdout(name, str(plain.get("create", ""))), "stderr": ""}
+        create = str(plain.get("create", ""))
+        if "/etc/rancher/k3s/k3s.yaml" in create or PRINTS_KUBECONFIG in create:
+            stdout = _sample_kubeconfig(name)
+        elif PRINTS_JOIN_TOKEN in create:
+            # K10<sha256 of the cluster CA>::server:<password> (https://docs.k3s.io/cli/token).
+            stdout = f"K10{digest('ca', name)}::server:mock{digest('token', name)[:24]}\n"
+        elif "sha256sum" in create:
+            stdout = digest(stack, name, "sha256sum") + "\n"
+        else:
+            stdout = f"mock stdout of {name}"
+        return {"stdout": stdout, "stderr": ""}
     if typ == "random:index/randomBytes:RandomBytes":
         raw = hashlib.sha256(f"{stack}/{name}".encode()).digest()
         length = int(plain.get("length", 32))
         data = (raw * (length // len(raw) + 1))[:length]
         return {"base64": base64.b64encode(data).decode(), "hex": data.hex()}
     if typ == "random:index/randomPassword:RandomPassword":
-        return {"result": f"mock{hashed[: int(plain.get('length', 32)) - 4]}"}
+        return {"result": f"mock{resource_digest[: int(plain.get('length', 32)) - 4]}"}
     if typ == "time:index/rotating:Rotating":
         return {"rfc3339": MOCK_TIME}
     if typ == "time:index/static:Static":
         return {"rfc3339": MOCK_TIME}
     if typ.startswith("proxmoxve:"):
         return {"vmId": plain.get("vmId", 100)} if "vm" in typ.lower() else {}
-    return _kubernetes_outputs(typ, name, plain, stack, incarnation)
-
-
-def _kubernetes_outputs(
-    typ: str, name: str, plain: Mapping[str, Any], stack: str, incarnation: int
-) -> dict[str, Any]:
-    """The API server assigns every object a uid; a re-created object gets a new one."""
     if typ.startswith("kubernetes:") and isinstance(plain.get("metadata"), dict):
+        # The API server assigns every object a uid; a re-created object gets a new one.
         return {"metadata": {**plain["metadata"], "uid": _mock_uid(stack, typ, name, incarnation)}}
     return {}
 
@@ -139,16 +146,6 @@ PRINTS_KUBECONFIG = "# hybridgpu: prints a kubeconfig"
 """Marker line of scripts whose stdout is a kubeconfig (components/k3s/scripts)."""
 PRINTS_JOIN_TOKEN = "# hybridgpu: prints the cluster join token"  # noqa: S105 - a marker
 """Marker line of the script that prints a k3s server's secure join token."""
-
-
-def _command_stdout(name: str, create: str) -> str:
-    """What a command's script prints, for the scripts whose output the program uses."""
-    if "/etc/rancher/k3s/k3s.yaml" in create or PRINTS_KUBECONFIG in create:
-        return _sample_kubeconfig(name)
-    if PRINTS_JOIN_TOKEN in create:
-        # K10<sha256 of the cluster CA>::server:<password> (https://docs.k3s.io/cli/token).
-        return f"K10{digest('ca', name)}::server:mock{digest('token', name)[:24]}\n"
-    return f"mock stdout of {name}"
 
 
 def provider_id(typ: str, plain: Mapping[str, Any]) -> str | None:
@@ -167,7 +164,7 @@ def provider_id(typ: str, plain: Mapping[str, Any]) -> str | None:
 def mock_call(function: str, args: Mapping[str, Any]) -> dict[str, Any]:
     """Results of invokes (data sources) the program uses."""
     if function == "aws:ec2/getAmi:getAmi":
-        key = json.dumps(_plain(dict(args)), sort_keys=True)
+        key = json.dumps(unwrap(dict(args)), sort_keys=True)
         return {"id": f"ami-{digest(key)[:17]}", "name": "mock-ami", "architecture": "x86_64"}
     if function == "aws:index/getAvailabilityZones:getAvailabilityZones":
         return {
@@ -180,6 +177,11 @@ def mock_call(function: str, args: Mapping[str, Any]) -> dict[str, Any]:
             "arn": f"arn:aws:iam::{MOCK_ACCOUNT_ID}:user/mock",
             "userId": "MOCK",
         }
+    if function == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
+        # Every type is offered everywhere, except what a test names in UNOFFERED_TYPES.
+        filters = {f["name"]: f["values"] for f in unwrap(args.get("filters", []))}
+        types = [t for t in filters.get("instance-type", []) if t not in UNOFFERED_TYPES]
+        return {"instanceTypes": types, "locations": filters.get("location", [])}
     if function == "aws:index/getPartition:getPartition":
         return {"partition": "aws", "dnsSuffix": "amazonaws.com"}
     if function == "aws:index/getRegion:getRegion":

@@ -1,0 +1,206 @@
+"""The two EC2 nodes of the aws-gpu stack and how their files reach them on day 2.
+
+Control node (always on): bootstrap user data, its files in SSM, and an SSH command that applies
+them at once on every change (so `pulumi up` reports a failure, and the k3s server is upgraded
+before any agent). GPU worker (stops when idle): bootstrap user data and its files in SSM,
+published only after the control node applied its own; it takes them at its next boot, or within
+a sync interval while running, without being started.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_command as command
+import pulumi_random as random
+
+from components.aws.cloud_init import (
+    AGENT_PATH,
+    K3S_SERVER_CA,
+    K3sRole,
+    agent_file,
+    k3s_files,
+    render_bootstrap_user_data,
+    server_agent_token_file,
+    ssh_files,
+)
+from components.aws.k3s_node import AwsK3sNode, SpotOptions
+from components.aws.node_files import FileSpec, NodeFiles
+from components.base.files import NodeFile
+from components.base.ssh_keys import HostKey, host_key_from_seed
+from components.k3s.kubeconfig import DIAL_ERROR_LIMIT, PER_DIAL_TIMEOUT_SECONDS
+from components.nebula.install import NebulaFiles, node_files
+from stacks.config import AwsGpuConfig
+
+NEBULA_PLACEHOLDER = NebulaFiles(config_yaml="", ca_pem="", cert_pem="", key_pem="")
+TOKEN_PLACEHOLDER = "placeholder"  # noqa: S105 - renders destinations only, never published
+"""Only for destinations: which files a Nebula node has and where (contents come later)."""
+
+
+def node_parameter_path(node: str) -> str:
+    """SSM path of a node's files: one stack, one node kind."""
+    return f"/hybridgpu/{pulumi.get_stack()}/{node}"
+
+
+def parameter_path_arn(provider: aws.Provider, region: str, path: str) -> pulumi.Output[str]:
+    account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(provider=provider))
+    return account.account_id.apply(lambda a: f"arn:aws:ssm:{region}:{a}:parameter{path}")
+
+
+def ssh_host_key(name: str, comment: str) -> pulumi.Output[HostKey]:
+    """A node's SSH host key, derived from a seed kept in state (secret)."""
+    seed = random.RandomBytes(f"{name}-ssh-host-key-seed", length=32)
+    return pulumi.Output.secret(
+        seed.base64.apply(lambda s: host_key_from_seed(base64.b64decode(s), comment))
+    )
+
+
+def specs(files: Sequence[NodeFile], prefix: str = "") -> list[FileSpec]:
+    """Rendered files as publishable specs (``prefix`` namespaces their names)."""
+    return [FileSpec(prefix + f.name, f.path, f.mode, f.content, f.owner, f.restart) for f in files]
+
+
+def specs_from_output(
+    template: Sequence[NodeFile],
+    contents: pulumi.Output[list[NodeFile]],
+    prefix: str = "",
+) -> list[FileSpec]:
+    """Files whose contents are outputs: destinations from ``template`` (known at plan time),
+    contents from ``contents`` (the same files, same order)."""
+    return [
+        FileSpec(
+            prefix + f.name,
+            f.path,
+            f.mode,
+            contents.apply(lambda fs, i=i: fs[i].content),
+            f.owner,
+            f.restart,
+        )
+        for i, f in enumerate(template)
+    ]
+
+
+def ssh_specs(config: AwsGpuConfig, host_key: pulumi.Output[HostKey]) -> list[FileSpec]:
+    settings = config.aws
+    template = ssh_files(
+        host_key="",
+        host_public_line="",
+        user=settings.ssh_user,
+        authorized_keys=settings.ssh_public_key,
+    )
+    rendered = host_key.apply(
+        lambda k: ssh_files(
+            host_key=k.private_openssh,
+            host_public_line=k.public_line,
+            user=settings.ssh_user,
+            authorized_keys=settings.ssh_public_key,
+        )
+    )
+    return specs_from_output(template, rendered)
+
+
+def nebula_specs(files: pulumi.Output[NebulaFiles]) -> list[FileSpec]:
+    return specs_from_output(
+        node_files(NEBULA_PLACEHOLDER), files.apply(node_files), prefix="nebula/"
+    )
+
+
+def k3s_specs(
+    *, role: K3sRole, k3s_version: str, config_text: str, token: pulumi.Output[str]
+) -> list[FileSpec]:
+    template = k3s_files(
+        role=role, k3s_version=k3s_version, config=config_text, token=TOKEN_PLACEHOLDER
+    )
+    rendered = token.apply(
+        lambda value: k3s_files(role=role, k3s_version=k3s_version, config=config_text, token=value)
+    )
+    return specs_from_output(template, rendered)
+
+
+def server_agent_token_spec(token: pulumi.Output[str]) -> list[FileSpec]:
+    template = [server_agent_token_file(TOKEN_PLACEHOLDER)]
+    return specs_from_output(template, token.apply(lambda value: [server_agent_token_file(value)]))
+
+
+@dataclass(frozen=True)
+class ControlApply:
+    command: command.remote.Command
+    server_ca_sha256: pulumi.Output[str]
+    """SHA-256 of the k3s server CA file: agents pin the CA with it (``K10<hash>::`` tokens)."""
+
+
+def apply_on_control_node(
+    name: str,
+    *,
+    config: AwsGpuConfig,
+    node: AwsK3sNode,
+    files: NodeFiles,
+    host_key: pulumi.Output[HostKey],
+    ssh_host: pulumi.Input[str],
+) -> ControlApply:
+    """Run the node agent's sync over SSH now (the timer would within minutes): `pulumi up`
+    sees a failure, and what comes after (the workers' files) waits until the server applied.
+    Prints the server CA's SHA-256, which is public."""
+    settings = config.aws
+    path = node_parameter_path("control-node")
+    script = (
+        f"sudo {AGENT_PATH} sync --region {settings.region} --path {path} --retries 30 >&2\n"
+        f"sudo sha256sum {K3S_SERVER_CA} | cut -d' ' -f1\n"
+    )
+    apply = command.remote.Command(
+        name,
+        connection=command.remote.ConnectionArgs(
+            host=ssh_host,
+            user=settings.ssh_user,
+            private_key=config.secrets.ssh_private_key,
+            host_key=host_key.apply(lambda k: k.public_key),
+            dial_error_limit=DIAL_ERROR_LIMIT,
+            per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS,
+        ),
+        create=script,
+        # Re-run whenever anything the node gets changes, or the node itself does.
+        triggers=[files.digest, node.instance_id],
+        logging=command.remote.Logging.STDERR,
+        add_previous_output_in_env=False,
+        opts=pulumi.ResourceOptions(
+            depends_on=[
+                files.manifest_parameter,
+                node.instance,
+                *([node.eip_association] if node.eip_association is not None else []),
+            ],
+            deleted_with=node.instance,
+        ),
+    )
+    return ControlApply(
+        command=apply, server_ca_sha256=apply.stdout.apply(lambda out: out.strip().split()[-1])
+    )
+
+
+def bootstrap(config: AwsGpuConfig, node: str, *, heal: bool) -> str:
+    settings = config.aws
+    return render_bootstrap_user_data(
+        region=settings.region,
+        parameter_path=node_parameter_path(node),
+        ssh_user=settings.ssh_user,
+        ssh_public_key=settings.ssh_public_key,
+        heal=heal,
+    )
+
+
+def agent_spec() -> list[FileSpec]:
+    return specs([agent_file()])
+
+
+def spot_options(config: AwsGpuConfig) -> SpotOptions | None:
+    worker = config.aws.gpu_worker
+    if worker.market != "spot":
+        return None
+    return SpotOptions(
+        request_type=worker.spot.request_type,
+        interruption_behavior=worker.spot.interruption_behavior,
+        max_price_usd_per_hour=worker.spot.max_price_usd_per_hour,
+    )

@@ -1,0 +1,5 @@
+import sys
+
+from tools.models.cli import main
+
+sys.exit(main())
