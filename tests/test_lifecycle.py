@@ -148,8 +148,10 @@ def test_a_control_plane_is_never_replaced_by_an_up(control_plane_replaced: Plan
     for name in nodes():
         if name.startswith("k3s-gpu"):
             assert control_plane_replaced.step(VM, f"{name}-vm") == "same"
-    protected = {r.name for r in control_plane_replaced.new.values() if r.protect}
+    protected = {r.name for r in control_plane_replaced.new.values() if r.protect and r.type == VM}
     assert protected == {"k3s-cp-1-vm", "k3s-cp-2-vm", "k3s-cp-3-vm"}
+    (token,) = (r for r in control_plane_replaced.new.values() if r.name == "k3s-token")
+    assert token.protect, "k3s encrypts its datastore with the token: never regenerated"
 
 
 # -- k3s upgrade ---------------------------------------------------------------------------------
