@@ -124,7 +124,9 @@ class Plan:
         )
 
 
-def plan(before: StackRun, after: StackRun) -> Plan:
+def plan(before: StackRun, after: StackRun, *, deleted_with_replaces: bool = True) -> Plan:
+    """``deleted_with_replaces``: whether a resource is replaced with the one it is deleted with
+    (pulumi/pulumi#23818, CLIs since July 2026); off, the rules of an older CLI."""
     old = {r.urn: r for r in before.managed()}
     new = {r.urn: r for r in after.managed()}
     result = Plan(steps={}, new=new, old=old)
@@ -154,7 +156,8 @@ def plan(before: StackRun, after: StackRun) -> Plan:
         replaced = {u for u, s in result.steps.items() if s == "replace"}
         for urn, reg in new.items():
             if result.steps[urn] in ("update", "same") and (
-                replaced & set(reg.replace_with) or reg.deleted_with in replaced
+                replaced & set(reg.replace_with)
+                or (deleted_with_replaces and reg.deleted_with in replaced)
             ):
                 result.steps[urn] = "replace"
                 cascading = True

@@ -127,6 +127,33 @@ def test_a_replaced_vm_is_bootstrapped_again(worker_replaced: Plan) -> None:
             assert set(node_commands(worker_replaced, other).values()) == {"same"}, other
 
 
+@pytest.fixture(scope="module")
+def worker_moved(homelab_run: StackRun) -> StackRun:
+    """A GPU worker moved to another Proxmox node with its GPUs: node_name forces a new VM
+    (vm.go ForceNewIf(mkNodeName)) under the same VM id, so the VM's id does not change."""
+    config = example()
+    config["proxmox"]["nodes"].append({"name": "pve2", "sshAddress": "192.168.10.3"})
+    config["gpuWorkers"][1]["proxmoxNode"] = "pve2"
+    for mapping in config["pciMappings"]:
+        if mapping["name"] in config["gpuWorkers"][1]["gpus"]:
+            mapping["proxmoxNode"] = "pve2"
+    return homelab_after(config)
+
+
+@pytest.mark.parametrize("recent_cli", [True, False], ids=["cli-2026-07", "cli-2025-12"])
+def test_a_vm_replaced_under_its_id_is_bootstrapped_again(
+    homelab_run: StackRun, worker_moved: StackRun, recent_cli: bool
+) -> None:
+    moved = plan(homelab_run, worker_moved, deleted_with_replaces=recent_cli)
+    assert moved.step(VM, "k3s-gpu-2-vm") == "replace"
+    assert moved.changes(VM, "k3s-gpu-2-vm") >= {"nodeName"}
+    (old_vm,) = (r for r in moved.old.values() if r.name == "k3s-gpu-2-vm")
+    assert moved.new[old_vm.urn].plain_inputs["vmId"] == old_vm.plain_inputs["vmId"]
+    commands = node_commands(moved, "k3s-gpu-2")
+    assert commands["install"] == "replace"
+    assert commands["membership"] == "replace"
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="the Nebula install lives in components/nebula/host.py (the lead's): it needs "
@@ -148,8 +175,10 @@ def test_a_control_plane_is_never_replaced_by_an_up(control_plane_replaced: Plan
     for name in nodes():
         if name.startswith("k3s-gpu"):
             assert control_plane_replaced.step(VM, f"{name}-vm") == "same"
-    protected = {r.name for r in control_plane_replaced.new.values() if r.protect}
+    protected = {r.name for r in control_plane_replaced.new.values() if r.protect and r.type == VM}
     assert protected == {"k3s-cp-1-vm", "k3s-cp-2-vm", "k3s-cp-3-vm"}
+    (token,) = (r for r in control_plane_replaced.new.values() if r.name == "k3s-token")
+    assert token.protect, "k3s encrypts its datastore with the token: never regenerated"
 
 
 # -- k3s upgrade ---------------------------------------------------------------------------------

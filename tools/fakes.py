@@ -158,6 +158,10 @@ def provider_id(typ: str, plain: Mapping[str, Any]) -> str | None:
         file_name = plain.get("fileName") or (raw.get("fileName") if isinstance(raw, dict) else "")
         content = plain.get("contentType", "snippets")
         return f"{plain.get('datastoreId')}:{content}/{file_name}"
+    if typ == "proxmoxve:index/vmLegacy:VmLegacy" and plain.get("vmId") is not None:
+        # A VM's id is its VM id (proxmoxtf/resource/vm/vm.go: d.SetId(strconv.Itoa(vmID))), so
+        # a VM replaced under the same VM id keeps its id.
+        return str(int(plain["vmId"]))
     return None
 
 
