@@ -1,5 +1,5 @@
 """Rendering for the homelab k3s cluster (pure): config.yaml per node and the scripts Pulumi runs
-over SSH (``scripts/``, filled by :mod:`components.k3s.scripts`). k3s reads
+over SSH (``templates/``, filled by :mod:`components.k3s.scripts`). k3s reads
 /etc/rancher/k3s/config.yaml; its keys are the CLI flags without ``--``
 (https://docs.k3s.io/installation/configuration#configuration-file)."""
 
@@ -131,7 +131,7 @@ def _b64(text: str) -> str:
 
 
 def render_install_script(node: K3sNode, cluster: K3sClusterSettings) -> str:
-    """scripts/install.sh for ``node``: config and token written (0600; the token arrives on
+    """templates/install.sh for ``node``: config and token written (0600; the token arrives on
     stdin), the pinned installer run when the version differs, k3s restarted only on a change.
     The servers also get the kube-vip manifest; the first server waits until the VIP answers,
     since every other node joins through it."""

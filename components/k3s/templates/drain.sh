@@ -5,10 +5,10 @@
 # hand is left cordoned.
 set -euo pipefail
 
-# Parameters, filled in by components/k3s/scripts.py (the file itself stays checkable).
-NODE_NAME=${NODE_NAME:?}
-DRAIN_TIMEOUT_SECONDS=${DRAIN_TIMEOUT_SECONDS:?}
-CHANGE=${CHANGE:?}
+# Parameters: filled in, shell-quoted, by components/k3s/scripts.py.
+NODE_NAME=@NODE_NAME@
+DRAIN_TIMEOUT_SECONDS=@DRAIN_TIMEOUT_SECONDS@
+CHANGE=@CHANGE@
 
 kubectl() { sudo k3s kubectl "$@"; }
 

@@ -6,10 +6,10 @@
 # k3s's member controller (etcd.k3s.cattle.io/remove, k3s-io/k3s pkg/etcd/member_controller.go).
 set -euo pipefail
 
-# Parameters, filled in by components/k3s/scripts.py (the file itself stays checkable).
-NODE_NAME=${NODE_NAME:?}
-IS_SERVER=${IS_SERVER:?}
-TIMEOUT_SECONDS=${TIMEOUT_SECONDS:?}
+# Parameters: filled in, shell-quoted, by components/k3s/scripts.py.
+NODE_NAME=@NODE_NAME@
+IS_SERVER=@IS_SERVER@
+TIMEOUT_SECONDS=@TIMEOUT_SECONDS@
 
 kubectl() { sudo k3s kubectl "$@"; }
 

@@ -7,10 +7,10 @@
 # Runs on a server over SSH; Pulumi keeps the output secret and never logs it.
 set -euo pipefail
 
-# Parameters, filled in by components/k3s/scripts.py (the file itself stays checkable).
-SERVER_URL=${SERVER_URL:?}
-ACCOUNT=${ACCOUNT:?}
-CLUSTER_NAME=${CLUSTER_NAME:?}
+# Parameters: filled in, shell-quoted, by components/k3s/scripts.py.
+SERVER_URL=@SERVER_URL@
+ACCOUNT=@ACCOUNT@
+CLUSTER_NAME=@CLUSTER_NAME@
 
 readonly namespace=kube-system
 readonly ca_path=/var/lib/rancher/k3s/server/tls/server-ca.crt

@@ -6,16 +6,16 @@
 set -euo pipefail
 umask 077
 
-# Parameters, filled in by components/k3s/scripts.py (the file itself stays checkable).
-NODE_NAME=${NODE_NAME:?}
-INSTALL_EXEC=${INSTALL_EXEC:?}
-SERVICE=${SERVICE:?}
-K3S_VERSION=${K3S_VERSION:?}
-INSTALLER_URL=${INSTALLER_URL:?}
-CONFIG_B64=${CONFIG_B64:?}
-MANIFEST_B64=${MANIFEST_B64?}
-SCRATCH_MOUNT=${SCRATCH_MOUNT?}
-WAIT_FOR_URL=${WAIT_FOR_URL?}
+# Parameters: filled in, shell-quoted, by components/k3s/scripts.py.
+NODE_NAME=@NODE_NAME@
+INSTALL_EXEC=@INSTALL_EXEC@
+SERVICE=@SERVICE@
+K3S_VERSION=@K3S_VERSION@
+INSTALLER_URL=@INSTALLER_URL@
+CONFIG_B64=@CONFIG_B64@
+MANIFEST_B64=@MANIFEST_B64@
+SCRATCH_MOUNT=@SCRATCH_MOUNT@
+WAIT_FOR_URL=@WAIT_FOR_URL@
 
 readonly config_path=/etc/rancher/k3s/config.yaml
 readonly token_path=/etc/rancher/k3s/cluster-token

@@ -6,12 +6,12 @@
 # (https://docs.k3s.io/cli/agent#node-labels-and-taints-for-agents), so edits go through here.
 set -euo pipefail
 
-# Parameters, filled in by components/k3s/scripts.py (the file itself stays checkable).
-NODE_NAME=${NODE_NAME:?}
-LABELS=${LABELS?}
-TAINTS=${TAINTS?}
-WAIT_SECONDS=${WAIT_SECONDS:?}
-CHANGE=${CHANGE:?}
+# Parameters: filled in, shell-quoted, by components/k3s/scripts.py.
+NODE_NAME=@NODE_NAME@
+LABELS=@LABELS@
+TAINTS=@TAINTS@
+WAIT_SECONDS=@WAIT_SECONDS@
+CHANGE=@CHANGE@
 
 readonly labels_note=hybridgpu.io/managed-labels
 readonly taints_note=hybridgpu.io/managed-taints
