@@ -3,8 +3,6 @@ worker, S3 model bucket and budget. It owns the Nebula mesh CA."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
@@ -12,38 +10,26 @@ import pulumi_random as random
 
 from components.aws.budget import CostBudget, CostBudgetArgs
 from components.aws.cloud_init import (
-    AGENT_PATH,
     k3s_api_url,
-    render_k3s_agent_config,
-    render_k3s_server_config,
 )
-from components.aws.k3s_node import AmiQuery, AwsK3sNode, AwsK3sNodeArgs
+from components.aws.k3s_node import AwsK3sNode, AwsK3sNodeArgs
 from components.aws.model_bucket import ModelBucket, ModelBucketArgs
 from components.aws.network import AwsNetwork, AwsNetworkArgs
-from components.aws.node_files import NodeFiles, NodeFilesArgs
 from components.aws.node_iam import NodeRole, NodeRoleArgs
 from components.aws.parameters import SecureParameters, SecureParametersArgs
 from components.federation.ollama import model_directories
 from components.k3s.kubeconfig import KubeconfigFetch, KubeconfigFetchArgs
-from components.kube.labels import (
-    CONTROL_NODE_LABEL,
-    CONTROL_PLANE_TAINT,
-    GPU_TAINT,
-    gpu_node_labels,
-)
 from components.nebula.ca import NebulaCa
 from components.nebula.config import K3S_API_PORT, default_policy
 from components.nebula.host import NebulaHost
 from stacks import aws_nodes, mesh
 from stacks.config import (
     STACK_AWS_GPU,
-    AmiSelector,
     AwsGpuConfig,
-    ConfigError,
-    key,
     load_aws_gpu_config,
 )
 from stacks.federation import aws_federation
+from stacks.gpu_waker import aws_gpu_waker
 from stacks.outputs import export_stack_outputs
 from stacks.platform import aws_platform
 from stacks.renewal import RenewalClock
@@ -77,56 +63,6 @@ def aws_provider(config: AwsGpuConfig) -> aws.Provider:
     )
 
 
-def ami_of(selector: AmiSelector) -> str | AmiQuery:
-    """The configured AMI: a fixed id, or a lookup (most recent match)."""
-    if selector.id is not None:
-        return selector.id
-    assert selector.name_pattern is not None  # guaranteed by AmiSelector
-    return AmiQuery(
-        owners=selector.owners,
-        name_pattern=selector.name_pattern,
-        architecture=selector.architecture,
-    )
-
-
-def control_private_ip(config: AwsGpuConfig) -> str:
-    """The control node's fixed private address: agents join it by address, before it exists
-    (AWS reserves the first four addresses of a subnet; the tenth host is free)."""
-    return str(list(config.project.network.aws_subnet_cidr.hosts())[9])
-
-
-def offered_instance_type(
-    provider: aws.Provider, instance_type: str, zone: pulumi.Input[str]
-) -> pulumi.Output[str]:
-    """``instance_type`` once EC2 confirms it is offered in ``zone``; a clear error otherwise,
-    before the worker is registered (not every GPU type exists in every zone)."""
-    offerings = aws.ec2.get_instance_type_offerings_output(
-        location_type="availability-zone",
-        filters=pulumi.Output.from_input(zone).apply(
-            lambda where: [
-                aws.ec2.GetInstanceTypeOfferingsFilterArgs(
-                    name="instance-type", values=[instance_type]
-                ),
-                aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="location", values=[where]),
-            ]
-        ),
-        opts=pulumi.InvokeOutputOptions(provider=provider),
-    )
-
-    def check(values: list[Any]) -> str:
-        offered, where = values
-        if instance_type not in (offered or []):
-            raise ConfigError(
-                f"{key('aws')}.gpuWorker.instanceType: {instance_type} is not offered in "
-                f"{where}; pick another type or set {key('aws')}.availabilityZone to a zone that "
-                f"offers it (aws ec2 describe-instance-type-offerings --location-type "
-                f"availability-zone --filters Name=instance-type,Values={instance_type})"
-            )
-        return instance_type
-
-    return pulumi.Output.all(offerings.instance_types, zone).apply(check)
-
-
 def main() -> None:
     config = load_aws_gpu_config()
     network_plan = config.project.network
@@ -146,7 +82,7 @@ def main() -> None:
             ).names[0]
         )
     )
-    worker_type = offered_instance_type(provider, settings.gpu_worker.instance_type, zone)
+    worker_type = aws_nodes.offered_instance_type(provider, settings.gpu_worker.instance_type, zone)
     network = AwsNetwork(
         "network",
         AwsNetworkArgs(
@@ -209,11 +145,10 @@ def main() -> None:
             "k3s-agent-token", length=48, special=False, opts=pulumi.ResourceOptions(protect=True)
         ).result
     )
-    k3s_version = config.project.k3s_version
     control = settings.control_node
     worker = settings.gpu_worker
     control_overlay_ip = str(control.overlay_ip)
-    private_ip = control_private_ip(config)
+    private_ip = aws_nodes.control_private_ip(config)
 
     # This stack owns the mesh CA (see README: where the Nebula CA key lives). Its key reaches
     # the homelab stack through an SSM SecureString the homelab reads at run time, never through
@@ -245,46 +180,22 @@ def main() -> None:
     )
 
     control_host_key = aws_nodes.ssh_host_key("control-node", "control-node")
-    control_files = NodeFiles(
-        "control-node-files",
-        NodeFilesArgs(
-            path=control_path,
-            role="control-node",
-            files=[
-                *aws_nodes.agent_spec(),
-                *aws_nodes.ssh_specs(config, control_host_key),
-                *aws_nodes.nebula_specs(control_nebula.files),
-                *aws_nodes.k3s_specs(
-                    role="server",
-                    k3s_version=k3s_version,
-                    config_text=render_k3s_server_config(
-                        private_ip=private_ip,
-                        overlay_ip=control_overlay_ip,
-                        pod_cidr=str(network_plan.aws_pod_cidr),
-                        service_cidr=str(network_plan.aws_service_cidr),
-                        node_taints=(CONTROL_PLANE_TAINT,),
-                        node_labels=("=".join(CONTROL_NODE_LABEL),),
-                    ),
-                    token=server_token,
-                ),
-                *aws_nodes.server_agent_token_spec(agent_password),
-            ],
-            run=[
-                ["/usr/local/sbin/hybridgpu-install-nebula"],
-                ["/usr/local/sbin/hybridgpu-install-k3s"],
-                # Agents upgrade after the server: drain them first (heal gives them back).
-                [AGENT_PATH, "drain-for-upgrade", "--version", k3s_version],
-            ],
-            enable=["nebula.service", "k3s.service"],
-        ),
-        opts=on_aws,
+    control_files = aws_nodes.control_node_files(
+        config,
+        path=control_path,
+        host_key=control_host_key,
+        nebula=control_nebula.files,
+        server_token=server_token,
+        agent_password=agent_password,
+        private_ip=private_ip,
+        provider=provider,
     )
     control_node = AwsK3sNode(
         "control-node",
         AwsK3sNodeArgs(
             role="control-node",
             instance_type=control.instance_type,
-            ami=ami_of(control.ami),
+            ami=aws_nodes.ami_of(control.ami),
             subnet_id=network.subnet_id,
             security_group_ids=[network.security_group_id],
             instance_profile=control_role.instance_profile_name,
@@ -319,30 +230,14 @@ def main() -> None:
         )
     )
     worker_host_key = aws_nodes.ssh_host_key("gpu-worker", "gpu-worker")
-    worker_files = NodeFiles(
-        "gpu-worker-files",
-        NodeFilesArgs(
-            path=worker_path,
-            role="gpu-worker",
-            files=[
-                *aws_nodes.agent_spec(),
-                *aws_nodes.ssh_specs(config, worker_host_key),
-                *aws_nodes.k3s_specs(
-                    role="agent",
-                    k3s_version=k3s_version,
-                    config_text=render_k3s_agent_config(
-                        server_ip=private_ip,
-                        node_labels=gpu_node_labels(worker.gpu_type_label),
-                        node_taints=(GPU_TAINT,),
-                    ),
-                    token=agent_token,
-                ),
-            ],
-            run=[["/usr/local/sbin/hybridgpu-install-k3s"]],
-            enable=["k3s-agent.service"],
-        ),
-        # Published only once the server applied its own (version skew: servers first).
-        opts=pulumi.ResourceOptions(provider=provider, depends_on=[control_apply.command]),
+    worker_files = aws_nodes.worker_files(
+        config,
+        path=worker_path,
+        host_key=worker_host_key,
+        agent_token=agent_token,
+        private_ip=private_ip,
+        provider=provider,
+        after=control_apply.command,
     )
 
     # GPU worker AMI default: AWS's "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04)",
@@ -353,7 +248,7 @@ def main() -> None:
         AwsK3sNodeArgs(
             role="gpu-worker",
             instance_type=worker.instance_type,
-            ami=ami_of(worker.ami),
+            ami=aws_nodes.ami_of(worker.ami),
             # Registered only once EC2 confirmed the type is offered in the zone.
             subnet_id=pulumi.Output.all(worker_type, network.subnet_id).apply(lambda v: v[1]),
             security_group_ids=[network.security_group_id],
@@ -400,6 +295,16 @@ def main() -> None:
     )
     aws_platform(cluster)
     model_store = aws_federation(config, cluster, models.bucket_name)
+    waker = aws_gpu_waker(
+        config,
+        control_node=control_node,
+        control_role_name=control_role.role_name,
+        gpu_worker=gpu_worker,
+        cluster=cluster,
+        host_key=control_host_key.apply(lambda k: k.public_key),
+        wait_for=[kubeconfig],
+        opts=on_aws,
+    )
 
     budget = settings.budget
     CostBudget(
@@ -443,5 +348,7 @@ def main() -> None:
                 lambda bucket: f"s3://{bucket}/{settings.model_store.prefix}"
             ),
             "modelsVolume": model_store.manifest,
+            "gpuWakerUrl": waker.url,
+            "gpuWakerToken": waker.token,
         },
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -20,21 +21,30 @@ import pulumi_random as random
 
 from components.aws.cloud_init import (
     AGENT_PATH,
+    INSTALL_K3S_PATH,
     K3S_SERVER_CA,
     K3sRole,
     agent_file,
     k3s_files,
     render_bootstrap_user_data,
+    render_k3s_agent_config,
+    render_k3s_server_config,
     server_agent_token_file,
     ssh_files,
 )
-from components.aws.k3s_node import AwsK3sNode, SpotOptions
-from components.aws.node_files import FileSpec, NodeFiles
+from components.aws.k3s_node import AmiQuery, AwsK3sNode, SpotOptions
+from components.aws.node_files import FileSpec, NodeFiles, NodeFilesArgs
 from components.base.files import NodeFile
 from components.base.ssh_keys import HostKey, host_key_from_seed
-from components.k3s.kubeconfig import DIAL_ERROR_LIMIT, PER_DIAL_TIMEOUT_SECONDS
-from components.nebula.install import NebulaFiles, node_files
-from stacks.config import AwsGpuConfig
+from components.k3s.cluster import connection
+from components.kube.labels import (
+    CONTROL_NODE_LABEL,
+    CONTROL_PLANE_TAINT,
+    GPU_TAINT,
+    gpu_node_labels,
+)
+from components.nebula.install import INSTALL_SCRIPT_PATH, NebulaFiles, node_files
+from stacks.config import AmiSelector, AwsGpuConfig, ConfigError, key
 
 NEBULA_PLACEHOLDER = NebulaFiles(config_yaml="", ca_pem="", cert_pem="", key_pem="")
 TOKEN_PLACEHOLDER = "placeholder"  # noqa: S105 - renders destinations only, never published
@@ -153,13 +163,11 @@ def apply_on_control_node(
     )
     apply = command.remote.Command(
         name,
-        connection=command.remote.ConnectionArgs(
-            host=ssh_host,
-            user=settings.ssh_user,
-            private_key=config.secrets.ssh_private_key,
+        connection=connection(
+            ssh_host,
+            settings.ssh_user,
+            config.secrets.ssh_private_key,
             host_key=host_key.apply(lambda k: k.public_key),
-            dial_error_limit=DIAL_ERROR_LIMIT,
-            per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS,
         ),
         create=script,
         # Re-run whenever anything the node gets changes, or the node itself does.
@@ -203,4 +211,145 @@ def spot_options(config: AwsGpuConfig) -> SpotOptions | None:
         request_type=worker.spot.request_type,
         interruption_behavior=worker.spot.interruption_behavior,
         max_price_usd_per_hour=worker.spot.max_price_usd_per_hour,
+    )
+
+
+def ami_of(selector: AmiSelector) -> str | AmiQuery:
+    """The configured AMI: a fixed id, or a lookup (most recent match)."""
+    if selector.id is not None:
+        return selector.id
+    assert selector.name_pattern is not None  # guaranteed by AmiSelector
+    return AmiQuery(
+        owners=selector.owners,
+        name_pattern=selector.name_pattern,
+        architecture=selector.architecture,
+    )
+
+
+def control_private_ip(config: AwsGpuConfig) -> str:
+    """The control node's fixed private address: agents join it by address, before it exists
+    (AWS reserves the first four addresses of a subnet; the tenth host is free)."""
+    return str(list(config.project.network.aws_subnet_cidr.hosts())[9])
+
+
+def offered_instance_type(
+    provider: aws.Provider, instance_type: str, zone: pulumi.Input[str]
+) -> pulumi.Output[str]:
+    """``instance_type`` once EC2 confirms it is offered in ``zone``; a clear error otherwise,
+    before the worker is registered (not every GPU type exists in every zone)."""
+    offerings = aws.ec2.get_instance_type_offerings_output(
+        location_type="availability-zone",
+        filters=pulumi.Output.from_input(zone).apply(
+            lambda where: [
+                aws.ec2.GetInstanceTypeOfferingsFilterArgs(
+                    name="instance-type", values=[instance_type]
+                ),
+                aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="location", values=[where]),
+            ]
+        ),
+        opts=pulumi.InvokeOutputOptions(provider=provider),
+    )
+
+    def check(values: list[Any]) -> str:
+        offered, where = values
+        if instance_type not in (offered or []):
+            raise ConfigError(
+                f"{key('aws')}.gpuWorker.instanceType: {instance_type} is not offered in "
+                f"{where}; pick another type or set {key('aws')}.availabilityZone to a zone that "
+                f"offers it (aws ec2 describe-instance-type-offerings --location-type "
+                f"availability-zone --filters Name=instance-type,Values={instance_type})"
+            )
+        return instance_type
+
+    return pulumi.Output.all(offerings.instance_types, zone).apply(check)
+
+
+def control_node_files(
+    config: AwsGpuConfig,
+    *,
+    path: str,
+    host_key: pulumi.Output[HostKey],
+    nebula: pulumi.Output[NebulaFiles],
+    server_token: pulumi.Output[str],
+    agent_password: pulumi.Output[str],
+    private_ip: str,
+    provider: aws.Provider,
+) -> NodeFiles:
+    """Everything the control node runs: its SSH identity, Nebula (the lighthouse), the k3s
+    server and the agents' token; installers run in that order, then agents are drained for an
+    upgrade (the control node's heal timer gives them back)."""
+    network = config.project.network
+    k3s_version = config.project.k3s_version
+    return NodeFiles(
+        "control-node-files",
+        NodeFilesArgs(
+            path=path,
+            role="control-node",
+            files=[
+                *agent_spec(),
+                *ssh_specs(config, host_key),
+                *nebula_specs(nebula),
+                *k3s_specs(
+                    role="server",
+                    k3s_version=k3s_version,
+                    config_text=render_k3s_server_config(
+                        private_ip=private_ip,
+                        overlay_ip=str(config.aws.control_node.overlay_ip),
+                        pod_cidr=str(network.aws_pod_cidr),
+                        service_cidr=str(network.aws_service_cidr),
+                        node_taints=(CONTROL_PLANE_TAINT,),
+                        node_labels=("=".join(CONTROL_NODE_LABEL),),
+                    ),
+                    token=server_token,
+                ),
+                *server_agent_token_spec(agent_password),
+            ],
+            run=[
+                [INSTALL_SCRIPT_PATH],
+                [INSTALL_K3S_PATH],
+                # Agents upgrade after the server: drain them first (heal gives them back).
+                [AGENT_PATH, "drain-for-upgrade", "--version", k3s_version],
+            ],
+            enable=["nebula.service", "k3s.service"],
+        ),
+        opts=pulumi.ResourceOptions(provider=provider),
+    )
+
+
+def worker_files(
+    config: AwsGpuConfig,
+    *,
+    path: str,
+    host_key: pulumi.Output[HostKey],
+    agent_token: pulumi.Output[str],
+    private_ip: str,
+    provider: aws.Provider,
+    after: pulumi.Resource,
+) -> NodeFiles:
+    """The GPU worker's SSH identity and k3s agent, published only once ``after`` (the server's
+    apply) is done: version skew, servers first."""
+    worker = config.aws.gpu_worker
+    return NodeFiles(
+        "gpu-worker-files",
+        NodeFilesArgs(
+            path=path,
+            role="gpu-worker",
+            files=[
+                *agent_spec(),
+                *ssh_specs(config, host_key),
+                *k3s_specs(
+                    role="agent",
+                    k3s_version=config.project.k3s_version,
+                    config_text=render_k3s_agent_config(
+                        server_ip=private_ip,
+                        node_labels=gpu_node_labels(worker.gpu_type_label),
+                        node_taints=(GPU_TAINT,),
+                    ),
+                    token=agent_token,
+                ),
+            ],
+            run=[[INSTALL_K3S_PATH]],
+            enable=["k3s-agent.service"],
+        ),
+        opts=pulumi.ResourceOptions(provider=provider, depends_on=[after]),
     )

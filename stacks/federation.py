@@ -13,6 +13,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components.aws.gpu_waker_render import control_node_pod_subnet
+from components.federation.gpu_waker_clients import GpuWakerClients, GpuWakerClientsArgs
 from components.federation.liqo import Liqo, LiqoArgs, Placement
 from components.federation.liqo_peering import LiqoPeering, LiqoPeeringArgs, PeeringSettings
 from components.federation.model_store import ModelStore, ModelStoreArgs
@@ -95,6 +97,10 @@ class ProviderSide:
     admin_kubeconfig: pulumi.Input[str]
     gateway_address: pulumi.Input[str]
     models_volume: pulumi.Input[dict[str, Any]]
+    waker_url: pulumi.Input[str]
+    """gpu-waker on the AWS control node: the only way to Ollama (aws-gpu ``gpuWakerUrl``)."""
+    waker_token: pulumi.Input[str]
+    """Its clients' bearer token (aws-gpu ``gpuWakerToken``, secret)."""
 
 
 def homelab_federation(
@@ -154,7 +160,7 @@ def homelab_federation(
         cluster_identifier=remote.cluster_id,
     )
     ollama_settings = homelab.ollama
-    ollama = Ollama(
+    Ollama(
         "ollama",
         OllamaArgs(
             settings=OllamaSettings(
@@ -167,7 +173,8 @@ def homelab_federation(
                 client_namespaces=(OPEN_WEBUI_NAMESPACE, *ollama_settings.client_namespaces),
             ),
             models_volume=remote.models_volume,
-            consumer_pod_cidr=str(network.homelab_pod_cidr),
+            # Only gpu-waker reaches Ollama: from the AWS control node's pod range.
+            proxy_source_cidr=control_node_pod_subnet(str(network.aws_pod_cidr)),
             remote_provider=aws_k8s,
             wait_for=(peering.command,),
         ),
@@ -182,7 +189,8 @@ def homelab_federation(
             namespace=OPEN_WEBUI_NAMESPACE,
             image=webui.image,
             hostname=webui.hostname,
-            ollama_url=ollama.url,
+            llm_base_url=pulumi.Output.from_input(remote.waker_url).apply(lambda u: f"{u}/v1"),
+            llm_token=remote.waker_token,
             admin_email=webui.admin_email,
             storage_gib=webui.storage_gib,
             secret_key=secret_key.result,
@@ -192,6 +200,16 @@ def homelab_federation(
         ),
         opts=on_cluster,
     )
+    if ollama_settings.client_namespaces:
+        GpuWakerClients(
+            "gpu-waker-clients",
+            GpuWakerClientsArgs(
+                namespaces=ollama_settings.client_namespaces,
+                url=remote.waker_url,
+                token=remote.waker_token,
+            ),
+            opts=on_cluster,
+        )
     return HomelabFederation(
         open_webui_url=open_webui.url,
         open_webui_admin_password=pulumi.Output.secret(admin_password.result),

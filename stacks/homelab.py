@@ -329,6 +329,8 @@ def main() -> None:
             admin_kubeconfig=aws_gpu.require("adminKubeconfig"),
             gateway_address=aws_gpu.require("controlNodeOverlayIp"),
             models_volume=aws_gpu.require("modelsVolume"),
+            waker_url=aws_gpu.require("gpuWakerUrl"),
+            waker_token=aws_gpu.require("gpuWakerToken"),
         ),
         wait_for=[platform.gpu_stack],
         ingress=platform.ingress,

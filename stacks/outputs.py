@@ -71,6 +71,16 @@ AWS_GPU_OUTPUTS: tuple[OutputSpec, ...] = (
     OutputSpec("llmNamespace", "Namespace the homelab offloads; its model volume lives there."),
     OutputSpec("modelsPrefix", "s3://bucket/prefix/ Ollama reads its models tree from."),
     OutputSpec("modelsVolume", "The models PersistentVolume manifest (homelab declares its twin)."),
+    OutputSpec(
+        "gpuWakerUrl",
+        "gpu-waker on the control node's overlay address: Ollama's API (and /v1) behind a "
+        "token; a request starts the stopped GPU worker.",
+    ),
+    OutputSpec(
+        "gpuWakerToken",
+        "Bearer token of gpu-waker's clients (Open WebUI, ollama.clientNamespaces).",
+        secret=True,
+    ),
 )
 
 HOMELAB_OUTPUTS: tuple[OutputSpec, ...] = (

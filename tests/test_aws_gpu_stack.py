@@ -1,6 +1,6 @@
 """The aws-gpu stack under the mocks: hardening, least privilege, secrets, tags, spot settings
 and the output contract, asserted on the recorded registrations (plain data). The exact user data
-of each recorded instance is checked by the real cloud-init and shellcheck."""
+of each recorded node is checked by the real cloud-init and shellcheck."""
 
 from __future__ import annotations
 
@@ -17,15 +17,18 @@ import pulumi_aws as aws
 import pytest
 import yaml
 
-from components.aws.cloud_init import K3S_TOKEN_PATH, runcmd_as_shell
+from components.aws.cloud_init import runcmd_as_shell
 from components.k3s.kubeconfig import DIAL_ERROR_LIMIT, KubeconfigFetch, KubeconfigFetchArgs
 from stacks import outputs
+from stacks.config import ConfigError
 from tests.real_tools import cloud_init_schema, require, run
-from tools import mocks, offline
+from tools import fakes, mocks, offline
 from tools.mocks import Registration
 from tools.offline import StackRun
 
 INSTANCE = "aws:ec2/instance:Instance"
+SPOT = "aws:ec2/spotInstanceRequest:SpotInstanceRequest"
+PARAMETER = "aws:ssm/parameter:Parameter"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
@@ -34,7 +37,6 @@ ROLE_BY_COMPONENT = {
     "hybridgpu:aws:Network": "network",
     "hybridgpu:aws:ModelBucket": "model-bucket",
     "hybridgpu:aws:CostBudget": "budget",
-    "hybridgpu:aws:SecureParameters": "mesh",
 }
 NODE_ROLES = ("control-node", "gpu-worker")
 
@@ -54,14 +56,28 @@ def _run_with(**changes: Any) -> StackRun:
     return offline.run_stack("aws-gpu", {"hybridgpu:aws": config})
 
 
-def _user_data(run: StackRun, name: str) -> str:
-    return run.one(INSTANCE, name).plain_inputs["userData"]
+def node(run: StackRun, role: str) -> Registration:
+    """The instance of a node kind, or the spot request that launches it."""
+    (found,) = [
+        r for r in (*run.by_type(INSTANCE), *run.by_type(SPOT)) if r.name.startswith(f"{role}-")
+    ]
+    return found
+
+
+def parameter(run: StackRun, name: str) -> str:
+    """Plain value of the SSM parameter ``name`` (full path)."""
+    (found,) = [r for r in run.by_type(PARAMETER) if r.plain_inputs["name"] == name]
+    return found.plain_inputs["value"]
 
 
 def _token(run: StackRun) -> str:
-    document = yaml.safe_load(_user_data(run, "control-node-instance"))
-    (entry,) = [e for e in document["write_files"] if e["path"] == K3S_TOKEN_PATH]
-    return entry["content"]
+    return parameter(run, "/hybridgpu/aws-gpu/control-node/files/k3s/cluster-token")
+
+
+def _kubeconfig_fetch(run: StackRun) -> Registration:
+    """The SSH command reading k3s.yaml (gpu-waker's install is the stack's other one)."""
+    (command,) = [c for c in run.by_type("command:remote:Command") if c.name != "gpu-waker-install"]
+    return command
 
 
 def _aws_resources(run: StackRun) -> Iterator[Registration]:
@@ -71,48 +87,53 @@ def _aws_resources(run: StackRun) -> Iterator[Registration]:
 # --- instances ---------------------------------------------------------------------------------
 
 
-def test_every_instance_requires_imdsv2_with_hop_limit_2_and_an_encrypted_gp3_root(
+def test_every_node_requires_imdsv2_with_the_least_hop_limit_and_an_encrypted_gp3_root(
     aws_gpu_run: StackRun,
 ) -> None:
     config = _aws_config()
-    sizes = {
-        "control-node-instance": config["controlNode"]["rootVolumeGiB"],
-        "gpu-worker-instance": config["gpuWorker"]["rootVolumeGiB"],
+    expected = {
+        # No pod on the control node needs IMDS; Mountpoint's pod on the worker does.
+        "control-node": (config["controlNode"]["rootVolumeGiB"], 1),
+        "gpu-worker": (config["gpuWorker"]["rootVolumeGiB"], 2),
     }
-    instances = aws_gpu_run.by_type(INSTANCE)
-    assert sorted(r.name for r in instances) == sorted(sizes)
-    for instance in instances:
-        inputs = instance.plain_inputs
-        assert inputs["metadataOptions"]["httpTokens"] == "required", instance.name
-        assert inputs["metadataOptions"]["httpPutResponseHopLimit"] == 2, instance.name
+    for role, (size, hops) in expected.items():
+        inputs = node(aws_gpu_run, role).plain_inputs
+        assert inputs["metadataOptions"]["httpTokens"] == "required", role
+        assert inputs["metadataOptions"]["httpPutResponseHopLimit"] == hops, role
         root = inputs["rootBlockDevice"]
-        assert root["encrypted"] is True, instance.name
-        assert root["volumeType"] == "gp3", instance.name
-        assert root["volumeSize"] == sizes[instance.name]
+        assert root["encrypted"] is True, role
+        assert root["volumeType"] == "gp3", role
+        assert root["volumeSize"] == size
 
 
-def test_user_data_is_secret_and_never_replaces_a_node(aws_gpu_run: StackRun) -> None:
-    for instance in aws_gpu_run.by_type(INSTANCE):
-        assert "userData" in instance.secret_inputs, instance.name
-        assert instance.plain_inputs["userDataReplaceOnChange"] is False
-        # A newer AMI from the lookup must not replace a running node.
-        assert "ami" in instance.ignore_changes
-
-
-def test_instances_use_the_configured_types_key_pairs_and_instance_profiles(
+def test_user_data_only_bootstraps_holds_no_secret_and_never_stops_a_node(
     aws_gpu_run: StackRun,
 ) -> None:
+    for role in NODE_ROLES:
+        reg = node(aws_gpu_run, role)
+        assert "userData" not in reg.secret_inputs, role
+        text = reg.plain_inputs["userData"]
+        for marker in ("PRIVATE KEY", _token(aws_gpu_run), "K10"):
+            assert marker not in text, (role, marker[:12])
+        # A user-data edit would stop and start the instance, a newer AMI or another key
+        # would replace it: none of these reaches a launched node.
+        assert {"ami", "userData", "keyName"} <= set(reg.ignore_changes), role
+        assert "keyName" not in reg.plain_inputs, role
+    assert not aws_gpu_run.by_type("aws:ec2/keyPair:KeyPair")
+    assert node(aws_gpu_run, "control-node").protect, "the control node holds the datastore"
+
+
+def test_nodes_use_the_configured_types_and_instance_profiles(aws_gpu_run: StackRun) -> None:
     config = _aws_config()
-    for name, section in (("control-node", "controlNode"), ("gpu-worker", "gpuWorker")):
-        inputs = aws_gpu_run.one(INSTANCE, f"{name}-instance").plain_inputs
+    for role, section in (("control-node", "controlNode"), ("gpu-worker", "gpuWorker")):
+        inputs = node(aws_gpu_run, role).plain_inputs
         assert inputs["instanceType"] == config[section]["instanceType"]
-        assert inputs["keyName"].startswith(f"hybridgpu-{name}-")
-        assert inputs["iamInstanceProfile"].startswith(f"{name}-profile")
-        key = aws_gpu_run.one("aws:ec2/keyPair:KeyPair", f"{name}-key").plain_inputs
-        assert key["publicKey"] == config["sshPublicKey"]
-    control = aws_gpu_run.one(INSTANCE, "control-node-instance").plain_inputs
+        assert inputs["iamInstanceProfile"].startswith(f"{role}-profile")
+    control = node(aws_gpu_run, "control-node").plain_inputs
     # Burstable control node: standard credits, no surprise CPU-surplus bill.
     assert control["creditSpecification"] == {"cpuCredits": "standard"}
+    # A fixed private address: the worker joins it by address.
+    assert control["privateIp"] == "10.100.1.10"
 
 
 def test_control_node_has_an_elastic_ip_and_the_lookup_ami(aws_gpu_run: StackRun) -> None:
@@ -120,6 +141,7 @@ def test_control_node_has_an_elastic_ip_and_the_lookup_ami(aws_gpu_run: StackRun
     assert eip["domain"] == "vpc"
     assoc = aws_gpu_run.one("aws:ec2/eipAssociation:EipAssociation", "control-node-eip-assoc")
     assert assoc.plain_inputs["instanceId"].startswith("control-node-instance")
+    assert aws_gpu_run.one("aws:ec2/eip:Eip", "control-node-eip").protect
     lookups = [args for token, args in aws_gpu_run.calls if token == "aws:ec2/getAmi:getAmi"]
     ubuntu = next(a for a in lookups if a["owners"] == ["099720109477"])
     assert ubuntu["mostRecent"] is True
@@ -135,7 +157,7 @@ def test_control_node_has_an_elastic_ip_and_the_lookup_ami(aws_gpu_run: StackRun
 def test_a_fixed_ami_id_skips_the_lookup_and_a_missing_zone_takes_the_first() -> None:
     worker = _aws_config()["gpuWorker"] | {"ami": {"id": "ami-0123456789abcdef0"}}
     run = _run_with(gpuWorker=worker, availabilityZone=None)
-    assert run.one(INSTANCE, "gpu-worker-instance").plain_inputs["ami"] == ("ami-0123456789abcdef0")
+    assert node(run, "gpu-worker").plain_inputs["ami"] == "ami-0123456789abcdef0"
     lookups = [args for token, args in run.calls if token == "aws:ec2/getAmi:getAmi"]
     assert [a["owners"] for a in lookups] == [["099720109477"]]  # the control node's only
     subnet = run.one("aws:ec2/subnet:Subnet", "network-public").plain_inputs
@@ -157,6 +179,10 @@ def test_every_invoke_goes_through_the_stack_provider(monkeypatch: pytest.Monkey
     assert {token for token, _ in seen} == {
         "aws:ec2/getAmi:getAmi",
         "aws:index/getAvailabilityZones:getAvailabilityZones",
+        "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings",
+        "aws:index/getCallerIdentity:getCallerIdentity",
+        "aws:index/getPartition:getPartition",
+        "aws:index/getRegion:getRegion",
     }
     assert all("pulumi:providers:aws::aws::" in provider for _, provider in seen), seen
 
@@ -164,39 +190,61 @@ def test_every_invoke_goes_through_the_stack_provider(monkeypatch: pytest.Monkey
 # --- spot --------------------------------------------------------------------------------------
 
 
-def test_spot_settings_follow_the_config(aws_gpu_run: StackRun) -> None:
+def test_spot_worker_is_a_spot_request_whose_deletion_cancels_it(aws_gpu_run: StackRun) -> None:
+    """A persistent request left open relaunches an untagged GPU instance after the instance is
+    deleted (hashicorp/terraform-provider-aws#38142); deleting an ``aws_spot_instance_request``
+    cancels the request, then terminates the instance (internal/service/ec2/
+    ec2_spot_instance_request.go, resourceSpotInstanceRequestDelete). So the worker is one."""
     spot = _aws_config()["gpuWorker"]["spot"]
-    inputs = aws_gpu_run.one(INSTANCE, "gpu-worker-instance").plain_inputs
-    assert inputs["instanceMarketOptions"] == {
-        "marketType": "spot",
-        "spotOptions": {
-            "spotInstanceType": spot["requestType"],
-            "instanceInterruptionBehavior": spot["interruptionBehavior"],
-            "maxPrice": spot["maxPriceUsdPerHour"],
-            "validUntil": "2036-01-01T00:00:00Z",
-        },
+    inputs = aws_gpu_run.one(SPOT, "gpu-worker-spot").plain_inputs
+    assert inputs["spotType"] == spot["requestType"]
+    assert inputs["instanceInterruptionBehavior"] == spot["interruptionBehavior"]
+    assert inputs["spotPrice"] == spot["maxPriceUsdPerHour"]
+    assert inputs["validUntil"] == "2036-01-01T00:00:00Z"
+    assert inputs["waitForFulfillment"] is True
+    assert "validUntil" in aws_gpu_run.one(SPOT, "gpu-worker-spot").ignore_changes
+    assert not [
+        i for i in aws_gpu_run.by_type(INSTANCE) if "instanceMarketOptions" in i.plain_inputs
+    ]
+    # What the request launches gets the cost tags through aws.ec2.Tag (instance and volume).
+    tags = {
+        (t.plain_inputs["resourceId"][:2], t.plain_inputs["key"]): t.plain_inputs["value"]
+        for t in aws_gpu_run.by_type("aws:ec2/tag:Tag")
     }
-    worker = aws_gpu_run.one(INSTANCE, "gpu-worker-instance")
-    assert "instanceMarketOptions.spotOptions.validUntil" in worker.ignore_changes
-    control = aws_gpu_run.one(INSTANCE, "control-node-instance").plain_inputs
-    assert "instanceMarketOptions" not in control
+    for prefix in ("i-", "vo"):
+        assert tags[(prefix, "Project")] == "hybridgpu"
+        assert tags[(prefix, "Role")] == "gpu-worker"
 
 
-def test_on_demand_worker_has_no_market_options() -> None:
+def test_on_demand_worker_is_a_plain_instance() -> None:
     worker = _aws_config()["gpuWorker"] | {"market": "on-demand"}
-    inputs = _run_with(gpuWorker=worker).one(INSTANCE, "gpu-worker-instance").plain_inputs
+    run = _run_with(gpuWorker=worker)
+    inputs = run.one(INSTANCE, "gpu-worker-instance").plain_inputs
     assert "instanceMarketOptions" not in inputs
+    assert not run.by_type(SPOT)
 
 
 def test_one_time_terminating_spot_without_a_price_cap() -> None:
     worker = _aws_config()["gpuWorker"] | {
         "spot": {"requestType": "one-time", "interruptionBehavior": "terminate"}
     }
-    inputs = _run_with(gpuWorker=worker).one(INSTANCE, "gpu-worker-instance").plain_inputs
-    assert inputs["instanceMarketOptions"]["spotOptions"] == {
-        "spotInstanceType": "one-time",
-        "instanceInterruptionBehavior": "terminate",
-    }
+    inputs = _run_with(gpuWorker=worker).one(SPOT, "gpu-worker-spot").plain_inputs
+    assert (inputs["spotType"], inputs["instanceInterruptionBehavior"]) == ("one-time", "terminate")
+    assert "spotPrice" not in inputs
+    assert "validUntil" not in inputs
+
+
+def test_a_gpu_type_not_offered_in_the_zone_is_a_clear_error_before_the_worker() -> None:
+    fakes.UNOFFERED_TYPES.add("g4dn.xlarge")
+    try:
+        with pytest.raises(ConfigError) as caught:
+            offline.run_stack("aws-gpu")
+    finally:
+        fakes.UNOFFERED_TYPES.discard("g4dn.xlarge")
+    message = str(caught.value)
+    assert (
+        "hybridgpu:aws.gpuWorker.instanceType: g4dn.xlarge is not offered in us-west-2a" in message
+    )
 
 
 # --- network -----------------------------------------------------------------------------------
@@ -213,18 +261,26 @@ def test_no_rule_opens_tcp_or_all_protocols_to_the_internet(aws_gpu_run: StackRu
     assert all(not g.plain_inputs.get("ingress") for g in groups)  # rules are separate resources
 
 
-def test_inbound_is_nebula_from_anywhere_ssh_and_api_per_admin_cidr(aws_gpu_run: StackRun) -> None:
+def test_inbound_is_nebula_from_anywhere_admin_per_cidr_and_k3s_inside_the_group(
+    aws_gpu_run: StackRun,
+) -> None:
     admin = {str(ipaddress.IPv4Network(c)) for c in _aws_config()["adminCidrs"]}
     rules = [r.plain_inputs for r in aws_gpu_run.by_type(INGRESS)]
-    nebula = [r for r in rules if r["ipProtocol"] == "udp"]
+    outside = [r for r in rules if "cidrIpv4" in r]
+    nebula = [r for r in outside if r["ipProtocol"] == "udp"]
     assert [(r["fromPort"], r["toPort"], r["cidrIpv4"]) for r in nebula] == [
         (4242, 4242, "0.0.0.0/0")
     ]
-    tcp = [r for r in rules if r["ipProtocol"] == "tcp"]
+    tcp = [r for r in outside if r["ipProtocol"] == "tcp"]
     for port in (22, 6443):
         on_port = [r for r in tcp if (r["fromPort"], r["toPort"]) == (port, port)]
         assert sorted(r["cidrIpv4"] for r in on_port) == sorted(admin), port
-    assert len(rules) == 1 + 2 * len(admin)
+    assert len(outside) == 1 + 2 * len(admin)
+    (group,) = aws_gpu_run.by_type("aws:ec2/securityGroup:SecurityGroup")
+    inside = {(r["ipProtocol"], r["fromPort"]) for r in rules if "referencedSecurityGroupId" in r}
+    # k3s between the nodes on the VPC: API, kubelet, flannel VXLAN; nothing else.
+    assert inside == {("tcp", 6443), ("tcp", 10250), ("udp", 8472)}
+    assert group.urn
     (egress,) = [r.plain_inputs for r in aws_gpu_run.by_type(EGRESS)]
     assert (egress["ipProtocol"], egress["cidrIpv4"]) == ("-1", "0.0.0.0/0")
 
@@ -297,36 +353,50 @@ def test_model_bucket_is_private_encrypted_versioned_and_tls_only(aws_gpu_run: S
     assert block.urn in policy.dependencies
 
 
+GPU_WAKER_POLICY = "gpu-waker-power"
+"""The control node's EC2 power over the worker: tests/test_gpu_waker.py checks it."""
+
+
 def _policy_documents(run: StackRun) -> Iterator[tuple[Registration, dict[str, Any]]]:
     for reg in run.by_type(ROLE_POLICY):
+        if reg.name == GPU_WAKER_POLICY:
+            continue
         yield reg, json.loads(reg.plain_inputs["policy"])
     for reg in run.by_type("aws:s3/bucketPolicy:BucketPolicy"):
         yield reg, json.loads(reg.plain_inputs["policy"])
 
 
-def test_policies_name_only_the_model_bucket(aws_gpu_run: StackRun) -> None:
+def test_policies_name_only_the_models_prefix_and_the_nodes_own_parameters(
+    aws_gpu_run: StackRun,
+) -> None:
     arn = aws_gpu_run.exports["modelBucketArn"]
     assert arn.startswith("arn:aws:s3:::hybridgpu-models-")
-    documents = list(_policy_documents(aws_gpu_run))
-    assert len(documents) == 2
-    for reg, document in documents:
+    prefix = "arn:aws:ssm:us-west-2:123456789012:parameter/hybridgpu/aws-gpu"
+    for reg, document in _policy_documents(aws_gpu_run):
         for statement in document["Statement"]:
             resources = statement["Resource"]
             resources = [resources] if isinstance(resources, str) else resources
-            assert set(resources) <= {arn, f"{arn}/*"}, reg.name
             assert "NotResource" not in statement
+            assert "*" not in resources, reg.name
+            if reg.type == ROLE_POLICY and reg.name.endswith("-node-files"):
+                role = reg.name.removesuffix("-node-files")
+                assert set(resources) == {f"{prefix}/{role}", f"{prefix}/{role}/*"}
+            else:
+                assert set(resources) <= {arn, f"{arn}/*", f"{arn}/ollama/*"}, reg.name
 
 
 def test_gpu_worker_reads_models_and_the_control_node_gets_no_s3(aws_gpu_run: StackRun) -> None:
     arn = aws_gpu_run.exports["modelBucketArn"]
-    (policy,) = aws_gpu_run.by_type(ROLE_POLICY)
+    (policy,) = [p for p in aws_gpu_run.by_type(ROLE_POLICY) if p.name.endswith("-model-read")]
     assert policy.parent.endswith("hybridgpu:aws:NodeRole::gpu-worker")
+    waker = json.loads(aws_gpu_run.one(ROLE_POLICY, GPU_WAKER_POLICY).plain_inputs["policy"])
+    assert not [s for s in waker["Statement"] if "s3" in json.dumps(s["Action"])]
     allowed = {
         (s["Action"], s["Resource"])
         for s in json.loads(policy.plain_inputs["policy"])["Statement"]
         if s["Effect"] == "Allow"
     }
-    assert allowed == {("s3:ListBucket", arn), ("s3:GetObject", f"{arn}/*")}
+    assert allowed == {("s3:ListBucket", arn), ("s3:GetObject", f"{arn}/ollama/*")}
     for role in aws_gpu_run.by_type("aws:iam/role:Role"):
         trust = json.loads(role.plain_inputs["assumeRolePolicy"])
         assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
@@ -347,6 +417,8 @@ def _expected_role(reg: Registration) -> str:
     component = reg.parent_type
     if component in ROLE_BY_COMPONENT:
         return ROLE_BY_COMPONENT[component]
+    if component == "hybridgpu:aws:SecureParameters":
+        return "mesh" if reg.name.startswith("mesh") else reg.name.split("-files")[0]
     assert component in ("hybridgpu:aws:K3sNode", "hybridgpu:aws:NodeRole"), reg.urn
     return next(role for role in NODE_ROLES if reg.name.startswith(role))
 
@@ -404,16 +476,33 @@ def test_budget_alerts_on_each_threshold_and_the_forecast(aws_gpu_run: StackRun)
 # --- secrets -----------------------------------------------------------------------------------
 
 
-def test_k3s_token_is_secret_in_every_input_and_export(aws_gpu_run: StackRun) -> None:
+def test_k3s_tokens_are_secret_everywhere_and_agents_get_the_agent_token(
+    aws_gpu_run: StackRun,
+) -> None:
     token = _token(aws_gpu_run)
     assert len(token) == 48
     assert token.isalnum()
-    worker = yaml.safe_load(_user_data(aws_gpu_run, "gpu-worker-instance"))
-    assert any(e["content"] == token for e in worker["write_files"])
-    (password,) = aws_gpu_run.by_type("random:index/randomPassword:RandomPassword")
-    assert password.plain_inputs["special"] is False
+    agent_token = parameter(aws_gpu_run, "/hybridgpu/aws-gpu/gpu-worker/files/k3s/agent-token")
+    server_copy = parameter(aws_gpu_run, "/hybridgpu/aws-gpu/control-node/files/k3s/agent-token")
+    # The worker holds "K10<server CA sha256>::node:<agent password>", never the server token.
+    assert agent_token.startswith("K10")
+    assert agent_token.endswith(f"::node:{server_copy}")
+    assert token not in agent_token
+    worker_files = [
+        r for r in aws_gpu_run.by_type(PARAMETER) if "/gpu-worker/" in r.plain_inputs["name"]
+    ]
+    assert all(token not in r.plain_inputs["value"] for r in worker_files)
+    passwords = [
+        p
+        for p in aws_gpu_run.by_type("random:index/randomPassword:RandomPassword")
+        if p.name.startswith("k3s-")
+    ]
+    assert {p.name for p in passwords} == {"k3s-token", "k3s-agent-token"}
+    assert all(p.plain_inputs["special"] is False and p.protect for p in passwords)
     for reg in aws_gpu_run.registrations:
-        assert token not in json.dumps(mocks.redact(reg.inputs), default=str), reg.urn
+        shown = json.dumps(mocks.redact(reg.inputs), default=str)
+        assert token not in shown, reg.urn
+        assert server_copy not in shown, reg.urn
     public = {k: v for k, v in aws_gpu_run.exports.items() if k not in aws_gpu_run.secret_exports}
     assert token not in json.dumps(public, default=str)
 
@@ -427,9 +516,12 @@ def test_kubeconfig_is_a_secret_export_pointed_at_the_overlay(aws_gpu_run: Stack
     assert key not in json.dumps(public, default=str)
 
 
-def test_kubeconfig_fetch_logs_nothing_and_waits_for_the_node(aws_gpu_run: StackRun) -> None:
-    (command,) = aws_gpu_run.by_type("command:remote:Command")
+def test_kubeconfig_fetch_logs_nothing_pins_the_host_key_and_waits_for_the_node(
+    aws_gpu_run: StackRun,
+) -> None:
+    command = aws_gpu_run.one("command:remote:Command", "control-node-kubeconfig-read")
     assert command.plain_inputs["logging"] == "none"
+    assert command.plain_inputs["addPreviousOutputInEnv"] is False
     assert "stdout" in command.additional_secret_outputs
     assert "connection" in command.secret_inputs  # holds the SSH private key
     connection = command.plain_inputs["connection"]
@@ -437,9 +529,11 @@ def test_kubeconfig_fetch_logs_nothing_and_waits_for_the_node(aws_gpu_run: Stack
     assert connection["perDialTimeout"] == 10
     assert connection["user"] == _aws_config()["sshUser"]
     assert connection["host"] == aws_gpu_run.exports["controlNodePublicIp"]
-    instance = aws_gpu_run.one(INSTANCE, "control-node-instance")
-    assoc = aws_gpu_run.one("aws:ec2/eipAssociation:EipAssociation", "control-node-eip-assoc")
-    assert {instance.urn, assoc.urn} <= set(command.dependencies)
+    assert connection["hostKey"] == aws_gpu_run.exports["controlNodeSshHostKey"]
+    apply = aws_gpu_run.one("command:remote:Command", "control-node-apply")
+    assert apply.urn in command.dependencies
+    # Read again in every 30-day window (k3s renews its admin certificate at restart).
+    assert command.plain_inputs["triggers"][1] == "0"
     assert command.plain_inputs["create"].startswith("set -eu\n")
     assert "cloud-init status --wait" in command.plain_inputs["create"]
 
@@ -484,7 +578,7 @@ def test_exports_match_the_contract_and_the_config(aws_gpu_run: StackRun) -> Non
     eip = aws_gpu_run.one("aws:ec2/eip:Eip", "control-node-eip")
     assert eip.plain_inputs["domain"] == "vpc"
     ipaddress.IPv4Address(exports["controlNodePublicIp"])
-    assert exports["gpuWorkerInstanceId"].startswith("gpu-worker-instance")
+    assert exports["gpuWorkerInstanceId"].startswith("i-")
     assert (exports["gpuWorkerGpuType"], exports["gpuWorkerGpuCount"]) == ("nvidia-t4", 1)
     assert exports["modelBucketArn"] == f"arn:aws:s3:::{exports['modelBucketName']}"
     # The lighthouse is reached on the control node's Elastic IP at the Nebula port.
@@ -498,28 +592,29 @@ def test_exports_match_the_contract_and_the_config(aws_gpu_run: StackRun) -> Non
 
 
 def test_cloud_init_accepts_the_planned_user_data(aws_gpu_run: StackRun, tmp_path: Path) -> None:
-    for instance in aws_gpu_run.by_type(INSTANCE):
-        cloud_init_schema(instance.plain_inputs["userData"], tmp_path, f"{instance.name}.yaml")
+    for role in NODE_ROLES:
+        cloud_init_schema(
+            node(aws_gpu_run, role).plain_inputs["userData"], tmp_path, f"{role}.yaml"
+        )
 
 
 def test_shellcheck_accepts_the_planned_scripts(aws_gpu_run: StackRun, tmp_path: Path) -> None:
     bash: list[Path] = []
     posix: list[Path] = []
-    for instance in aws_gpu_run.by_type(INSTANCE):
-        document = yaml.safe_load(instance.plain_inputs["userData"])
-        for i, entry in enumerate(document["write_files"]):
-            if entry["content"].startswith("#!"):
-                path = tmp_path / f"{instance.name}-{i}.sh"
-                path.write_text(entry["content"])
-                (bash if entry["content"].startswith("#!/bin/bash") else posix).append(path)
-        runcmd = tmp_path / f"{instance.name}-runcmd.sh"
+    for role in NODE_ROLES:
+        document = yaml.safe_load(node(aws_gpu_run, role).plain_inputs["userData"])
+        runcmd = tmp_path / f"{role}-runcmd.sh"
         runcmd.write_text(runcmd_as_shell(document["runcmd"]))
         posix.append(runcmd)
-    (command,) = aws_gpu_run.by_type("command:remote:Command")
-    fetch = tmp_path / "kubeconfig-fetch.sh"
-    fetch.write_text("#!/bin/sh\n" + command.plain_inputs["create"])
-    posix.append(fetch)
-    assert len(bash) == 6  # per node: the Nebula installer, the k3s install and its wait script
+        install = parameter(aws_gpu_run, f"/hybridgpu/aws-gpu/{role}/files/k3s/install")
+        path = tmp_path / f"{role}-install-k3s.sh"
+        path.write_text(install)
+        bash.append(path)
+    for name in ("control-node-kubeconfig-read", "control-node-apply"):
+        command = aws_gpu_run.one("command:remote:Command", name)
+        path = tmp_path / f"{name}.sh"
+        path.write_text("#!/bin/sh\n" + command.plain_inputs["create"])
+        posix.append(path)
     for shell, paths in (("bash", bash), ("sh", posix)):
         result = run(require("shellcheck"), f"--shell={shell}", *paths, check=False)
         assert result.returncode == 0, result.stdout + result.stderr

@@ -7,8 +7,6 @@ import base64
 import json
 import os
 import re
-import stat
-import subprocess
 from pathlib import Path
 
 import pulumi
@@ -25,7 +23,8 @@ from components.federation.liqo_peering import (
 )
 from components.federation.ollama import OllamaSettings, render_deployment, render_offloading
 from stacks.config import ProjectSettings
-from tests.real_tools import require, shellcheck
+from tests import fake_liqoctl
+from tests.real_tools import shellcheck
 from tools.mocks import redact
 from tools.offline import StackRun
 
@@ -242,14 +241,31 @@ def test_network_policies_admit_only_clients(homelab_run: StackRun) -> None:
         "kubernetes:networking.k8s.io/v1:NetworkPolicy", "ollama-remote-policy"
     )
     (remote_rule,) = remote.plain_inputs["spec"]["ingress"]
-    assert remote_rule["from"] == [{"ipBlock": {"cidr": "10.42.0.0/16"}}]
+    # Where the policy is enforced (AWS), only gpu-waker on the control node gets in: its pod
+    # range, the first /24 of awsPodCidr. Not the homelab's pods through Liqo's tunnel.
+    assert remote_rule["from"] == [{"ipBlock": {"cidr": "10.52.0.0/24"}}]
+    assert remote_rule["ports"] == [{"protocol": "TCP", "port": 11434}]
 
 
-def test_open_webui_needs_login_and_talks_to_ollama(homelab_run: StackRun) -> None:
+def test_open_webui_needs_login_and_talks_to_ollama_through_gpu_waker(
+    homelab_run: StackRun,
+) -> None:
     deployment = homelab_run.one("kubernetes:apps/v1:Deployment", "open-webui-deployment")
     (container,) = deployment.plain_inputs["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["OLLAMA_BASE_URL"] == "http://ollama.llm.svc.cluster.local:11434"
+    assert "OLLAMA_BASE_URL" not in env  # no direct, unauthenticated path to Ollama
+    assert env["ENABLE_OLLAMA_API"] == "False"
+    assert env["ENABLE_OPENAI_API"] == "True"
+    assert env["OPENAI_API_BASE_URLS"] is None  # from the Secret
+    assert env["OPENAI_API_KEYS"] is None
+    aws = homelab_run.referenced["aws-gpu"]
+    secret_data = homelab_run.one("kubernetes:core/v1:Secret", "open-webui-secrets").plain_inputs[
+        "stringData"
+    ]
+    assert secret_data["OPENAI_API_BASE_URLS"] == aws.values["gpuWakerUrl"] + "/v1"
+    assert secret_data["OPENAI_API_KEYS"] == aws.values["gpuWakerToken"]
+    assert "gpuWakerToken" in aws.secret_names
+    assert int(env["AIOHTTP_CLIENT_TIMEOUT"]) > 600 + 300  # longest hold + a model load
     assert env["WEBUI_AUTH"] == "True"
     assert env["ENABLE_SIGNUP"] == "False"
     assert env["WEBUI_ADMIN_EMAIL"] == "ops@example.com"
@@ -286,53 +302,8 @@ def test_peering_scripts_pass_shellcheck(tmp_path: Path) -> None:
     shellcheck(render_unpeer_script(SETTINGS), tmp_path, "unpeer.sh")
 
 
-FAKE_LIQOCTL = """#!/bin/bash
-# Records its arguments and what it can see of the kubeconfig files, like liqoctl would read them.
-if [ "$1" = version ]; then echo "Client version: $FAKE_VERSION"; exit 0; fi
-{
-  echo "ARGS $*"
-  for f in $(printf '%s\\n' "$@" | grep '/consumer$\\|/provider$'); do
-    echo "FILE $f $(stat -c %a "$f") $(cat "$f")"
-  done
-} >> "$FAKE_LOG"
-if [ "$1" = unpeer ] && [ -n "${FAKE_UNPEER_ERROR:-}" ]; then
-  echo "$FAKE_UNPEER_ERROR" >&2
-  exit 1
-fi
-"""
-
-
-def _run(
-    script: str,
-    tmp_path: Path,
-    *,
-    version: str = "v1.2.0",
-    path_has_liqoctl: bool = True,
-    extra_env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    bash = require("bash")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    if path_has_liqoctl:
-        fake = bin_dir / "liqoctl"
-        fake.write_text(FAKE_LIQOCTL)
-        fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    env = {
-        "PATH": f"{bin_dir}:/usr/bin:/bin",
-        "FAKE_VERSION": version,
-        "FAKE_LOG": str(tmp_path / "log"),
-        "TMPDIR": str(tmp_path),
-        CONSUMER_ENV: "consumer-kubeconfig-content",
-        PROVIDER_ENV: "provider-kubeconfig-content",
-        **(extra_env or {}),
-    }
-    return subprocess.run(  # noqa: PLW1510 - the caller checks the result
-        [bash, "-c", script], env=env, capture_output=True, text=True, timeout=30
-    )
-
-
 def test_peer_script_writes_private_kubeconfigs_and_removes_them(tmp_path: Path) -> None:
-    result = _run(render_peer_script(SETTINGS, GATEWAY), tmp_path)
+    result = fake_liqoctl.run_script(render_peer_script(SETTINGS, GATEWAY), tmp_path)
     assert result.returncode == 0, result.stderr
     log = (tmp_path / "log").read_text()
     assert "ARGS peer" in log
@@ -349,11 +320,15 @@ def test_peer_script_writes_private_kubeconfigs_and_removes_them(tmp_path: Path)
 
 def test_peer_script_refuses_a_missing_or_different_liqoctl(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
-    missing = _run(render_peer_script(SETTINGS, GATEWAY), tmp_path / "a", path_has_liqoctl=False)
+    missing = fake_liqoctl.run_script(
+        render_peer_script(SETTINGS, GATEWAY), tmp_path / "a", path_has_liqoctl=False
+    )
     assert missing.returncode == 1
     assert "liqoctl not found" in missing.stderr
     (tmp_path / "b").mkdir()
-    other = _run(render_peer_script(SETTINGS, GATEWAY), tmp_path / "b", version="v1.1.2")
+    other = fake_liqoctl.run_script(
+        render_peer_script(SETTINGS, GATEWAY), tmp_path / "b", version="v1.1.2"
+    )
     assert other.returncode == 1
     assert "v1.1.2" in other.stderr
     assert "v1.2.0" in other.stderr
@@ -362,14 +337,14 @@ def test_peer_script_refuses_a_missing_or_different_liqoctl(tmp_path: Path) -> N
 
 def test_unpeer_tolerates_only_an_absent_peering(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
-    gone = _run(
+    gone = fake_liqoctl.run_script(
         render_unpeer_script(SETTINGS),
         tmp_path / "a",
         extra_env={"FAKE_UNPEER_ERROR": 'foreignclusters "aws-gpu" not found'},
     )
     assert gone.returncode == 0, gone.stderr
     (tmp_path / "b").mkdir()
-    broken = _run(
+    broken = fake_liqoctl.run_script(
         render_unpeer_script(SETTINGS),
         tmp_path / "b",
         extra_env={"FAKE_UNPEER_ERROR": "connection refused"},

@@ -1,8 +1,9 @@
 """The first `pulumi up -s homelab` on a real cluster: a way in (MetalLB + Traefik's address),
 Ollama starting on an empty model store without blocking the update, the API VIP, the checks
 against aws-gpu before anything is created, and `pulumi install` + `pulumi preview` working
-as the README says. Chart keys and CRD fields are checked against the upstream data of the
-pinned versions (../shared/upstream)."""
+as the README says. MetalLB's and Traefik's values and MetalLB's custom resources are checked
+by the upstream tier (tests/test_upstream_charts.py, tests/test_kubernetes_objects.py); kube-vip,
+a manifest and not a release, against its chart's data here."""
 
 from __future__ import annotations
 
@@ -18,9 +19,7 @@ import yaml
 
 from components.k3s.vip import VipSettings, render_env, render_manifests
 from components.kube.charts import KUBE_VIP_IMAGE, METALLB
-from components.platform.lan_load_balancer import render_metallb_values
 from stacks.config import ConfigError
-from tests.lifecycle import flatten
 from tests.test_kubernetes_objects import k8s_schema_version
 from tools import offline
 from tools.mocks import install_mocks
@@ -33,21 +32,6 @@ RELEASE = "kubernetes:helm.sh/v3:Release"
 
 def _values(chart_dir: Path) -> dict[str, Any]:
     return yaml.safe_load((chart_dir / "values.yaml").read_text())
-
-
-def _key_paths_exist(ours: dict[str, Any], upstream: dict[str, Any]) -> list[str]:
-    """Our leaf paths missing from upstream's values.yaml (maps upstream leaves open excepted)."""
-    missing = []
-    for path in flatten(ours):
-        node: Any = upstream
-        for part in path.split("."):
-            if isinstance(node, dict) and not node:
-                break  # an open map upstream: any key is allowed
-            if not isinstance(node, dict) or part not in node:
-                missing.append(path)
-                break
-            node = node[part]
-    return missing
 
 
 # -- ingress ---------------------------------------------------------------------------------
@@ -90,33 +74,6 @@ def test_web_app_ingresses_wait_for_the_ingress_address(homelab_run: StackRun) -
         "kubernetes:helm.cattle.io/v1:HelmChartConfig", "lan-load-balancer-traefik"
     )
     assert traefik.urn in ingress.dependencies
-
-
-def test_metallb_values_exist_in_the_pinned_chart() -> None:
-    chart = CHARTS / f"metallb-{METALLB.version}"
-    values = render_metallb_values()
-    assert _key_paths_exist(values, _values(chart)) == []
-    schema = json.loads((chart / "values.schema.json").read_text())
-    merged = _values(chart)
-    for path, value in flatten(values).items():
-        node = merged
-        *parents, leaf = path.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    # The chart declares draft-07 under an https URL jsonschema does not recognise.
-    jsonschema.Draft7Validator(schema).validate(merged)
-
-
-def test_traefik_takes_service_annotations_in_k3s_packaged_chart() -> None:
-    (chart,) = (CHARTS / "k3s-packaged").glob("traefik-3*")
-    assert _key_paths_exist({"service": {"annotations": {"x": "y"}}}, _values(chart)) == []
-
-
-def test_the_key_check_can_fail() -> None:
-    assert _key_paths_exist({"speaker": {"frrr": True}}, {"speaker": {"frr": {}}}) == [
-        "speaker.frrr"
-    ]
 
 
 # -- API VIP ---------------------------------------------------------------------------------

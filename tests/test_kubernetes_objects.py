@@ -1,181 +1,152 @@
-"""Every Kubernetes object either stack declares validates against the Kubernetes API schema of
-the pinned k3s minor version (kubernetes-validate, strict: unknown fields fail), and custom
-resources against their CRD: MetalLB's from the upstream CRDs at the pinned chart version
-(../shared/upstream), Liqo's and k3s's from the fields their sources define. The test walks all
-recorded ``kubernetes:*`` registrations, so a new object is covered without touching it."""
+"""Every Kubernetes object a run declares validates: built-in kinds against the Kubernetes API
+schema of the pinned k3s minor version (kubernetes-validate, strict: unknown fields fail), custom
+resources against the structural schema of their CRD in the chart versions the same run installs
+(``../shared/upstream``: types, required fields, enums, patterns; a field the CRD does not know
+fails, since the API server would prune it). The test walks all recorded ``kubernetes:*``
+registrations of both example stacks and of every valid fixture, so a new object is covered
+without touching it."""
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
 import re
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
 from stacks.config import ProjectSettings
+from tests import fixture_configs
+from tests.upstream_checks import custom_resource_problems
+from tests.upstream_data import (
+    ChartData,
+    chart_data,
+    crd_sources,
+    declared_releases,
+    find_crd,
+    kubernetes_objects,
+    load_yaml,
+)
 from tools.offline import StackRun
 
-UPSTREAM = Path(__file__).resolve().parent.parent.parent / "shared" / "upstream"
-METALLB_CRDS = UPSTREAM / "charts" / "metallb-0.16.1" / "config" / "crd" / "bases"
+pytestmark = pytest.mark.upstream
 
-NOT_OBJECTS = ("pulumi:providers:kubernetes", "kubernetes:helm.sh/v3:Release")
-
-# The fields of Liqo 1.x's NamespaceOffloading CRD we rely on
-# (liqotech/liqo apis/offloading/v1beta1/namespaceoffloading_types.go); the CRD ships with the
-# chart, so it is not in the Kubernetes schema kubernetes-validate knows.
-NAMESPACE_OFFLOADING_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "offloading.liqo.io/v1beta1"},
-        "kind": {"const": "NamespaceOffloading"},
-        "metadata": {
-            "type": "object",
-            "required": ["name", "namespace"],
-            # Liqo's webhook only accepts the name "offloading".
-            "properties": {"name": {"const": "offloading"}, "namespace": {"type": "string"}},
-        },
-        "spec": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "namespaceMappingStrategy": {
-                    "enum": ["EnforceSameName", "DefaultName", "SelectedName"]
-                },
-                "remoteNamespaceName": {"type": "string"},
-                "podOffloadingStrategy": {"enum": ["Local", "Remote", "LocalAndRemote"]},
-                "clusterSelector": {
-                    "type": "object",
-                    "required": ["nodeSelectorTerms"],
-                    "properties": {"nodeSelectorTerms": {"type": "array", "minItems": 1}},
-                },
-            },
-        },
-    },
-}
-# k3s's HelmChartConfig (helm.cattle.io/v1; k3s-io/helm-controller pkg/apis/helm.cattle.io/v1
-# types.go HelmChartConfigSpec; https://docs.k3s.io/helm): the CRD is built into k3s.
-HELM_CHART_CONFIG_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "helm.cattle.io/v1"},
-        "kind": {"const": "HelmChartConfig"},
-        "metadata": {
-            "type": "object",
-            "required": ["name", "namespace"],
-            "properties": {"name": {"type": "string"}, "namespace": {"const": "kube-system"}},
-        },
-        "spec": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "valuesContent": {"type": "string"},
-                "failurePolicy": {"enum": ["abort", "reinstall"]},
-            },
-        },
-    },
-}
-
-
-def strict(schema: Any) -> Any:
-    """A CRD's structural schema as JSON schema that rejects fields it does not define (the API
-    server would silently prune them)."""
-    if isinstance(schema, list):
-        return [strict(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: strict(v) for k, v in schema.items() if not k.startswith("x-kubernetes")}
-    if (
-        "properties" in schema
-        and "additionalProperties" not in schema
-        and not schema.get("x-kubernetes-preserve-unknown-fields")
-    ):
-        out["additionalProperties"] = False
-    if schema.get("x-kubernetes-int-or-string"):
-        out.pop("type", None)
-        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    return out
-
-
-@cache
-def crd_schemas(directory: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """(apiVersion, kind) -> strict schema of every CRD version in ``directory``."""
-    schemas: dict[tuple[str, str], dict[str, Any]] = {}
-    for path in sorted(directory.glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
-        for version in crd["spec"]["versions"]:
-            schema = strict(version["schema"]["openAPIV3Schema"])
-            schema["properties"]["metadata"] = {"type": "object"}
-            schemas[(f"{group}/{version['name']}", kind)] = schema
-    return schemas
-
-
-CUSTOM_SCHEMAS = {
-    ("offloading.liqo.io/v1beta1", "NamespaceOffloading"): NAMESPACE_OFFLOADING_SCHEMA,
-    ("helm.cattle.io/v1", "HelmChartConfig"): HELM_CHART_CONFIG_SCHEMA,
-}
+K3S_VERSION = ProjectSettings.model_fields["k3s_version"].default
+# kubernetes-validate re-reads and re-parses its schema files (a 2 MB _definitions.json among
+# them) on every call; they never change within a run, so read each once.
+kubernetes_validate.utils.schema_contents = functools.cache(  # type: ignore[assignment]
+    kubernetes_validate.utils.schema_contents
+)
+RUN_LABELS = ["aws-gpu", "homelab"] + [
+    f"fixture {path.stem}" for path in fixture_configs.all_fixtures("valid")
+]
 
 
 def k8s_schema_version() -> str:
     """The Kubernetes minor of the pinned k3s release (v1.33.5+k3s1 -> 1.33.0)."""
-    version = ProjectSettings.model_fields["k3s_version"].default
-    match = re.match(r"^v(\d+)\.(\d+)\.", version)
-    assert match, version
+    match = re.match(r"^v(\d+)\.(\d+)\.", K3S_VERSION)
+    assert match, K3S_VERSION
     return f"{match.group(1)}.{match.group(2)}.0"
 
 
-def _ints(value: Any) -> Any:
-    """The mock runtime turns every number into a float; the API schema wants integers."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_ints(v) for v in value]
-    return value
+def crd_charts(label: str, run: StackRun) -> list[ChartData]:
+    """Charts whose CRDs the run's cluster has: those it installs, plus k3s's own."""
+    releases, _ = declared_releases(label, run, K3S_VERSION)
+    return crd_sources(releases, K3S_VERSION)
 
 
-def declared_objects(run: StackRun) -> list[tuple[str, dict[str, Any]]]:
-    objects = []
-    for reg in run.managed():
-        if not reg.type.startswith("kubernetes:") or reg.type in NOT_OBJECTS:
-            continue
-        objects.append((reg.name, _ints(reg.plain_inputs)))
-    return objects
+_CHECKED: dict[str, list[str]] = {}
 
 
-def validate(name: str, obj: dict[str, Any]) -> None:
-    kind = (obj.get("apiVersion", ""), obj.get("kind", ""))
-    custom = CUSTOM_SCHEMAS.get(kind) or crd_schemas(METALLB_CRDS).get(kind)
-    if custom is not None:
-        jsonschema.validate(obj, custom)
-        return
-    kubernetes_validate.validate(obj, k8s_schema_version(), strict=True)
+def problems_of(obj: dict[str, Any], charts: list[ChartData]) -> list[str]:
+    """Why the cluster would reject (or silently prune) ``obj``; empty when it is valid. The
+    fixture runs repeat most objects verbatim: each distinct one is validated once."""
+    key = json.dumps([obj, sorted(c.label for c in charts)], sort_keys=True)
+    if key not in _CHECKED:
+        _CHECKED[key] = _validate(obj, charts)
+    return _CHECKED[key]
 
 
-def test_every_declared_object_validates(aws_gpu_run: StackRun, homelab_run: StackRun) -> None:
-    objects = declared_objects(aws_gpu_run) + declared_objects(homelab_run)
+def _validate(obj: dict[str, Any], charts: list[ChartData]) -> list[str]:
+    crds = find_crd(charts, str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+    if crds:
+        return custom_resource_problems(obj, crds)
+    try:
+        kubernetes_validate.validate(obj, k8s_schema_version(), strict=True)
+    except kubernetes_validate.ValidationError as err:
+        return [f"{obj.get('kind')}: {err}"]
+    except kubernetes_validate.SchemaNotFoundError:
+        return [
+            f"no schema for {obj.get('apiVersion')} {obj.get('kind')}: not a Kubernetes "
+            f"{k8s_schema_version()} kind, and no CRD in the charts this run installs"
+        ]
+    return []
+
+
+@pytest.mark.parametrize("label", RUN_LABELS)
+def test_every_declared_object_validates(label: str, declared_runs: dict[str, StackRun]) -> None:
+    run = declared_runs[label]
+    charts = crd_charts(label, run)
+    objects = list(kubernetes_objects(run))
     assert objects, "no Kubernetes objects recorded"
-    failures = []
-    for name, obj in objects:
-        try:
-            validate(name, obj)
-        except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as err:
-            failures.append(f"{name} ({obj.get('kind')}): {err}")
-        except kubernetes_validate.SchemaNotFoundError:
-            failures.append(f"{name}: no schema for {obj.get('apiVersion')} {obj.get('kind')}")
+    failures = [f"{name}: {p}" for name, obj in objects for p in problems_of(obj, charts)]
     assert not failures, "\n".join(failures)
 
 
-def test_validation_rejects_a_broken_object() -> None:
+def test_custom_resources_are_checked_against_their_crd(homelab_run: StackRun) -> None:
+    """NamespaceOffloading is validated by Liqo's CRD of the pinned chart, not by hand."""
+    charts = crd_charts("homelab", homelab_run)
+    (crd,) = find_crd(charts, "offloading.liqo.io/v1beta1", "NamespaceOffloading")
+    assert crd.chart == "liqo v1.2.0"
+    assert crd.crd == "namespaceoffloadings.offloading.liqo.io"
+
+
+def _offloading(homelab_run: StackRun) -> dict[str, Any]:
+    (obj,) = [
+        obj for _, obj in kubernetes_objects(homelab_run) if obj["kind"] == "NamespaceOffloading"
+    ]
+    return copy.deepcopy(obj)
+
+
+def test_a_custom_resource_with_a_wrong_enum_fails(homelab_run: StackRun) -> None:
+    charts = crd_charts("homelab", homelab_run)
+    broken = _offloading(homelab_run)
+    broken["spec"]["podOffloadingStrategy"] = "Elsewhere"
+    (problem,) = problems_of(broken, charts)
+    assert "spec.podOffloadingStrategy: 'Elsewhere' is not one of" in problem
+    assert "LocalAndRemote" in problem
+    assert "CRD namespaceoffloadings.offloading.liqo.io of liqo v1.2.0" in problem
+
+
+def test_a_custom_resource_with_a_field_the_crd_lacks_or_a_wrong_type_fails(
+    homelab_run: StackRun,
+) -> None:
+    charts = crd_charts("homelab", homelab_run)
+    broken = _offloading(homelab_run)
+    broken["spec"]["podOffloadingStrategyy"] = "Remote"
+    broken["spec"]["clusterSelector"]["nodeSelectorTerms"] = "all"
+    problems = "\n".join(problems_of(broken, charts))
+    assert "'podOffloadingStrategyy' was unexpected" in problems
+    assert "spec.clusterSelector.nodeSelectorTerms: 'all' is not of type 'array'" in problems
+
+
+def test_a_custom_resource_no_installed_chart_defines_fails(aws_gpu_run: StackRun) -> None:
+    """aws-gpu installs Liqo too, but a kind from a chart it does not install has no CRD there."""
+    charts = crd_charts("aws-gpu", aws_gpu_run)
+    issuer = {
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "ClusterIssuer",
+        "metadata": {"name": "x"},
+        "spec": {"selfSigned": {}},
+    }
+    (problem,) = problems_of(issuer, charts)
+    assert problem.startswith("no schema for cert-manager.io/v1 ClusterIssuer")
+
+
+def test_a_broken_builtin_object_fails() -> None:
     """The check can fail: an unknown field and a wrong type are both caught."""
     broken = {
         "apiVersion": "apps/v1",
@@ -183,25 +154,38 @@ def test_validation_rejects_a_broken_object() -> None:
         "metadata": {"name": "x"},
         "spec": {"replicas": "one", "selector": {}, "template": {}, "replicaz": 1},
     }
-    with pytest.raises(kubernetes_validate.ValidationError):
-        validate("broken", broken)
-    bad_offloading = {
-        "apiVersion": "offloading.liqo.io/v1beta1",
-        "kind": "NamespaceOffloading",
-        "metadata": {"name": "offloading", "namespace": "llm"},
-        "spec": {"podOffloadingStrategy": "Elsewhere"},
-    }
-    with pytest.raises(jsonschema.ValidationError):
-        validate("bad", bad_offloading)
-    bad_pool = {
-        "apiVersion": "metallb.io/v1beta1",
-        "kind": "IPAddressPool",
-        "metadata": {"name": "lan", "namespace": "metallb-system"},
-        "spec": {"addresses": ["192.168.10.240-192.168.10.249"], "autoassign": True},
-    }
-    with pytest.raises(jsonschema.ValidationError):
-        validate("bad-pool", bad_pool)
+    assert problems_of(broken, [])
 
 
 def test_schema_version_is_the_k3s_minor() -> None:
     assert k8s_schema_version() == "1.33.0"
+
+
+def test_the_crd_pyyaml_cannot_read_is_read_and_enforced() -> None:
+    """kube-prometheus-stack's AlertmanagerConfig CRD has ``=`` as an enum item, which PyYAML's
+    safe_load takes for YAML 1.1's value tag and rejects; helm and kubectl read it as the string
+    "=". The tier reads it the same way and enforces the enum (nothing skipped)."""
+    chart = chart_data("kube-prometheus-stack", "88.5.3")
+    assert chart is not None
+    crd_file = chart.path / "charts" / "crds" / "crds" / "crd-alertmanagerconfigs.yaml"
+    assert "enum:\n                            - '!='\n                            - =\n" in (
+        crd_file.read_text()
+    )
+    with pytest.raises(yaml.constructor.ConstructorError, match=r"tag:yaml\.org,2002:value"):
+        yaml.safe_load("enum:\n- '!='\n- =\n")  # what PyYAML does with that enum
+    assert load_yaml("enum:\n- '!='\n- =\n") == {"enum": ["!=", "="]}
+    (crd,) = find_crd([chart], "monitoring.coreos.com/v1alpha1", "AlertmanagerConfig")
+    config = {
+        "apiVersion": "monitoring.coreos.com/v1alpha1",
+        "kind": "AlertmanagerConfig",
+        "metadata": {"name": "gpu", "namespace": "monitoring"},
+        "spec": {
+            "inhibitRules": [
+                {"sourceMatch": [{"name": "severity", "value": "critical", "matchType": "="}]}
+            ]
+        },
+    }
+    assert custom_resource_problems(config, [crd]) == []
+    config["spec"]["inhibitRules"][0]["sourceMatch"][0]["matchType"] = "=="
+    (problem,) = custom_resource_problems(config, [crd])
+    assert "matchType: '==' is not one of ['!=', '=', '=~', '!~']" in problem

@@ -4,6 +4,7 @@ clear errors for a broken mesh."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import ipaddress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,12 +26,12 @@ def node(name: str, ip: str, groups: tuple[str, ...], role: nc.Role = "host") ->
     return nc.MeshNode(name, ipaddress.IPv4Address(ip), groups, role, config_key=f"test.{name}")
 
 
-LIGHTHOUSE = node(
-    "aws-control", "10.200.0.1", ("lighthouse", "aws", "kubernetes", "liqo-gateway"), "lighthouse"
-)
-AWS_GPU = node("aws-gpu", "10.200.2.1", ("aws", "kubernetes", "gpu"))
-HOMELAB_GPU = node("k3s-gpu-1", "10.200.1.11", ("homelab", "kubernetes", "gpu", "liqo-gateway"))
+LIGHTHOUSE = node("aws-control", "10.200.0.1", ("lighthouse", "aws"), "lighthouse")
+HOMELAB_CP = node("k3s-cp-1", "10.200.1.1", ("homelab",))
+HOMELAB_GPU = node("k3s-gpu-1", "10.200.1.11", ("homelab", "liqo-gateway"))
 RELAY = node("relay-1", "10.200.0.2", ("aws",), "relay")
+LAN = ipaddress.IPv4Network("192.168.10.0/24")
+NEVER_DIAL = (ipaddress.IPv4Network("10.42.0.0/16"), ipaddress.IPv4Network(nc.LIQO_EXTERNAL_CIDR))
 
 
 def _with_pki(tmp_path: Path, mesh_node: nc.MeshNode, settings: nc.MeshSettings) -> Path:
@@ -54,6 +55,7 @@ def _with_pki(tmp_path: Path, mesh_node: nc.MeshNode, settings: nc.MeshSettings)
         mtu=settings.mtu,
         unsafe_routes=settings.unsafe_routes,
         pki_dir=str(tmp_path),
+        never_dial=settings.never_dial,
     )
     path = tmp_path / "config.yml"
     path.write_text(nc.render_node_config(mesh_node, local, LIGHTHOUSES, nc.default_policy()))
@@ -67,20 +69,21 @@ def _with_pki(tmp_path: Path, mesh_node: nc.MeshNode, settings: nc.MeshSettings)
         (RELAY, ()),
         (HOMELAB_GPU, ()),
         (
-            AWS_GPU,
+            HOMELAB_CP,
             (
                 nc.UnsafeRoute(
                     ipaddress.IPv4Network("10.52.0.0/16"), ipaddress.IPv4Address("10.200.0.1")
                 ),
             ),
         ),
+        (dataclasses.replace(HOMELAB_GPU, local_cidr=LAN), ()),
     ],
-    ids=["lighthouse", "relay", "host", "host-with-unsafe-routes"],
+    ids=["lighthouse", "relay", "host", "host-with-unsafe-routes", "host-with-allow-lists"],
 )
 def test_real_nebula_accepts_every_rendered_config(
     tmp_path: Path, mesh_node: nc.MeshNode, routes: tuple[nc.UnsafeRoute, ...]
 ) -> None:
-    settings = nc.MeshSettings(overlay_cidr=OVERLAY, unsafe_routes=routes)
+    settings = nc.MeshSettings(overlay_cidr=OVERLAY, unsafe_routes=routes, never_dial=NEVER_DIAL)
     path = _with_pki(tmp_path, mesh_node, settings)
     result = run(require("nebula"), "-test", "-config", path, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -97,17 +100,38 @@ def _rendered(mesh_node: nc.MeshNode) -> dict:
 
 
 def test_roles_lighthouse_relay_host() -> None:
-    lighthouse, host = _rendered(LIGHTHOUSE), _rendered(AWS_GPU)
+    lighthouse, host = _rendered(LIGHTHOUSE), _rendered(HOMELAB_GPU)
     assert lighthouse["lighthouse"]["am_lighthouse"] is True
     assert lighthouse["lighthouse"]["hosts"] == []
     assert lighthouse["relay"]["am_relay"] is True
     assert lighthouse["static_host_map"] == {}
-    assert host["lighthouse"] == {"am_lighthouse": False, "interval": 60, "hosts": ["10.200.0.1"]}
+    assert host["lighthouse"] == {"am_lighthouse": False, "interval": 15, "hosts": ["10.200.0.1"]}
     assert host["relay"] == {"am_relay": False, "use_relays": True, "relays": ["10.200.0.1"]}
     assert host["static_host_map"] == {"10.200.0.1": ["203.0.113.7:4242"]}
     assert host["listen"]["port"] == 4242
     assert host["tun"]["mtu"] == 1300
     assert host["punchy"] == {"punch": True, "respond": True}
+
+
+def test_hosts_advertise_only_their_network_and_never_dial_pod_ranges() -> None:
+    text = nc.render_node_config(
+        dataclasses.replace(HOMELAB_GPU, local_cidr=LAN),
+        nc.MeshSettings(overlay_cidr=OVERLAY, never_dial=NEVER_DIAL),
+        LIGHTHOUSES,
+        nc.default_policy(),
+    )
+    config = yaml.safe_load(text)
+    # An all-allow list denies everything else: cni0, flannel and Liqo addresses stay private.
+    assert config["lighthouse"]["local_allow_list"] == {"192.168.10.0/24": True}
+    # An all-deny list allows the rest (0.0.0.0/0 included, so roaming still works).
+    assert config["lighthouse"]["remote_allow_list"] == {
+        "10.42.0.0/16": False,
+        "10.70.0.0/16": False,
+    }
+    assert config["preferred_ranges"] == ["192.168.10.0/24"]
+    plain = _rendered(HOMELAB_GPU)["lighthouse"]
+    assert "local_allow_list" not in plain
+    assert "remote_allow_list" not in plain
 
 
 def _allowed(config: dict, port: int, proto: str, peer_groups: set[str]) -> bool:
@@ -124,33 +148,39 @@ def _allowed(config: dict, port: int, proto: str, peer_groups: set[str]) -> bool
 
 
 def test_firewall_is_least_privilege() -> None:
-    aws_gpu, lighthouse, homelab_gpu = (
-        _rendered(AWS_GPU),
+    lighthouse, homelab_gpu, homelab_cp = (
         _rendered(LIGHTHOUSE),
         _rendered(HOMELAB_GPU),
+        _rendered(HOMELAB_CP),
     )
-    homelab_peer = {"homelab", "kubernetes"}
+    homelab = {"homelab"}
+    gateway_client = {"homelab", "liqo-gateway"}
+    admin = {"admin"}
+    aws = {"aws", "lighthouse"}
     outsider = {"relay-only"}
-    assert aws_gpu["firewall"]["inbound_action"] == "drop"
-    # Ollama on the AWS GPU node: from the homelab only.
-    assert _allowed(aws_gpu, 11434, "tcp", homelab_peer)
-    assert not _allowed(aws_gpu, 11434, "tcp", {"aws", "kubernetes", "lighthouse"})
-    # ... and not opened on homelab GPU nodes, which are not AWS nodes.
-    assert not _allowed(homelab_gpu, 11434, "tcp", homelab_peer)
-    # k3s API / kubelet only from kubernetes members.
-    assert _allowed(lighthouse, 6443, "tcp", homelab_peer)
+    assert lighthouse["firewall"]["inbound_action"] == "drop"
+    # The AWS API: the homelab's Liqo and an operator on the mesh; nobody else.
+    assert _allowed(lighthouse, 6443, "tcp", homelab)
+    assert _allowed(lighthouse, 6443, "tcp", admin)
+    # gpu-waker (the way to Ollama) on the AWS control node: from the homelab only.
+    assert _allowed(lighthouse, nc.GPU_WAKER_PORT, "tcp", homelab)
+    assert not _allowed(lighthouse, nc.GPU_WAKER_PORT, "tcp", admin | gateway_client - homelab)
     assert not _allowed(lighthouse, 6443, "tcp", outsider)
-    assert not _allowed(lighthouse, 10250, "tcp", outsider)
-    # Flannel VXLAN only inside the AWS cluster.
-    assert _allowed(aws_gpu, 8472, "udp", {"aws", "kubernetes"})
-    assert not _allowed(aws_gpu, 8472, "udp", homelab_peer)
-    # Liqo gateway only between gateway nodes; not on the AWS GPU worker at all.
-    assert _allowed(lighthouse, nc.LIQO_GATEWAY_NODEPORT, "udp", {"liqo-gateway"})
-    assert not _allowed(lighthouse, nc.LIQO_GATEWAY_NODEPORT, "udp", homelab_peer)
-    assert not _allowed(aws_gpu, nc.LIQO_GATEWAY_NODEPORT, "udp", {"liqo-gateway"})
-    # ICMP from any member; nothing else (e.g. SSH) over the overlay.
-    assert _allowed(aws_gpu, 0, "icmp", outsider)
-    assert not _allowed(aws_gpu, 22, "tcp", homelab_peer | {"aws", "gpu", "lighthouse"})
+    # Liqo's gateway: only from nodes that may run its client.
+    assert _allowed(lighthouse, nc.LIQO_GATEWAY_NODEPORT, "udp", gateway_client)
+    assert not _allowed(lighthouse, nc.LIQO_GATEWAY_NODEPORT, "udp", homelab)
+    # SSH over the mesh: operators only.
+    assert _allowed(lighthouse, 22, "tcp", admin)
+    assert not _allowed(lighthouse, 22, "tcp", homelab)
+    # Nothing of the clusters' own traffic crosses: no kubelet, no flannel, no Ollama.
+    for port, proto in ((10250, "tcp"), (8472, "udp"), (nc.OLLAMA_PORT, "tcp")):
+        assert not _allowed(lighthouse, port, proto, homelab | admin), port
+    # Homelab nodes take nothing but ICMP from the mesh (their k3s runs on the LAN), so
+    # neither gpu-waker's nor Ollama's port is open there.
+    for config in (homelab_gpu, homelab_cp):
+        assert config["firewall"]["inbound"] == [{"port": "any", "proto": "icmp", "host": "any"}]
+    assert _allowed(homelab_gpu, 0, "icmp", outsider)
+    assert not _allowed(homelab_gpu, 6443, "tcp", aws)
 
 
 def test_validation_names_the_key() -> None:
@@ -166,23 +196,23 @@ def test_validation_names_the_key() -> None:
         ValueError, match=r"test\.stray\.overlayIp: 10\.9\.0\.1 is not a host address"
     ):
         nc.validate_mesh(ok, [LIGHTHOUSE, outside], nc.default_policy())
-    twin = node("twin", "10.200.2.1", ("homelab",))
+    twin = node("twin", "10.200.1.11", ("homelab",))
     with pytest.raises(
-        ValueError, match=r"test\.twin\.overlayIp: .*already the overlay IP of 'aws-gpu'"
+        ValueError, match=r"test\.twin\.overlayIp: .*already the overlay IP of 'k3s-gpu-1'"
     ):
-        nc.validate_mesh(ok, [LIGHTHOUSE, AWS_GPU, twin], nc.default_policy())
+        nc.validate_mesh(ok, [LIGHTHOUSE, HOMELAB_GPU, twin], nc.default_policy())
     bad_rule = (*nc.default_policy(), nc.FirewallRule(22, "tcp", ("admins",), why="ssh"))
     with pytest.raises(
         ValueError, match=r"firewall rule \[\d+\] \(ssh\): unknown groups \['admins'\]"
     ):
         nc.validate_mesh(ok, [LIGHTHOUSE], bad_rule)
     with pytest.raises(ValueError, match="no lighthouse"):
-        nc.validate_mesh(ok, [AWS_GPU], nc.default_policy())
+        nc.validate_mesh(ok, [HOMELAB_GPU], nc.default_policy())
     with pytest.raises(ValueError, match="unknown groups"):
         nc.validate_mesh(
             ok, [LIGHTHOUSE, node("x", "10.200.5.5", ("wizards",))], nc.default_policy()
         )
-    nc.validate_mesh(ok, [LIGHTHOUSE, AWS_GPU, HOMELAB_GPU, RELAY], nc.default_policy())
+    nc.validate_mesh(ok, [LIGHTHOUSE, HOMELAB_CP, HOMELAB_GPU, RELAY], nc.default_policy())
 
 
 FILES = inst.NebulaFiles(

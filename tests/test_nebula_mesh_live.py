@@ -30,7 +30,8 @@ pytestmark = pytest.mark.live
 UNDERLAY = "192.0.2"  # TEST-NET-1 (RFC 5737), only ever inside the namespaces made here
 OVERLAY = ipaddress.IPv4Network("10.200.0.0/16")
 LISTEN_PORT = 4242
-ALLOWED_PORT = nc.OLLAMA_PORT  # policy: from group homelab onto aws+gpu nodes
+ALLOWED_PORT = nc.K3S_API_PORT  # policy: from group homelab onto the aws node (Liqo's API access)
+PROXY_PORT = nc.GPU_WAKER_PORT  # policy: from group homelab onto the aws node only
 DENIED_PORT = 9999  # in no rule
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -46,17 +47,10 @@ class Peer:
 
 
 PEERS = (
-    Peer(
-        "lh",
-        f"{UNDERLAY}.1",
-        "10.200.0.1",
-        ("lighthouse", "aws", "kubernetes"),
-        "lighthouse",
-        "mesh",
-    ),
-    Peer("home", f"{UNDERLAY}.2", "10.200.1.1", ("homelab", "kubernetes"), "host", "mesh"),
-    Peer("gpu", f"{UNDERLAY}.3", "10.200.2.1", ("aws", "kubernetes", "gpu"), "host", "mesh"),
-    Peer("rogue", f"{UNDERLAY}.4", "10.200.9.9", ("homelab", "kubernetes"), "host", "rogue"),
+    Peer("lh", f"{UNDERLAY}.1", "10.200.0.1", ("lighthouse", "aws"), "lighthouse", "mesh"),
+    Peer("home", f"{UNDERLAY}.2", "10.200.1.1", ("homelab",), "host", "mesh"),
+    Peer("gw", f"{UNDERLAY}.3", "10.200.1.11", ("liqo-gateway",), "host", "mesh"),
+    Peer("rogue", f"{UNDERLAY}.4", "10.200.9.9", ("homelab",), "host", "rogue"),
 )
 
 
@@ -245,31 +239,34 @@ def _serve(mesh: Mesh, peer: str, port: int) -> subprocess.Popen[bytes]:
 
 
 def test_traffic_crosses_the_overlay_between_two_hosts(mesh: Mesh) -> None:
-    home, gpu = PEERS[1], PEERS[2]
-    assert wait_until(lambda: mesh.ping(home.name, gpu.overlay), deadline_s=20), (
-        "home cannot reach gpu over the overlay\n--- home\n"
+    lh, home = PEERS[0], PEERS[1]
+    assert wait_until(lambda: mesh.ping(home.name, lh.overlay), deadline_s=20), (
+        "home cannot reach the lighthouse over the overlay\n--- home\n"
         + mesh.log("home")
-        + "\n--- gpu\n"
-        + mesh.log("gpu")
+        + "\n--- lh\n"
+        + mesh.log("lh")
     )
-    assert mesh.ping(gpu.name, home.overlay)
-    _serve(mesh, gpu.name, ALLOWED_PORT)
-    assert wait_until(lambda: mesh.tcp_connect(home.name, gpu.overlay, ALLOWED_PORT), deadline_s=10)
+    assert mesh.ping(lh.name, home.overlay)
+    assert wait_until(lambda: mesh.ping(home.name, PEERS[2].overlay), deadline_s=20)
+    _serve(mesh, lh.name, ALLOWED_PORT)
+    assert wait_until(lambda: mesh.tcp_connect(home.name, lh.overlay, ALLOWED_PORT), deadline_s=10)
 
 
 def test_port_not_allowed_for_the_group_is_dropped(mesh: Mesh) -> None:
-    home, gpu = PEERS[1], PEERS[2]
-    assert wait_until(lambda: mesh.ping(home.name, gpu.overlay), deadline_s=20)
-    _serve(mesh, gpu.name, DENIED_PORT)
+    lh, home, gw = PEERS[0], PEERS[1], PEERS[2]
+    assert wait_until(lambda: mesh.ping(home.name, lh.overlay), deadline_s=20)
+    _serve(mesh, lh.name, DENIED_PORT)
     # The listener works (from the node itself, no firewall in between) ...
-    assert wait_until(lambda: mesh.tcp_connect(gpu.name, gpu.overlay, DENIED_PORT), deadline_s=5)
+    assert wait_until(lambda: mesh.tcp_connect(lh.name, lh.overlay, DENIED_PORT), deadline_s=5)
     # ... but Nebula's inbound firewall drops the homelab host's connection.
-    assert not mesh.tcp_connect(home.name, gpu.overlay, DENIED_PORT, timeout_s=2)
-    # Ollama's port is only for group homelab: the homelab host gets in, the lighthouse does not.
-    _serve(mesh, gpu.name, ALLOWED_PORT)
-    assert wait_until(lambda: mesh.tcp_connect(home.name, gpu.overlay, ALLOWED_PORT), deadline_s=10)
-    assert wait_until(lambda: mesh.ping("lh", gpu.overlay), deadline_s=10)
-    assert not mesh.tcp_connect("lh", gpu.overlay, ALLOWED_PORT, timeout_s=2)
+    assert not mesh.tcp_connect(home.name, lh.overlay, DENIED_PORT, timeout_s=2)
+    # The AWS API and gpu-waker are only for group homelab: the homelab host gets in, a
+    # gateway-only peer does not (and ping, allowed to any member, shows the path works).
+    assert wait_until(lambda: mesh.ping(gw.name, lh.overlay), deadline_s=10)
+    for port in (ALLOWED_PORT, PROXY_PORT):
+        _serve(mesh, lh.name, port)
+        assert wait_until(lambda port=port: mesh.tcp_connect(home.name, lh.overlay, port), 10)
+        assert not mesh.tcp_connect(gw.name, lh.overlay, port, timeout_s=2)
 
 
 def test_host_of_another_ca_cannot_join(mesh: Mesh) -> None:

@@ -1,6 +1,6 @@
-"""The Nebula material the stacks actually plan, checked with the real tools: what each EC2
-node receives in its user data verifies against the mesh CA and passes `nebula -test`; keys
-stay secret."""
+"""The Nebula material the stacks actually plan, checked with the real tools: what the AWS control
+node pulls from SSM and what each homelab VM receives over SSH verifies against the mesh CA and
+passes `nebula -test`; keys stay secret."""
 
 from __future__ import annotations
 
@@ -19,23 +19,22 @@ from tools.mocks import redact
 from tools.offline import StackRun
 
 INSTANCE = "aws:ec2/instance:Instance"
-EXPECTED_GROUPS = {
-    "control-node-instance": (
-        "aws-control-node",
-        "10.200.0.1/16",
-        ("lighthouse", "aws", "kubernetes", "liqo-gateway"),
-    ),
-    "gpu-worker-instance": ("aws-gpu-worker", "10.200.2.1/16", ("aws", "kubernetes", "gpu")),
-}
+CONTROL_FILES = "/hybridgpu/aws-gpu/control-node/files/nebula/"
 
 
-def _nebula_files(user_data: str) -> dict[str, str]:
-    document = yaml.safe_load(user_data)
-    return {
-        Path(entry["path"]).name: entry["content"]
-        for entry in document["write_files"]
-        if entry["path"].startswith("/etc/nebula/")
-    }
+def _control_nebula_files(run: StackRun) -> dict[str, str]:
+    """/etc/nebula of the AWS control node, as published for its agent."""
+    files = {}
+    for reg in run.by_type("aws:ssm/parameter:Parameter"):
+        name = reg.plain_inputs["name"]
+        if name.startswith(CONTROL_FILES) and name.split("/")[-1] in (
+            "config.yml",
+            "ca.crt",
+            "host.crt",
+            "host.key",
+        ):
+            files[name.removeprefix(CONTROL_FILES)] = reg.plain_inputs["value"]
+    return files
 
 
 def check_with_real_nebula(files: dict[str, str], node_dir: Path) -> None:
@@ -52,40 +51,38 @@ def check_with_real_nebula(files: dict[str, str], node_dir: Path) -> None:
 
 
 def test_planned_nebula_files_pass_the_real_tools(aws_gpu_run: StackRun, tmp_path: Path) -> None:
-    instances = aws_gpu_run.by_type(INSTANCE)
-    assert {i.name for i in instances} == set(EXPECTED_GROUPS)
-    for instance in instances:
-        files = _nebula_files(instance.plain_inputs["userData"])
-        assert set(files) == {"config.yml", "ca.crt", "host.crt", "host.key"}
-        assert files["ca.crt"] == aws_gpu_run.exports["nebulaCaCert"]
-        check_with_real_nebula(files, tmp_path / instance.name)
-        name, ip, groups = EXPECTED_GROUPS[instance.name]
-        details = parse_cert_pem(files["host.crt"]).details
-        assert (details.name, [str(n) for n in details.networks], details.groups) == (
-            name,
-            [ip],
-            groups,
-        )
+    files = _control_nebula_files(aws_gpu_run)
+    assert set(files) == {"config.yml", "ca.crt", "host.crt", "host.key"}
+    assert files["ca.crt"] == aws_gpu_run.exports["nebulaCaBundle"]
+    check_with_real_nebula(files, tmp_path / "control-node")
+    details = parse_cert_pem(files["host.crt"]).details
+    assert (details.name, [str(n) for n in details.networks], details.groups) == (
+        "aws-control-node",
+        ["10.200.0.1/16"],
+        ("lighthouse", "aws"),
+    )
+    config = yaml.safe_load(files["config.yml"])
+    assert config["lighthouse"]["am_lighthouse"] is True
+    assert config["relay"]["am_relay"] is True
+    # It advertises its VPC address only.
+    assert config["lighthouse"]["local_allow_list"] == {"10.100.1.0/24": True}
 
 
-def test_worker_finds_the_lighthouse_on_its_elastic_ip(aws_gpu_run: StackRun) -> None:
-    worker = aws_gpu_run.one(INSTANCE, "gpu-worker-instance")
-    config = yaml.safe_load(_nebula_files(worker.plain_inputs["userData"])["config.yml"])
-    public_ip = aws_gpu_run.exports["controlNodePublicIp"]
-    assert config["static_host_map"] == {"10.200.0.1": [f"{public_ip}:4242"]}
-    assert config["relay"]["relays"] == ["10.200.0.1"]
-    control = aws_gpu_run.one(INSTANCE, "control-node-instance")
-    lighthouse = yaml.safe_load(_nebula_files(control.plain_inputs["userData"])["config.yml"])
-    assert lighthouse["lighthouse"]["am_lighthouse"] is True
-    assert lighthouse["relay"]["am_relay"] is True
+def test_the_gpu_worker_is_not_on_the_mesh(aws_gpu_run: StackRun) -> None:
+    """Both AWS nodes talk k3s over the VPC; everything the homelab sends reaches the control
+    node, so the worker (which stops) needs no Nebula, no certificate, no renewal."""
+    names = [r.plain_inputs["name"] for r in aws_gpu_run.by_type("aws:ssm/parameter:Parameter")]
+    assert not [n for n in names if "/gpu-worker/" in n and "/nebula/" in n]
+    hosts = [r.name for r in aws_gpu_run.by_type("hybridgpu:nebula:NebulaHost")]
+    assert hosts == ["control-node-nebula"]
 
 
 def test_nebula_keys_are_secret_everywhere(aws_gpu_run: StackRun) -> None:
     for reg in aws_gpu_run.registrations:
         shown = json.dumps(redact(reg.inputs), default=str)
         assert "PRIVATE KEY" not in shown, f"{reg.type} {reg.name} carries a key outside a secret"
-    for instance in aws_gpu_run.by_type(INSTANCE):
-        assert "userData" in instance.secret_inputs
+    for parameter in aws_gpu_run.by_type("aws:ssm/parameter:Parameter"):
+        assert "value" in parameter.secret_inputs
 
 
 def test_no_stack_output_carries_the_ca_key(aws_gpu_run: StackRun, homelab_run: StackRun) -> None:
@@ -135,8 +132,8 @@ def test_homelab_nodes_get_working_nebula_over_ssh(homelab_run: StackRun, tmp_pa
         details = parse_cert_pem(files["host.crt"]).details
         assert [str(n) for n in details.networks] == [f"{expected[node]['overlayIp']}/16"]
         gpu = "gpus" in expected[node]
-        assert ("gpu" in details.groups) == gpu
-        assert {"homelab", "kubernetes"} <= set(details.groups)
+        # Homelab nodes are "homelab"; GPU workers may also run Liqo's gateway client.
+        assert details.groups == (("homelab", "liqo-gateway") if gpu else ("homelab",))
         config = yaml.safe_load(files["config.yml"])
         assert config["static_host_map"] == aws_lighthouses
         assert install.plain_inputs["connection"]["host"] == expected[node]["ip"]

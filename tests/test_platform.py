@@ -231,13 +231,11 @@ def test_nth_in_imds_mode_on_aws_only(aws_gpu_run: StackRun, homelab_run: StackR
     assert values["enableSpotInterruptionDraining"] is True
     assert values["daemonsetNodeSelector"] == {"node-type": "gpu"}
     assert not [r for r in homelab_run.by_type(RELEASE) if "termination" in r.plain_inputs["chart"]]
-    # IMDSv2 with a hop limit of 2 on the nodes it reads the notice from.
-    instances = aws_gpu_run.by_type("aws:ec2/instance:Instance")
-    assert len(instances) == 2
-    for instance in instances:
-        options = instance.plain_inputs["metadataOptions"]
-        assert options["httpTokens"] == "required"
-        assert options["httpPutResponseHopLimit"] == 2
+    # A rebalance recommendation would only cordon, with nothing to undo it.
+    assert values["enableRebalanceMonitoring"] is False
+    # On the host network, so IMDS (v2) is one hop away: the node's hop limit of 1 suffices.
+    assert values["useHostNetwork"] is True
+    assert values["taintNode"] is True  # the heal path recognises (and removes) its taints
 
 
 def test_aws_gpu_plumbing_is_the_device_plugin(aws_gpu_run: StackRun) -> None:

@@ -52,6 +52,12 @@ def test_every_policy_passes_on_both_stacks(
 # --------------------------------------------------------------------------------------------
 
 
+def _is_node(registration: Registration, role: str) -> bool:
+    """The instance of a node kind, or the spot request that launches it."""
+    node_types = (aws_rules.INSTANCE, aws_rules.SPOT_REQUEST)
+    return registration.type in node_types and _role(registration) == role
+
+
 def _role(registration: Registration) -> str:
     tags = registration.plain_inputs.get("tags") or {}
     return str(tags.get("Role", ""))
@@ -118,7 +124,7 @@ class Mutation:
 MUTATIONS: dict[str, Mutation] = {
     "ec2-imdsv2-required": Mutation(
         "aws-gpu",
-        lambda r: r.type == aws_rules.INSTANCE and _role(r) == "gpu-worker",
+        lambda r: _is_node(r, "gpu-worker"),
         _set("metadataOptions.httpTokens", "optional"),
         ("accepts IMDSv1", "httpTokens is optional", "http_tokens='required'"),
     ),
@@ -163,7 +169,7 @@ MUTATIONS: dict[str, Mutation] = {
     ),
     "gpu-worker-nvidia-instance-type": Mutation(
         "aws-gpu",
-        lambda r: r.type == aws_rules.INSTANCE and _role(r) == "gpu-worker",
+        lambda r: _is_node(r, "gpu-worker"),
         _set("instanceType", "g4ad.xlarge"),  # AMD Radeon Pro V520
         ("instance type g4ad.xlarge", "not an NVIDIA GPU family", "gpuWorker.instanceType"),
     ),

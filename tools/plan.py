@@ -22,12 +22,12 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 
-from stacks.config import ConfigError
-from tools import mocks, offline
+from stacks.config import STACK_AWS_GPU, ConfigError
+from tools import cost, mocks, offline
 
 # Inputs that hold a rendered document, by resource type: (input path, file suffix).
 ARTIFACT_INPUTS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -201,6 +201,38 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
+def _print_costs(
+    run: offline.StackRun, overrides: dict[str, Any], out: TextIO
+) -> cost.CostTable | None:
+    """The AWS side's idle and busy monthly cost (aws-gpu only)."""
+    if run.stack != STACK_AWS_GPU:
+        return None
+    costs = cost.aws_costs(cost.aws_settings(overrides), cost.load_prices())
+    print("", file=out)
+    for line in cost.render(costs):
+        print(line, file=out)
+    return costs
+
+
+def _write_json(
+    run: offline.StackRun, costs: cost.CostTable | None, json_path: str, out: TextIO
+) -> None:
+    data = plan_json(run)
+    if costs is not None:
+        data["costUsd"] = {
+            "pricesDate": costs.prices.date,
+            "idlePerMonth": round(costs.idle_total, 2),
+            "busyPerGpuHour": round(costs.busy_hour_total, 4),
+        }
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    if json_path == "-":
+        sys.stdout.write(text)
+    else:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(text)
+        print(f"plan JSON written to {json_path}", file=out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.plan", description=(__doc__ or "").split("\n\n")[0]
@@ -230,8 +262,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    overrides = _parse_overrides(args.overrides)
     try:
-        run = offline.run_with_dependencies(args.stack, _parse_overrides(args.overrides))
+        run = offline.run_with_dependencies(args.stack, overrides)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -255,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             shown = shown[:97] + "..."
         print(f"  {name} = {shown}", file=out)
 
+    costs = _print_costs(run, overrides, out)
+
     target = args.artifacts or offline.REPO_ROOT / "build" / "plan" / run.stack
     target.mkdir(parents=True, exist_ok=True)
     for old in target.iterdir():
@@ -270,13 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{written} rendered artifacts written to {target}", file=out)
 
     if args.json_path:
-        text = json.dumps(plan_json(run), indent=2, sort_keys=True) + "\n"
-        if args.json_path == "-":
-            sys.stdout.write(text)
-        else:
-            Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json_path).write_text(text)
-            print(f"plan JSON written to {args.json_path}", file=out)
+        _write_json(run, costs, args.json_path, out)
     return 0
 
 

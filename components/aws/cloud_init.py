@@ -307,10 +307,12 @@ def render_bootstrap_user_data(
         ]
         units.append("hybridgpu-node-heal.timer")
     document: dict[str, Any] = {
-        # The image's host keys are deleted and none are generated: sshd serves the key the
-        # program owns (installed by the first sync), which every SSH client of it pins.
+        # The image's host keys are deleted; only a throwaway Ed25519 key is generated (the
+        # schema wants at least one), which the first sync replaces with the key the program
+        # owns. Every SSH client of the program pins that key, so it refuses the throwaway one
+        # (and retries its dial) until then.
         "ssh_deletekeys": True,
-        "ssh_genkeytypes": [],
+        "ssh_genkeytypes": ["ed25519"],
         "ssh_authorized_keys": [ssh_public_key],
         "write_files": files,
         "runcmd": [

@@ -8,7 +8,9 @@ the offloaded pod mounts (Liqo passes volumes through unchanged); in the homelab
 the same volume lets the scheduler place the pod (it never mounts there).
 
 AWS side (the namespace Liqo creates, same name): the claim, its volume and a NetworkPolicy
-admitting only the homelab's pod range on the Ollama port.
+admitting only gpu-waker (on the AWS control node) on the Ollama port: clients reach Ollama
+through it, with its token, and nothing else does (not the homelab's pods through Liqo's tunnel
+either).
 
 Before Ollama starts, an init container checks the models tree (``verify_models.sh`` here): every
 blob hashes to its name, every manifest's blobs exist with their sizes.
@@ -278,10 +280,10 @@ def render_homelab_policy(namespace: str, client_namespaces: Sequence[str]) -> M
     )
 
 
-def render_remote_policy(namespace: str, consumer_pod_cidr: str) -> Manifest:
-    """AWS side, where the pod actually runs: only traffic from the homelab's pods (through
-    the Liqo tunnel) reaches the Ollama port; nothing of the AWS cluster's own does."""
-    return _ollama_policy(namespace, [{"ipBlock": {"cidr": consumer_pod_cidr}}])
+def render_remote_policy(namespace: str, proxy_source_cidr: str) -> Manifest:
+    """AWS side, where the pod actually runs (and where the policy is enforced; Liqo does not
+    reflect NetworkPolicies): only the proxy's source range reaches the Ollama port."""
+    return _ollama_policy(namespace, [{"ipBlock": {"cidr": proxy_source_cidr}}])
 
 
 @dataclass(frozen=True)
@@ -289,7 +291,9 @@ class OllamaArgs:
     settings: OllamaSettings
     models_volume: pulumi.Input[Mapping[str, Any]]
     """The AWS cluster's models PersistentVolume manifest (aws-gpu output ``modelsVolume``)."""
-    consumer_pod_cidr: str
+    proxy_source_cidr: str
+    """Where gpu-waker's connections to Ollama come from on the AWS cluster (the control
+    node's pod range, see components/aws/gpu_waker_render.control_node_pod_subnet)."""
     remote_provider: pulumi.ProviderResource
     """Kubernetes provider of the AWS cluster (its admin kubeconfig)."""
     wait_for: Sequence[pulumi.Resource] = ()
@@ -331,7 +335,7 @@ class Ollama(pulumi.ComponentResource):
         )
         declare(
             f"{name}-remote-policy",
-            render_remote_policy(namespace_name, args.consumer_pod_cidr),
+            render_remote_policy(namespace_name, args.proxy_source_cidr),
             on_aws,
         )
         declare(

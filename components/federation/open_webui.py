@@ -1,7 +1,12 @@
-"""Open WebUI in the homelab, talking to the offloaded Ollama through its Service, exposed by
-k3s's Traefik ingress. Login is required and sign-up is closed: the admin account is created
-at first start from the configured e-mail and a generated password (secret), so nobody who
-merely reaches the page first becomes admin."""
+"""Open WebUI in the homelab, exposed by k3s's Traefik ingress, talking to Ollama through
+gpu-waker (the token-checked proxy on the AWS control node that starts the GPU worker on demand).
+
+It uses Open WebUI's OpenAI-compatible connection to Ollama's ``/v1`` API, because that is the
+connection whose bearer key Open WebUI takes from the environment (``OPENAI_API_BASE_URLS`` /
+``OPENAI_API_KEYS``); its Ollama connection's key (``OLLAMA_API_CONFIGS``) has no environment
+source (open-webui/open-webui backend/open_webui/config.py). Login is required and sign-up is
+closed: the admin account is created at first start from the configured e-mail and a generated
+password (secret), so nobody who merely reaches the page first becomes admin."""
 
 from __future__ import annotations
 
@@ -23,15 +28,31 @@ def render_namespace(namespace: str) -> Manifest:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
 
 
+SECRET_ENV = ("WEBUI_SECRET_KEY", "WEBUI_ADMIN_PASSWORD", "OPENAI_API_BASE_URLS", "OPENAI_API_KEYS")
+# Open WebUI's total timeout of a backend request, stream included (default 300 s): a cold
+# start holds the request up to gpuWaker.wakeTimeoutSeconds (<= 600), then the model loads.
+REQUEST_TIMEOUT_SECONDS = 1200
+
+
 def render_secret(
-    namespace: str, secret_key: pulumi.Input[str], admin_password: pulumi.Input[str]
+    namespace: str,
+    secret_key: pulumi.Input[str],
+    admin_password: pulumi.Input[str],
+    llm_base_url: pulumi.Input[str],
+    llm_token: pulumi.Input[str],
 ) -> Manifest:
+    """``llm_base_url``: gpu-waker's ``/v1``; ``llm_token``: its bearer token."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": SECRET_NAME, "namespace": namespace},
         "type": "Opaque",
-        "stringData": {"WEBUI_SECRET_KEY": secret_key, "WEBUI_ADMIN_PASSWORD": admin_password},
+        "stringData": {
+            "WEBUI_SECRET_KEY": secret_key,
+            "WEBUI_ADMIN_PASSWORD": admin_password,
+            "OPENAI_API_BASE_URLS": llm_base_url,
+            "OPENAI_API_KEYS": llm_token,
+        },
     }
 
 
@@ -50,10 +71,10 @@ def render_data_claim(namespace: str, storage_gib: int) -> Manifest:
     }
 
 
-def render_deployment(namespace: str, image: str, ollama_url: str, admin_email: str) -> Manifest:
+def render_deployment(namespace: str, image: str, admin_email: str) -> Manifest:
     secret_env = [
         {"name": name, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": name}}}
-        for name in ("WEBUI_SECRET_KEY", "WEBUI_ADMIN_PASSWORD")
+        for name in SECRET_ENV
     ]
     return {
         "apiVersion": "apps/v1",
@@ -75,7 +96,6 @@ def render_deployment(namespace: str, image: str, ollama_url: str, admin_email: 
                                 {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}
                             ],
                             "env": [
-                                {"name": "OLLAMA_BASE_URL", "value": ollama_url},
                                 {"name": "WEBUI_AUTH", "value": "True"},
                                 # Settings come from here on every start, not from the database
                                 # copy Open WebUI would otherwise keep after the first one.
@@ -83,7 +103,13 @@ def render_deployment(namespace: str, image: str, ollama_url: str, admin_email: 
                                 {"name": "ENABLE_SIGNUP", "value": "False"},
                                 {"name": "DEFAULT_USER_ROLE", "value": "pending"},
                                 {"name": "WEBUI_ADMIN_EMAIL", "value": admin_email},
-                                {"name": "ENABLE_OPENAI_API", "value": "False"},
+                                # Ollama through gpu-waker's OpenAI-compatible /v1 (see above).
+                                {"name": "ENABLE_OLLAMA_API", "value": "False"},
+                                {"name": "ENABLE_OPENAI_API", "value": "True"},
+                                {
+                                    "name": "AIOHTTP_CLIENT_TIMEOUT",
+                                    "value": str(REQUEST_TIMEOUT_SECONDS),
+                                },
                                 *secret_env,
                             ],
                             "resources": {
@@ -149,7 +175,10 @@ class OpenWebUiArgs:
     namespace: str
     image: str
     hostname: str
-    ollama_url: str
+    llm_base_url: pulumi.Input[str]
+    """gpu-waker's OpenAI-compatible API: ``http://<control node overlay IP>:<port>/v1``."""
+    llm_token: pulumi.Input[str]
+    """gpu-waker's client token (secret)."""
     admin_email: str
     storage_gib: int
     secret_key: pulumi.Input[str]
@@ -177,6 +206,8 @@ class OpenWebUi(pulumi.ComponentResource):
                 args.namespace,
                 pulumi.Output.secret(args.secret_key),
                 pulumi.Output.secret(args.admin_password),
+                args.llm_base_url,
+                pulumi.Output.secret(args.llm_token),
             ),
             in_namespace,
         )
@@ -185,7 +216,7 @@ class OpenWebUi(pulumi.ComponentResource):
         )
         declare(
             f"{name}-deployment",
-            render_deployment(args.namespace, args.image, args.ollama_url, args.admin_email),
+            render_deployment(args.namespace, args.image, args.admin_email),
             pulumi.ResourceOptions(parent=self, depends_on=[secret, claim]),
         )
         declare(f"{name}-service", render_service(APP, args.namespace, 80), in_namespace)

@@ -75,14 +75,20 @@ class K3sClusterArgs:
 
 
 def connection(
-    host: pulumi.Input[str], user: str, private_key: pulumi.Input[str]
+    host: pulumi.Input[str],
+    user: str,
+    private_key: pulumi.Input[str],
+    host_key: pulumi.Input[str] | None = None,
 ) -> remote.ConnectionArgs:
     """SSH with bounded dials, so an unreachable VM fails with an error instead of hanging
-    (pulumi/pulumi-command#199)."""
+    (pulumi/pulumi-command#199). ``host_key`` (``ssh-ed25519 AAAA...``) pins the server's key;
+    without it pulumi-command accepts any key (provider/pkg/provider/remote/connection.go uses
+    ssh.InsecureIgnoreHostKey when hostKey is unset)."""
     return remote.ConnectionArgs(
         host=host,
         user=user,
         private_key=pulumi.Output.secret(private_key),
+        host_key=host_key,
         dial_error_limit=DIAL_ERROR_LIMIT,
         per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS,
     )

@@ -36,6 +36,10 @@ FLANNEL_VXLAN_PORT = 8472
 LIQO_GATEWAY_NODEPORT = 30840
 OLLAMA_PORT = 11434
 SSH_PORT = 22
+# gpu-waker, the token-checked proxy in front of Ollama on the AWS control node (issue #15): the
+# only way into Ollama from the homelab. Ollama's own port is never opened on the mesh: its pod
+# is reached through Liqo's tunnel, and only the proxy may call it (AWS-side NetworkPolicy).
+GPU_WAKER_PORT = 11435
 # Liqo's default pod-network CIDRs for remapping (liqotech/liqo@v1.2.0 deployments/liqo/values.yaml:
 # ipam.externalCIDR 10.70.0.0/16, ipam.internalCIDR 10.80.0.0/16): routes Liqo installs on every
 # node, never a path Nebula may dial a peer on.
@@ -112,6 +116,13 @@ def default_policy(liqo_gateway_port: int = LIQO_GATEWAY_NODEPORT) -> tuple[Fire
         ),
         FirewallRule(
             liqo_gateway_port, "udp", ("liqo-gateway",), ("aws",), "Liqo WireGuard gateway"
+        ),
+        FirewallRule(
+            GPU_WAKER_PORT,
+            "tcp",
+            ("homelab",),
+            ("aws",),
+            "gpu-waker (Ollama behind a token, wakes the GPU worker), for the homelab only",
         ),
         FirewallRule(K3S_API_PORT, "tcp", ("admin",), ("aws",), "AWS k3s API for the operator"),
         FirewallRule(SSH_PORT, "tcp", ("admin",), ("aws",), "SSH for the operator"),

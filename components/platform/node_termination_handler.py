@@ -25,7 +25,10 @@ def render_nth_values(node_selector: Mapping[str, str]) -> dict[str, Any]:
         "enableSqsTerminationDraining": False,
         "enableSpotInterruptionDraining": True,
         "enableScheduledEventDraining": True,
-        "enableRebalanceMonitoring": True,
+        # A rebalance recommendation would only cordon, with nothing to undo it: off. The spot
+        # notice and scheduled events cordon, taint and drain; after AWS restarts the stopped
+        # instance the control node's heal timer gives it back (runtime/node_agent heal).
+        "enableRebalanceMonitoring": False,
         "enableRebalanceDraining": False,
         "useHostNetwork": True,
         "daemonsetNodeSelector": dict(node_selector),

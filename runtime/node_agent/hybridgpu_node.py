@@ -418,6 +418,10 @@ def run_command(command: Sequence[str]) -> None:
         )
 
 
+def log_command(command: Sequence[str]) -> None:
+    LOG.info("would run %s", " ".join(command))
+
+
 def apply(manifest: Manifest, changes: Changes, runner: Runner = run_command) -> None:
     if changes.units_changed:
         runner(["systemctl", "daemon-reload"])
@@ -603,7 +607,8 @@ def sync_with_retries(args: argparse.Namespace) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         for attempt in range(args.retries + 1):
             try:
-                sync(ssm, args.path, root, chown=os.geteuid() == 0)
+                runner = log_command if args.dry_run_commands else run_command
+                sync(ssm, args.path, root, runner, chown=os.geteuid() == 0 and args.root == "/")
                 return
             except AgentError as err:
                 if attempt == args.retries or "do not match" not in str(err):
@@ -626,6 +631,11 @@ def main(argv: Iterable[str] | None = None) -> int:
     sync_parser.add_argument("--imds", default=IMDS_ENDPOINT, help="IMDS endpoint (tests)")
     sync_parser.add_argument("--root", default="/", help="write files below this directory (tests)")
     sync_parser.add_argument("--retries", type=int, default=0, help="retry an incomplete set")
+    sync_parser.add_argument(
+        "--dry-run-commands",
+        action="store_true",
+        help="log the installers and systemctl calls instead of running them (tests, diagnosis)",
+    )
     heal_parser = sub.add_parser("heal", help="uncordon GPU nodes that came back")
     drain_parser = sub.add_parser("drain-for-upgrade", help="drain GPU nodes before an upgrade")
     drain_parser.add_argument("--version", required=True)

@@ -104,11 +104,34 @@ NVIDIA_GPU_AMI = AmiSelector(
 )
 
 
+# Graviton (arm64) families: a 'g' right after the generation digit (t4g, m7g, c7gn, ...).
+GRAVITON_FAMILY = re.compile(r"^[a-z]+\d+g[a-z]*\.")
+# The DLAMI "OSS Nvidia Driver" AMIs support G4dn, G5, G6, Gr6, G6e, P4d, P4de, P5, P5e, P5en and
+# not P3/P3dn, whose V100 the driver branch dropped
+# (https://docs.aws.amazon.com/dlami/latest/devguide/appendix-ami-release-notes.html).
+DLAMI_UNSUPPORTED_FAMILIES = ("p3", "p3dn")
+
+
 class ControlNodeSettings(Model):
-    instance_type: str = Field(default="t3.small", pattern=INSTANCE_TYPE_PATTERN.pattern)
-    root_volume_gib: int = Field(default=30, ge=8, le=16384)
+    # t3a.small: 2 vCPU, 2 GiB, like t3.small at 10% less. 2 GiB is what a k3s server with Liqo's
+    # controllers and gateway, Nebula and gpu-waker (capped at 256 MiB) need; a 1 GiB type is not
+    # (k3s: "Server ... RAM 2 GB", https://docs.k3s.io/installation/requirements). x86_64 because
+    # the Nebula installer is amd64-only.
+    instance_type: str = Field(default="t3a.small", pattern=INSTANCE_TYPE_PATTERN.pattern)
+    # Ubuntu (~3 GB), k3s and its images, Liqo's images, logs: 16 GiB leaves room.
+    root_volume_gib: int = Field(default=16, ge=8, le=16384)
     overlay_ip: ipaddress.IPv4Address = ipaddress.IPv4Address("10.200.0.1")
     ami: AmiSelector = UBUNTU_2404_AMI
+
+    @model_validator(mode="after")
+    def _amd64_only(self) -> ControlNodeSettings:
+        if self.ami.architecture == "arm64" or GRAVITON_FAMILY.match(self.instance_type):
+            raise ValueError(
+                f"instanceType: '{self.instance_type}' ({self.ami.architecture} AMI) is not "
+                "x86_64; the control node runs Nebula from a release pinned by its amd64 "
+                "checksum (components/nebula/install.py), so use an x86_64 type such as t3.small"
+            )
+        return self
 
 
 class SpotSettings(Model):
@@ -137,8 +160,9 @@ class GpuWorkerSettings(Model):
     """Label value for ``gpu-type``; defaults to the family's GPU (g4dn -> nvidia-t4)."""
     market: Literal["spot", "on-demand"] = "on-demand"
     spot: SpotSettings = SpotSettings()
-    root_volume_gib: int = Field(default=200, ge=50, le=16384)
-    overlay_ip: ipaddress.IPv4Address = ipaddress.IPv4Address("10.200.2.1")
+    root_volume_gib: int = Field(default=125, ge=8, le=16384)
+    """Billed while the worker is stopped: sized to the AMI, images and the model cache, see
+    :func:`parse_aws`."""
     ami: AmiSelector = NVIDIA_GPU_AMI
 
     @field_validator("instance_type")
@@ -150,6 +174,22 @@ class GpuWorkerSettings(Model):
                 + ", ".join(sorted(NVIDIA_GPU_FAMILIES))
             )
         return value
+
+    @model_validator(mode="after")
+    def _ami_supports_the_gpu(self) -> GpuWorkerSettings:
+        family = gpu_family(self.instance_type)
+        if family in DLAMI_UNSUPPORTED_FAMILIES and self.ami == NVIDIA_GPU_AMI:
+            raise ValueError(
+                f"instanceType: the default GPU AMI (Deep Learning Base OSS Nvidia Driver) does "
+                f"not support '{family}' (V100); pick g4dn/g5/g6/p4d/p5, or give ami.id of an "
+                "image with a driver for it"
+            )
+        if self.ami.architecture != "x86_64":
+            raise ValueError(
+                "ami.architecture: the NVIDIA GPU families are x86_64 (the arm64 g5g is not "
+                "supported here)"
+            )
+        return self
 
     @property
     def gpu_count(self) -> int:
@@ -204,6 +244,21 @@ class ModelStoreSettings(Model):
     """Local read cache (emptyDir on the node's disk): repeated loads skip S3."""
 
 
+class GpuWakerSettings(Model):
+    """gpu-waker on the control node: the proxy in front of Ollama that starts the GPU worker on
+    demand and stops it when idle (runtime/gpu_waker)."""
+
+    enabled: bool = True
+    """Power management: false keeps the proxy and its token (Ollama stays reachable only
+    through it) but never starts or stops the worker."""
+    idle_stop_minutes: int = Field(default=15, ge=5, le=1440)
+    """Stop the worker after this long with no request, stream, loaded model or GPU pod. At
+    least 5: Ollama's default keep-alive; a wake costs minutes, a chat pauses between turns."""
+    wake_timeout_seconds: int = Field(default=240, ge=60, le=600)
+    """How long a request is held while the worker starts. At least 60 (no cold start is
+    faster); at most 600, so wake + model load stay within Open WebUI's request timeout."""
+
+
 class AwsSettings(Model):
     region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
     availability_zone: str | None = Field(default=None, pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d[a-z]$")
@@ -217,6 +272,7 @@ class AwsSettings(Model):
     tags: dict[str, str] = Field(default_factory=dict)
     federation: AwsFederationSettings = AwsFederationSettings()
     model_store: ModelStoreSettings = ModelStoreSettings()
+    gpu_waker: GpuWakerSettings = GpuWakerSettings()
 
     @model_validator(mode="after")
     def _zone_in_region(self) -> AwsSettings:
@@ -227,21 +283,36 @@ class AwsSettings(Model):
         return self
 
 
+# The Deep Learning Base AMI's root snapshot is 75 GB, and EC2 refuses a smaller root volume
+# (InvalidBlockDeviceMapping); other AMIs: Ubuntu's 8 GiB at least.
+DLAMI_SNAPSHOT_GIB = 75
+MIN_AMI_GIB = 8
+IMAGES_GIB = 10
+"""Container images (Ollama's is ~4 GB unpacked), k3s, logs on the worker."""
+
+
+def min_worker_volume_gib(aws: AwsSettings) -> int:
+    """The AMI, the images and the Mountpoint model cache (an emptyDir on the root volume)."""
+    ami = DLAMI_SNAPSHOT_GIB if aws.gpu_worker.ami == NVIDIA_GPU_AMI else MIN_AMI_GIB
+    return ami + IMAGES_GIB + aws.model_store.cache_gib
+
+
 def parse_aws(project: ProjectSettings, raw: Any) -> AwsSettings:
     """Validate ``hybridgpu:aws`` and its links to the project-wide plan."""
     aws = validate(AwsSettings, raw, "aws")
     overlay = project.network.nebula_overlay_cidr
-    for field, ip in (
-        ("controlNode.overlayIp", aws.control_node.overlay_ip),
-        ("gpuWorker.overlayIp", aws.gpu_worker.overlay_ip),
-    ):
-        if ip not in overlay:
-            raise ConfigError(
-                f"{key('aws')}.{field}: {ip} is outside {key('nebulaOverlayCidr')} {overlay}"
-            )
-    if aws.control_node.overlay_ip == aws.gpu_worker.overlay_ip:
+    needed = min_worker_volume_gib(aws)
+    if aws.gpu_worker.root_volume_gib < needed:
         raise ConfigError(
-            f"{key('aws')}.gpuWorker.overlayIp: {aws.gpu_worker.overlay_ip} is also the control "
-            "node's overlay IP; each node needs its own"
+            f"{key('aws')}.gpuWorker.rootVolumeGiB: {aws.gpu_worker.root_volume_gib} GiB is too "
+            f"small; it must hold the AMI ({needed - IMAGES_GIB - aws.model_store.cache_gib} "
+            f"GiB for this one), {IMAGES_GIB} GiB of images and modelStore.cacheGiB "
+            f"({aws.model_store.cache_gib}): at least {needed}"
+        )
+    ip = aws.control_node.overlay_ip
+    if ip not in overlay:
+        raise ConfigError(
+            f"{key('aws')}.controlNode.overlayIp: {ip} is outside {key('nebulaOverlayCidr')} "
+            f"{overlay}"
         )
     return aws

@@ -1,0 +1,129 @@
+"""gpu-waker on the AWS control node: the controller that owns the GPU worker's power state.
+
+The component grants the control node's instance role Start/StopInstances on the worker (and
+DescribeInstances), declares the ServiceAccount it reads the cluster with, and installs the
+service over SSH (see ``gpu_waker_render`` for why a host service and how the code gets there).
+The client token and the code bundle travel on the command's stdin, never in its text: a failed
+command prints its text, and stdin stays a secret input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+from pulumi_command import remote
+
+from components.aws.gpu_waker_render import (
+    WakerBundle,
+    WakerSettings,
+    power_policy,
+    remote_command,
+    render_install_script,
+    render_rbac,
+    render_uninstall_script,
+    stdin_payload,
+)
+from components.kube.objects import declare
+
+
+@dataclass(frozen=True)
+class GpuWakerArgs:
+    worker_instance_id: pulumi.Input[str]
+    worker_instance_arn: pulumi.Input[str]
+    control_role_name: pulumi.Input[str]
+    """The control node's instance role: the service uses its credentials (IMDSv2)."""
+    region: str
+    listen_ip: str
+    """The control node's Nebula address: the only address the proxy listens on."""
+    port: int
+    idle_stop_minutes: int
+    wake_timeout_seconds: int
+    manage_power: bool
+    upstream_namespace: str
+    upstream_selector: dict[str, str]
+    upstream_port: int
+    client_token: pulumi.Input[str]
+    bundle: WakerBundle
+    ssh: remote.ConnectionArgs
+    """SSH to the control node (as for the kubeconfig fetch)."""
+    kubernetes: pulumi.ProviderResource
+    """The AWS cluster's Kubernetes provider."""
+    wait_for: Sequence[pulumi.Resource] = ()
+    machine: pulumi.Resource | None = None
+    """The control node: destroying it skips the uninstall (``deleted_with``)."""
+    """The control node and k3s being up (the kubeconfig fetch)."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.idle_stop_minutes <= 24 * 60:
+            raise ValueError(f"idle_stop_minutes {self.idle_stop_minutes} is outside 1..1440")
+        if self.wake_timeout_seconds <= 0:
+            raise ValueError("wake_timeout_seconds must be positive")
+
+
+class GpuWaker(pulumi.ComponentResource):
+    url: str
+    """``http://<control node overlay IP>:<port>``: where the homelab reaches Ollama."""
+
+    def __init__(
+        self, name: str, args: GpuWakerArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("hybridgpu:aws:GpuWaker", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        policy = aws.iam.RolePolicy(
+            f"{name}-power",
+            role=args.control_role_name,
+            policy=pulumi.Output.from_input(args.worker_instance_arn).apply(
+                lambda arn: power_policy(arn, manage_power=args.manage_power)
+            ),
+            opts=child,
+        )
+        on_cluster = pulumi.ResourceOptions(parent=self, provider=args.kubernetes)
+        rbac = [
+            declare(f"{name}-{manifest['kind'].lower()}", manifest, on_cluster)
+            for manifest in render_rbac()
+        ]
+
+        def script(instance_id: str) -> str:
+            settings = WakerSettings(
+                instance_id=instance_id,
+                region=args.region,
+                listen_ip=args.listen_ip,
+                port=args.port,
+                idle_stop_minutes=args.idle_stop_minutes,
+                wake_timeout_seconds=args.wake_timeout_seconds,
+                manage_power=args.manage_power,
+                upstream_namespace=args.upstream_namespace,
+                upstream_selector=args.upstream_selector,
+                upstream_port=args.upstream_port,
+            )
+            return remote_command(render_install_script(settings, args.bundle.sha256))
+
+        install_text = pulumi.Output.from_input(args.worker_instance_id).apply(script)
+        bundle = args.bundle
+        self.install = remote.Command(
+            f"{name}-install",
+            connection=args.ssh,
+            create=install_text,
+            # The same idempotent script. Any changed input, stdin included (a new token), is an
+            # update that runs it: the provider has no custom diff (pulumi/pulumi-command
+            # provider/pkg/provider/remote/commandController.go, Update runs `update`).
+            update=install_text,
+            delete=remote_command(render_uninstall_script()),
+            stdin=pulumi.Output.secret(
+                pulumi.Output.from_input(args.client_token).apply(
+                    lambda token: stdin_payload(token, bundle)
+                )
+            ),
+            logging=remote.Logging.STDERR,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[*args.wait_for, policy, *rbac],
+                delete_before_replace=True,
+                deleted_with=args.machine,
+            ),
+        )
+        self.url = f"http://{args.listen_ip}:{args.port}"
+        self.register_outputs({"url": self.url, "bundleSha256": bundle.sha256})

@@ -1,0 +1,288 @@
+"""Pure renderers of gpu-waker's deployment on the AWS control node (no Pulumi).
+
+gpu-waker (``runtime/gpu_waker``) runs as a systemd service on the always-on control node, not
+as a pod: there it reads the instance role's credentials from IMDSv2 directly, so no pod needs
+IMDS (the control node's hop limit can be 1) and no Pod Security exemption is needed for a
+hostNetwork pod; it binds the Nebula address the homelab reaches; and it needs no container
+image, which this project could not build and pin. Its code reaches the node as a bundle
+(``requirements.lock`` with a SHA-256 for every file + the sources) that the install script
+verifies and installs into a venv once per bundle digest: pinned and reproducible, nothing
+fetched at boot.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import io
+import ipaddress
+import json
+import re
+import tarfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FILES_DIR = Path(__file__).resolve().parent / "gpu_waker_files"
+PREFIX = "/opt/hybridgpu/gpu-waker"
+ETC_DIR = "/etc/gpu-waker"
+NAMESPACE = "gpu-waker"
+SERVICE_ACCOUNT = "gpu-waker"
+TOKEN_SECRET = "gpu-waker-token"  # noqa: S105 - the name of a Secret object
+SYSTEMD_DIR = "/etc/systemd/system"
+# k3s's cluster CA on a server (https://docs.k3s.io/cli/certificate#certificate-authority-ca-certificates).
+K3S_SERVER_CA = "/var/lib/rancher/k3s/server/tls/server-ca.crt"
+# What the controller needs of the Kubernetes API: list pods (GPU pods, the Ollama pod's IP).
+CLUSTER_ROLE_RULES = ({"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},)
+# A command line is one argument of the remote shell, which Linux caps at 128 KiB
+# (MAX_ARG_STRLEN); the bundle travels on stdin, the script must stay well below that.
+MAX_SCRIPT_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class WakerBundle:
+    """The runtime package as shipped to the node: a deterministic tar.gz (base64) and its
+    SHA-256, which names the release directory and is checked by the install script."""
+
+    tar_gz_b64: str
+    sha256: str
+
+
+def load_bundle(package_dir: Path) -> WakerBundle:
+    """``requirements.lock`` + ``src/gpu_waker/*.py`` of the runtime package, as a tar.gz with
+    fixed owners, modes and times (same files, same bytes, same digest)."""
+    lock = package_dir / "requirements.lock"
+    sources = sorted((package_dir / "src" / "gpu_waker").glob("*.py"))
+    if not lock.is_file() or not sources:
+        raise FileNotFoundError(f"{package_dir} has no requirements.lock or gpu_waker sources")
+    members = [("requirements.lock", lock.read_bytes())] + [
+        (f"app/gpu_waker/{path.name}", path.read_bytes()) for path in sources
+    ]
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            tar.addfile(info, io.BytesIO(data))
+    compressed = io.BytesIO()
+    with gzip.GzipFile(fileobj=compressed, mode="wb", mtime=0) as gz:
+        gz.write(raw.getvalue())
+    data = compressed.getvalue()
+    return WakerBundle(base64.b64encode(data).decode(), hashlib.sha256(data).hexdigest())
+
+
+def power_policy(worker_arn: str, *, manage_power: bool) -> str:
+    """The control node role's inline policy: Start/StopInstances on the GPU worker only, and
+    DescribeInstances, which supports no resource-level permissions (Resource "*"; it reveals
+    no user data: that needs DescribeInstanceAttribute, not granted)
+    (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html)."""
+    if not worker_arn.startswith("arn:") or ":instance/i-" not in worker_arn:
+        raise ValueError(f"'{worker_arn}' is not the ARN of one EC2 instance")
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "ReadWorkerState",
+            "Effect": "Allow",
+            "Action": "ec2:DescribeInstances",
+            "Resource": "*",
+        }
+    ]
+    if manage_power:
+        statements.append(
+            {
+                "Sid": "StartStopGpuWorker",
+                "Effect": "Allow",
+                "Action": ["ec2:StartInstances", "ec2:StopInstances"],
+                "Resource": worker_arn,
+            }
+        )
+    return json.dumps({"Version": "2012-10-17", "Statement": statements}, indent=2, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class WakerSettings:
+    """What the service is told (its EnvironmentFile; nothing secret)."""
+
+    instance_id: str
+    region: str
+    listen_ip: str
+    port: int
+    idle_stop_minutes: int
+    wake_timeout_seconds: int
+    manage_power: bool
+    upstream_namespace: str
+    upstream_selector: Mapping[str, str]
+    upstream_port: int
+
+    def __post_init__(self) -> None:
+        ipaddress.IPv4Address(self.listen_ip)
+        if not self.instance_id:
+            raise ValueError("instance_id is empty")
+        if not 1 <= self.port <= 65535 or not 1 <= self.upstream_port <= 65535:
+            raise ValueError("ports must be in 1..65535")
+
+
+def render_environment(settings: WakerSettings) -> str:
+    selector = ",".join(f"{k}={v}" for k, v in sorted(settings.upstream_selector.items()))
+    values = {
+        "INSTANCE_ID": settings.instance_id,
+        "REGION": settings.region,
+        "LISTEN_HOST": settings.listen_ip,
+        "LISTEN_PORT": str(settings.port),
+        "TOKEN_FILE": f"{ETC_DIR}/client-token",
+        "KUBECONFIG": f"{ETC_DIR}/kubeconfig",
+        "IDLE_STOP_MINUTES": str(settings.idle_stop_minutes),
+        "WAKE_TIMEOUT_SECONDS": str(settings.wake_timeout_seconds),
+        "MANAGE_POWER": "true" if settings.manage_power else "false",
+        "UPSTREAM_NAMESPACE": settings.upstream_namespace,
+        "UPSTREAM_SELECTOR": selector,
+        "UPSTREAM_PORT": str(settings.upstream_port),
+    }
+    for name, value in values.items():
+        if any(c in value for c in "\n\"'\\$` "):
+            raise ValueError(f"{name} value {value!r} has characters an EnvironmentFile mangles")
+    return "".join(f"GPU_WAKER_{name}={value}\n" for name, value in values.items()).rstrip("\n")
+
+
+PLACEHOLDER = re.compile(r"@[A-Z][A-Z0-9_]*@")
+
+
+def _fill(template: str, values: Mapping[str, str]) -> str:
+    """Replace ``@NAME@`` placeholders; every one must be filled."""
+    filled = PLACEHOLDER.sub(lambda m: values.get(m.group(0)[1:-1], m.group(0)), template)
+    left = sorted(set(PLACEHOLDER.findall(filled)))
+    if left:
+        raise ValueError(f"template placeholders left unfilled: {left}")
+    return filled
+
+
+def render_unit(prefix: str = PREFIX, etc_dir: str = ETC_DIR) -> str:
+    return _fill(
+        (FILES_DIR / "gpu-waker.service").read_text(), {"PREFIX": prefix, "ETC_DIR": etc_dir}
+    )
+
+
+def render_install_script(
+    settings: WakerSettings,
+    bundle_sha256: str,
+    *,
+    prefix: str = PREFIX,
+    etc_dir: str = ETC_DIR,
+    systemd_dir: str = SYSTEMD_DIR,
+    k3s_ca: str = K3S_SERVER_CA,
+) -> str:
+    """The install script (paths overridable so a test can run it for real in a sandbox)."""
+    if not re.fullmatch(r"[0-9a-f]{64}", bundle_sha256):
+        raise ValueError(f"'{bundle_sha256}' is not a SHA-256")
+    script = _fill(
+        (FILES_DIR / "install.sh").read_text(),
+        {
+            "BUNDLE_SHA256": bundle_sha256,
+            "PREFIX": prefix,
+            "ETC_DIR": etc_dir,
+            "SYSTEMD_DIR": systemd_dir,
+            "K3S_CA": k3s_ca,
+            "SA_NAMESPACE": NAMESPACE,
+            "SA_NAME": SERVICE_ACCOUNT,
+            "SA_SECRET": TOKEN_SECRET,
+            "ENVIRONMENT": render_environment(settings),
+            "SYSTEMD_UNIT": render_unit(prefix, etc_dir).rstrip("\n"),
+        },
+    )
+    if len(script.encode()) > MAX_SCRIPT_BYTES:
+        raise ValueError(f"install script is {len(script.encode())} bytes; keep it small")
+    return script
+
+
+def render_uninstall_script() -> str:
+    return _fill(
+        (FILES_DIR / "uninstall.sh").read_text(),
+        {
+            "PREFIX": PREFIX,
+            "ETC_DIR": ETC_DIR,
+            "SYSTEMD_DIR": SYSTEMD_DIR,
+            "SA_NAMESPACE": NAMESPACE,
+            "SA_SECRET": TOKEN_SECRET,
+        },
+    )
+
+
+def remote_command(script: str) -> str:
+    """Run ``script`` as root over SSH while the command's stdin (token, bundle) reaches it:
+    the script is written to a temporary file first (a ``sudo bash -s`` here-document would
+    take stdin's place)."""
+    delimiter = "HYBRIDGPU_SCRIPT_EOF"
+    if delimiter in script:
+        raise ValueError("script contains the here-document delimiter")
+    return (
+        "set -eu\n"
+        "script=$(mktemp)\n"
+        "trap 'rm -f \"$script\"' EXIT\n"
+        f"cat > \"$script\" <<'{delimiter}'\n{script.rstrip()}\n{delimiter}\n"
+        'sudo bash "$script"\n'
+    )
+
+
+def stdin_payload(token: str, bundle: WakerBundle) -> str:
+    if not token or "\n" in token:
+        raise ValueError("the client token must be one non-empty line")
+    return f"{token}\n{bundle.tar_gz_b64}\n"
+
+
+def render_rbac() -> list[dict[str, Any]]:
+    """Namespace (Pod Security 'restricted': nothing runs there), the ServiceAccount whose
+    token the service uses, and its cluster-wide right to list pods."""
+    labels = {"app.kubernetes.io/name": "gpu-waker"}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": NAMESPACE,
+                "labels": {
+                    **labels,
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE, "labels": labels},
+            "automountServiceAccountToken": False,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "gpu-waker", "labels": labels},
+            "rules": [dict(rule) for rule in CLUSTER_ROLE_RULES],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "gpu-waker", "labels": labels},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "gpu-waker",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}
+            ],
+        },
+    ]
+
+
+def control_node_pod_subnet(aws_pod_cidr: str, node_mask: int = 24) -> str:
+    """The control node's pod range: the first /24 of the AWS pod range. The k3s server
+    registers before any agent and kube-controller-manager's range allocator hands out node
+    ranges in order (k3s default node-cidr-mask-size 24), so the server gets the first one.
+    Host processes on the node (gpu-waker) reach pods on other nodes from flannel.1, whose
+    address is the first of that range: this is the source Ollama's NetworkPolicy admits."""
+    network = ipaddress.IPv4Network(aws_pod_cidr)
+    if network.prefixlen > node_mask:
+        raise ValueError(f"{aws_pod_cidr} is smaller than one node range (/{node_mask})")
+    return str(next(network.subnets(new_prefix=node_mask)))

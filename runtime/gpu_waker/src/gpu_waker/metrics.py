@@ -1,0 +1,70 @@
+"""Prometheus metrics of the controller (one registry per controller: tests run several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+STATES = (
+    "unknown",
+    "stopped",
+    "stopping",
+    "starting",
+    "booting",
+    "ready",
+    "unavailable",
+    "missing",
+)
+"""Worker states as the controller sees them (``booting``: instance running, Ollama not yet)."""
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.state = Gauge(
+            "gpu_waker_worker_state",
+            "1 for the current state of the GPU worker",
+            ["state"],
+            registry=r,
+        )
+        self.wakes = Counter(
+            "gpu_waker_wakes_total",
+            "StartInstances calls that EC2 accepted",
+            ["trigger"],
+            registry=r,
+        )
+        self.start_refusals = Counter(
+            "gpu_waker_start_refusals_total",
+            "StartInstances calls EC2 refused",
+            ["code"],
+            registry=r,
+        )
+        self.wake_duration = Histogram(
+            "gpu_waker_wake_duration_seconds",
+            "From the wake decision to Ollama answering",
+            buckets=(10, 30, 60, 90, 120, 150, 180, 240, 300, 450, 600, 900),
+            registry=r,
+        )
+        self.held = Gauge(
+            "gpu_waker_requests_held", "Requests waiting for the worker to come up", registry=r
+        )
+        self.in_flight = Gauge(
+            "gpu_waker_requests_in_flight", "Requests being forwarded to Ollama", registry=r
+        )
+        self.requests = Counter(
+            "gpu_waker_requests_total", "Client requests by outcome", ["outcome"], registry=r
+        )
+        self.stops = Counter("gpu_waker_stops_total", "StopInstances calls", ["reason"], registry=r)
+        self.cluster_errors = Counter(
+            "gpu_waker_cluster_errors_total", "Failed reads of the Kubernetes API", registry=r
+        )
+        for state in STATES:
+            self.state.labels(state).set(0)
+        self.state.labels("unknown").set(1)
+
+    def set_state(self, current: str) -> None:
+        for state in STATES:
+            self.state.labels(state).set(1 if state == current else 0)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,210 @@
+"""Loopback stand-ins for the outside world of the controller.
+
+- :class:`Ec2Front`: an HTTP front of a real moto EC2 server (ThreadedMotoServer on loopback)
+  that counts the EC2 actions it forwards and can answer one action with an EC2 error instead
+  (InsufficientInstanceCapacity is not something moto simulates).
+- :class:`FakeOllama`: an aiohttp server speaking the few Ollama routes the proxy uses, which
+  comes up only after the moto instance is running (plus a boot delay) and goes away when it
+  stops, and whose streams can be held mid-way by a gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import boto3
+from aiohttp import web
+from moto.server import ThreadedMotoServer
+
+REGION = "us-west-2"
+EC2_ERROR = """<?xml version="1.0" encoding="UTF-8"?>
+<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors>
+<RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def start_site(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, int(runner.addresses[0][1])
+
+
+@dataclass
+class Fault:
+    action: str
+    code: str
+    message: str
+    status: int = 500
+
+
+class Ec2Front:
+    """Counts and forwards EC2 Query API calls to moto; ``fault`` answers one action itself."""
+
+    def __init__(self, moto_url: str) -> None:
+        self.moto_url = moto_url
+        self.calls: Counter[str] = Counter()
+        """Action -> requests seen (including faulted ones and botocore retries)."""
+        self.forwarded: Counter[str] = Counter()
+        """Action -> requests that reached moto."""
+        self.fault: Fault | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self.runner, port = await start_site(app)
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def close(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+        if self.session:
+            await self.session.close()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        form = await request.post()
+        action = str(form.get("Action", "?"))
+        self.calls[action] += 1
+        fault = self.fault
+        if fault is not None and fault.action == action:
+            text = EC2_ERROR.format(code=fault.code, message=fault.message)
+            return web.Response(status=fault.status, text=text, content_type="text/xml")
+        self.forwarded[action] += 1
+        assert self.session is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with self.session.request(
+            request.method, f"{self.moto_url}{request.rel_url}", headers=headers, data=body
+        ) as reply:
+            data = await reply.read()
+            return web.Response(status=reply.status, body=data, content_type=reply.content_type)
+
+
+class MotoServer:
+    """One moto server on loopback for the session (its EC2 backend loads once, slowly)."""
+
+    def __init__(self) -> None:
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.url = f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+# An AMI id moto ships in its default image list (moto/ec2/resources/amis.json).
+MOTO_AMI = "ami-12c6146b"
+
+
+class MotoEc2:
+    """A fresh stopped 'GPU worker' instance on the moto server."""
+
+    def __init__(self, server: MotoServer) -> None:
+        self.url = server.url
+        self.client = boto3.client("ec2", region_name=REGION, endpoint_url=self.url)
+        reply = self.client.run_instances(
+            ImageId=MOTO_AMI, InstanceType="g4dn.xlarge", MinCount=1, MaxCount=1
+        )
+        self.instance_id = reply["Instances"][0]["InstanceId"]
+        self.client.stop_instances(InstanceIds=[self.instance_id])
+
+    def state(self) -> str:
+        reply = self.client.describe_instances(InstanceIds=[self.instance_id])
+        return str(reply["Reservations"][0]["Instances"][0]["State"]["Name"])
+
+
+@dataclass
+class FakeOllama:
+    """Ollama's API on a fixed loopback port, up only while the moto instance runs."""
+
+    ec2: MotoEc2
+    boot_delay: float = 0.2
+    port: int = field(default_factory=free_port)
+    loaded: list[str] = field(default_factory=list)
+    chunks: int = 5
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    """Streams write their last chunk only once this is set (it starts set)."""
+    produced: list[int] = field(default_factory=list)
+    runner: web.AppRunner | None = None
+    _watch: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.gate.set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/api/version", self._version)
+        app.router.add_get("/api/tags", self._tags)
+        app.router.add_get("/api/ps", self._ps)
+        app.router.add_post("/api/chat", self._chat)
+        app.router.add_post("/api/generate", self._chat)
+        return app
+
+    async def _version(self, _: web.Request) -> web.Response:
+        return web.json_response({"version": "0.32.15"})
+
+    async def _tags(self, _: web.Request) -> web.Response:
+        return web.json_response({"models": [{"name": "llama3.1:8b", "size": 4920753328}]})
+
+    async def _ps(self, _: web.Request) -> web.Response:
+        return web.json_response({"models": [{"name": name} for name in self.loaded]})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        payload = await request.json()
+        if payload.get("stream") is False:
+            return web.json_response({"message": {"content": "hello"}, "done": True})
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        for i in range(self.chunks):
+            if i == self.chunks - 1:
+                await self.gate.wait()
+            line = {"message": {"content": f"part-{i}"}, "done": i == self.chunks - 1}
+            await response.write((json.dumps(line) + "\n").encode())
+            self.produced.append(i)
+        await response.write_eof()
+        return response
+
+    async def _follow(self) -> None:
+        while True:
+            state = await asyncio.to_thread(self.ec2.state)
+            if state == "running" and self.runner is None:
+                await asyncio.sleep(self.boot_delay)
+                self.runner, _ = await start_site(self.app(), self.port)
+            elif state != "running" and self.runner is not None:
+                await self.runner.cleanup()
+                self.runner = None
+            await asyncio.sleep(0.05)
+
+    def start(self) -> None:
+        self._watch = asyncio.ensure_future(self._follow())
+
+    async def close(self) -> None:
+        if self._watch:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+        if self.runner:
+            await self.runner.cleanup()
+
+
+def read_json_lines(data: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
