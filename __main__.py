@@ -1,16 +1,9 @@
-"""Entry point: one Pulumi project, two differently shaped stacks, chosen by the stack name."""
-
-import pulumi
+"""Entry point: one Pulumi project, two differently shaped stacks. A stack's shape comes from
+``hybridgpu:role`` or its name (``aws-gpu``, ``homelab``, ``homelab-2``, ``aws-gpu-eu``, ...)."""
 
 from stacks import aws_gpu, homelab
-from stacks.config import ConfigError
+from stacks.config import STACK_AWS_GPU, STACK_HOMELAB, stack_role
 
-STACKS = {"aws-gpu": aws_gpu.main, "homelab": homelab.main}
+STACKS = {STACK_AWS_GPU: aws_gpu.main, STACK_HOMELAB: homelab.main}
 
-stack = pulumi.get_stack()
-if stack not in STACKS:
-    raise ConfigError(
-        f"unknown stack '{stack}'; this project has the stacks {', '.join(sorted(STACKS))} "
-        "(`pulumi stack select aws-gpu` or `pulumi stack init homelab`)"
-    )
-STACKS[stack]()
+STACKS[stack_role()]()

@@ -52,12 +52,36 @@ def test_fixtures_exist_for_both_stacks() -> None:
         assert stacks == set(offline.STACK_ORDER), f"{kind} fixtures cover {stacks}"
 
 
-def test_unknown_stack_is_a_clear_error() -> None:
+def test_a_stack_without_a_role_is_a_clear_error() -> None:
     with pytest.raises(stack_config.ConfigError) as caught:
         offline.run_stack("staging")
-    assert "unknown stack 'staging'" in str(caught.value)
+    assert "stack 'staging' has no role" in str(caught.value)
+    assert "pulumi config set hybridgpu:role homelab" in str(caught.value)
     for known in offline.STACK_ORDER:
         assert known in str(caught.value)
+    with pytest.raises(stack_config.ConfigError) as bad:
+        offline.run_stack("staging", {"hybridgpu:role": "gpu"})
+    assert "hybridgpu:role: 'gpu' is not a stack role" in str(bad.value)
+
+
+def test_any_number_of_stacks_of_each_role() -> None:
+    """A second homelab, an AWS stack per region, a review stack: the role comes from config
+    or the name, never from a fixed list of names."""
+    second = offline.run_stack("homelab-2", config_from="homelab")
+    assert second.by_type("proxmoxve:index/vmLegacy:VmLegacy")
+    assert second.registrations[0].urn.startswith("urn:pulumi:homelab-2::")
+    review = offline.run_stack("pr-42", {"hybridgpu:role": "aws-gpu"}, config_from="aws-gpu")
+    assert review.by_type("aws:ec2/vpc:Vpc")
+    assert review.exports["nebulaCaKeyParameter"] == "/hybridgpu/pr-42/mesh/ca-key"
+
+
+def test_a_misspelt_config_namespace_is_rejected_naming_the_likely_one() -> None:
+    config = offline.stack_config_file("homelab")["hybridgpu:homelab"]
+    with pytest.raises(stack_config.ConfigError) as caught:
+        offline.run_stack("homelab", {"hybridgpuu:homelab": config})
+    message = str(caught.value)
+    assert "hybridgpuu:homelab: 'hybridgpuu' is neither this project's config namespace" in message
+    assert "did you mean 'hybridgpu:homelab'?" in message
 
 
 def test_pulumi_yaml_declares_exactly_the_project_keys_with_model_defaults() -> None:

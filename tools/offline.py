@@ -72,26 +72,39 @@ def stack_config_file(stack: str) -> dict[str, Any]:
     return dict(data.get("config") or {})
 
 
-def required_secret_keys(stack: str) -> tuple[str, ...]:
+def role_of(stack: str) -> str | None:
+    """The stack's shape by its name, as stacks.config.stack_role reads it (None: unknown)."""
+    for role in stack_config.KNOWN_STACKS:
+        if stack == role or stack.startswith(f"{role}-"):
+            return role
+    return None
+
+
+def required_secret_keys(stack: str, role: str | None = None) -> tuple[str, ...]:
     """Secrets the stack's loader reads (from stacks.config, the single source)."""
     keys = {
         stack_config.STACK_AWS_GPU: stack_config.AWS_GPU_SECRET_KEYS,
         stack_config.STACK_HOMELAB: stack_config.HOMELAB_SECRET_KEYS,
-    }.get(stack, ())
+    }.get(role or role_of(stack) or "", ())
     return tuple(f"{PROJECT}:{k}" for k in keys)
 
 
 def runtime_config_for(
-    stack: str, overrides: Mapping[str, Any] | None = None
+    stack: str, overrides: Mapping[str, Any] | None = None, config_from: str | None = None
 ) -> tuple[dict[str, str], list[str]]:
     """The (config, secret keys) pair the CLI would hand the program for ``stack``.
 
     Values are strings as the engine passes them (objects as JSON). ``secure:`` values and
     required-but-unset secrets become placeholders marked secret.
     """
-    merged: dict[str, Any] = {**project_defaults(), **stack_config_file(stack), **(overrides or {})}
+    merged: dict[str, Any] = {
+        **project_defaults(),
+        **stack_config_file(config_from or stack),
+        **(overrides or {}),
+    }
     secret_keys: list[str] = []
-    for secret_key in required_secret_keys(stack):
+    configured_role = merged.get(f"{PROJECT}:{stack_config.ROLE_KEY}")
+    for secret_key in required_secret_keys(stack, configured_role):
         merged.setdefault(secret_key, {"secure": "placeholder"})
     config: dict[str, str] = {}
     for config_key, value in merged.items():
@@ -201,6 +214,7 @@ def run_stack(
     *,
     program: Callable[[], object] | None = None,
     now: datetime | None = None,
+    config_from: str | None = None,
     recreated: Collection[str] = (),
 ) -> StackRun:
     """Run the program for ``stack`` under the mocks and return what it declared.
@@ -213,7 +227,7 @@ def run_stack(
     this run, as after a delete and create outside this update.
     """
     mocks, monitor = install_mocks()
-    config, secret_keys = runtime_config_for(stack, overrides)
+    config, secret_keys = runtime_config_for(stack, overrides, config_from)
     settings._set_stack(stack)
     runtime_config.set_all_config(config, secret_keys)
     monitor.reset()

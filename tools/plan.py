@@ -205,7 +205,7 @@ def _print_costs(
     run: offline.StackRun, overrides: dict[str, Any], out: TextIO
 ) -> cost.CostTable | None:
     """The AWS side's idle and busy monthly cost (aws-gpu only)."""
-    if run.stack != STACK_AWS_GPU:
+    if offline.role_of(run.stack) != STACK_AWS_GPU:
         return None
     costs = cost.aws_costs(cost.aws_settings(overrides), cost.load_prices())
     print("", file=out)

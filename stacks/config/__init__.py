@@ -26,6 +26,7 @@ from stacks.config.loading import (
     AWS_GPU_SECRET_KEYS,
     HOMELAB_SECRET_KEYS,
     KNOWN_STACKS,
+    ROLE_KEY,
     STACK_AWS_GPU,
     STACK_HOMELAB,
     AwsGpuConfig,
@@ -34,6 +35,7 @@ from stacks.config.loading import (
     HomelabSecrets,
     load_aws_gpu_config,
     load_homelab_config,
+    stack_role,
 )
 from stacks.config.project import PROJECT_KEYS, ProjectSettings, parse_project
 
@@ -43,6 +45,7 @@ __all__ = [
     "KNOWN_STACKS",
     "PROJECT",
     "PROJECT_KEYS",
+    "ROLE_KEY",
     "STACK_AWS_GPU",
     "STACK_HOMELAB",
     "AmiSelector",
@@ -62,4 +65,5 @@ __all__ = [
     "parse_aws",
     "parse_homelab",
     "parse_project",
+    "stack_role",
 ]

@@ -4,6 +4,7 @@ stack modules receive."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -83,9 +84,14 @@ def _require_secret(cfg: pulumi.Config, name: str) -> pulumi.Output[str]:
         ) from None
 
 
+OTHER_NAMESPACES = ("pulumi", "aws", "kubernetes", "proxmoxve", "command", "random", "time")
+"""Config namespaces besides the project's that a stack file may hold: the engine's own and the
+providers the program uses (their keys configure default providers, which are disabled)."""
+
+
 def _reject_unknown_keys(stack_keys: Iterable[str]) -> None:
-    """A misspelt key must not silently fall back to a default."""
-    allowed = {*PROJECT_KEYS, *stack_keys}
+    """A misspelt key (or namespace) must not silently fall back to a default."""
+    allowed = {*PROJECT_KEYS, *stack_keys, ROLE_KEY}
     present = {*runtime_config.CONFIG.get(), *runtime_config.get_config_env()}
     for full in sorted(present):
         namespace, _, name = full.partition(":")
@@ -93,6 +99,38 @@ def _reject_unknown_keys(stack_keys: Iterable[str]) -> None:
             raise ConfigError(
                 f"{full}: not a key of this stack; known: {', '.join(sorted(allowed))}"
             )
+        if namespace not in (PROJECT, *OTHER_NAMESPACES):
+            guess = difflib.get_close_matches(namespace, [PROJECT, *OTHER_NAMESPACES], n=1)
+            hint = f"; did you mean '{guess[0]}:{name}'?" if guess else ""
+            raise ConfigError(
+                f"{full}: '{namespace}' is neither this project's config namespace ('{PROJECT}') "
+                f"nor one of {', '.join(OTHER_NAMESPACES)}{hint}"
+            )
+
+
+ROLE_KEY = "role"
+"""Optional stack key: which of the two stack shapes this stack is (``aws-gpu``, ``homelab``)."""
+
+
+def stack_role() -> str:
+    """The shape of the current stack: ``hybridgpu:role`` if set, else the stack name when it is
+    a role or starts with one and a dash (``homelab-2``, ``aws-gpu-eu``)."""
+    name = pulumi.get_stack()
+    configured = pulumi.Config(PROJECT).get(ROLE_KEY)
+    if configured is not None:
+        if configured not in KNOWN_STACKS:
+            raise ConfigError(
+                f"{key(ROLE_KEY)}: '{configured}' is not a stack role; use one of "
+                f"{', '.join(KNOWN_STACKS)}"
+            )
+        return configured
+    for role in KNOWN_STACKS:
+        if name == role or name.startswith(f"{role}-"):
+            return role
+    raise ConfigError(
+        f"stack '{name}' has no role: name it {' or '.join(KNOWN_STACKS)} (or <role>-<suffix>, "
+        f"e.g. homelab-2), or set one: `pulumi config set {key(ROLE_KEY)} homelab`"
+    )
 
 
 AWS_GPU_SECRET_KEYS = ("sshPrivateKey",)
