@@ -318,6 +318,18 @@ def main() -> None:
         ),
         opts=on_aws,
     )
+    # The backstop: unfiltered, so it counts from day one and sees untagged spend too.
+    CostBudget(
+        "account",
+        CostBudgetArgs(
+            monthly_limit_usd=budget.account_limit_usd or budget.monthly_limit_usd,
+            thresholds_percent=budget.thresholds_percent,
+            emails=budget.emails,
+            cost_tag=None,
+            name_prefix=f"hybridgpu-{pulumi.get_stack()}-account-",
+        ),
+        opts=on_aws,
+    )
 
     export_stack_outputs(
         STACK_AWS_GPU,

@@ -134,6 +134,10 @@ class MissingStackOutputError(pulumi.RunError):
     """A referenced stack lacks an output this stack needs."""
 
 
+class UndecryptableStackOutputError(pulumi.RunError):
+    """A referenced stack's secret output could not be decrypted by this stack."""
+
+
 class AwsGpuReference:
     """Typed view of the aws-gpu stack's outputs through a StackReference."""
 
@@ -148,11 +152,23 @@ class AwsGpuReference:
             raise KeyError(f"'{name}' is not an aws-gpu output declared in stacks/outputs.py")
         stack_name = self.stack_name
 
+        secret = specs[name].secret
+
         def present(value: Any) -> Any:
             if value is None:
                 raise MissingStackOutputError(
                     f"stack '{stack_name}' has no output '{name}'. Deploy the aws-gpu stack "
                     "first (`pulumi up -s aws-gpu`), or fix hybridgpu:homelab.awsStack"
+                )
+            if secret and not (isinstance(value, str) and value):
+                # The engine hands "{}" for a secret output it cannot decrypt and only logs an
+                # info line (pulumi/pulumi#19533, pkg/backend/secrets.go): fail here, clearly.
+                raise UndecryptableStackOutputError(
+                    f"output '{name}' of stack '{stack_name}' came back as {value!r}, not the "
+                    "secret it holds: this stack cannot decrypt the aws-gpu stack's secrets. Both "
+                    "stacks must use one secrets provider (the same passphrase, or the same "
+                    "--secrets-provider, e.g. awskms://...); see README 'Secrets across the two "
+                    "stacks'"
                 )
             return value
 

@@ -86,7 +86,9 @@ def test_a_misspelt_config_namespace_is_rejected_naming_the_likely_one() -> None
 
 def test_pulumi_yaml_declares_exactly_the_project_keys_with_model_defaults() -> None:
     project = yaml.safe_load((offline.REPO_ROOT / "Pulumi.yaml").read_text())
-    declared = {k.split(":", 1)[1]: v for k, v in project["config"].items()}
+    declared = {
+        k.split(":", 1)[1]: v for k, v in project["config"].items() if k.startswith("hybridgpu:")
+    }
     assert set(declared) == set(stack_config.PROJECT_KEYS)
     model_defaults = stack_config.parse_project({})
     for config_key, spec in declared.items():
@@ -125,3 +127,11 @@ def test_secrets_are_read_as_secrets() -> None:
     cfg, secret_keys = offline.runtime_config_for("aws-gpu")
     assert "hybridgpu:sshPrivateKey" in secret_keys
     assert cfg["hybridgpu:sshPrivateKey"].startswith("mock-secret-")
+
+
+def test_default_providers_are_disabled_for_every_provider_the_program_uses() -> None:
+    """A resource or invoke that forgot its provider would use the operator's ambient AWS region
+    or kubectl context; the engine refuses it with default providers disabled."""
+    project = yaml.safe_load((offline.REPO_ROOT / "Pulumi.yaml").read_text())
+    disabled = project["config"]["pulumi:disable-default-providers"]
+    assert set(disabled) == {"aws", "kubernetes", "proxmoxve"}

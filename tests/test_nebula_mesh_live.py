@@ -23,6 +23,7 @@ import pytest
 
 from components.nebula import config as nc
 from components.nebula import pki
+from stacks.config.mtu import NEBULA_OVERHEAD
 from tests.real_tools import require
 
 pytestmark = pytest.mark.live
@@ -33,6 +34,8 @@ LISTEN_PORT = 4242
 ALLOWED_PORT = nc.K3S_API_PORT  # policy: from group homelab onto the aws node (Liqo's API access)
 PROXY_PORT = nc.GPU_WAKER_PORT  # policy: from group homelab onto the aws node only
 DENIED_PORT = 9999  # in no rule
+TUN_MTU = 1300  # the default nebulaMtu
+UNDERLAY_MTU = TUN_MTU + NEBULA_OVERHEAD  # the planned outer packet, and not a byte more
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
@@ -185,6 +188,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
                 ns,
             )
             in_ns(switch, "ip", "link", "set", f"{mesh.prefix}v{i}", "master", "br0", "up")
+            # The underlay carries exactly the planned outer packet: tun MTU + Nebula's headers.
+            in_ns(switch, "ip", "link", "set", f"{mesh.prefix}v{i}", "mtu", str(UNDERLAY_MTU))
+            in_ns(ns, "ip", "link", "set", "eth0", "mtu", str(UNDERLAY_MTU))
             in_ns(ns, "ip", "addr", "add", f"{peer.underlay}/24", "dev", "eth0")
             in_ns(ns, "ip", "link", "set", "eth0", "up")
         _pki_files(workdir)
@@ -276,3 +282,61 @@ def test_host_of_another_ca_cannot_join(mesh: Mesh) -> None:
     assert not mesh.ping(rogue.name, PEERS[0].overlay)
     # The lighthouse saw the rogue handshake and rejected its certificate.
     assert "invalid certificate from host" in mesh.log("lh").lower()
+
+
+def test_a_full_size_packet_crosses_at_the_planned_mtu_and_one_byte_more_does_not(
+    mesh: Mesh,
+) -> None:
+    """DF set: nothing may fragment. 1300-byte IP packets (ICMP payload 1272) fill the tun device
+    and, with Nebula's 60 bytes, exactly the 1360-byte underlay: the overhead in the MTU plan is
+    Nebula's real one. One byte more is refused at the tun device."""
+    lh, home = PEERS[0], PEERS[1]
+    assert wait_until(lambda: mesh.ping(home.name, lh.overlay), deadline_s=20)
+    payload = TUN_MTU - 28  # IPv4 20 + ICMP 8
+    fits = in_ns(
+        mesh.ns(home.name),
+        "ping",
+        "-c1",
+        "-W2",
+        "-M",
+        "do",
+        "-s",
+        str(payload),
+        lh.overlay,
+        check=False,
+    )
+    assert fits.returncode == 0, fits.stdout + fits.stderr
+    too_big = in_ns(
+        mesh.ns(home.name),
+        "ping",
+        "-c1",
+        "-W2",
+        "-M",
+        "do",
+        "-s",
+        str(payload + 1),
+        lh.overlay,
+        check=False,
+    )
+    assert too_big.returncode != 0
+
+
+def test_the_mesh_recovers_after_the_home_address_changes(mesh: Mesh) -> None:
+    """An ISP hands the home a new public address: Nebula roams (the lighthouse learns the new
+    address from the next packet) and the overlay works again within a bound."""
+    lh, home = PEERS[0], PEERS[1]
+    assert wait_until(lambda: mesh.ping(lh.name, home.overlay), deadline_s=20)
+    ns = mesh.ns(home.name)
+    new_address = f"{UNDERLAY}.22"
+    # Old address out first: deleting a subnet's primary address also drops its secondaries.
+    in_ns(ns, "ip", "addr", "del", f"{home.underlay}/24", "dev", "eth0")
+    in_ns(ns, "ip", "addr", "add", f"{new_address}/24", "dev", "eth0")
+    try:
+        started = time.monotonic()
+        # Home speaks first (as a NATed home does); the lighthouse then reaches it again.
+        assert wait_until(lambda: mesh.ping(home.name, lh.overlay), deadline_s=30)
+        assert wait_until(lambda: mesh.ping(lh.name, home.overlay), deadline_s=30)
+        assert time.monotonic() - started < 60
+    finally:
+        in_ns(ns, "ip", "addr", "del", f"{new_address}/24", "dev", "eth0", check=False)
+        in_ns(ns, "ip", "addr", "add", f"{home.underlay}/24", "dev", "eth0", check=False)

@@ -58,6 +58,9 @@ class PlanMocks(pulumi.runtime.Mocks):
         self.recreated: set[str] = set()
         """Resource names to treat as created again since the last run (new server-side ids,
         e.g. a Kubernetes uid): how a lifecycle test models an object deleted and re-created."""
+        self.preview = False
+        """Answer as the engine does during `pulumi preview`: inputs only, every output a
+        provider computes (ids, IPs, ARNs, stdout) unknown."""
         self.parameters: dict[str, str] = {}
         """SSM parameter name -> value, as earlier mocked runs declared them (the homelab reads
         the aws-gpu stack's parameters through invokes)."""
@@ -81,6 +84,8 @@ class PlanMocks(pulumi.runtime.Mocks):
                 "secretOutputNames": exports.secret_names,
             }
         state = dict(args.inputs)
+        if self.preview and not args.resource_id:
+            return "", state  # an empty id is unknown during a preview (pulumi/runtime/resource.py)
         incarnation = 1 if args.name in self.recreated else 0
         state.update(computed_outputs(args.typ, args.name, args.inputs, self.stack, incarnation))
         resource_id = (

@@ -215,6 +215,7 @@ def run_stack(
     program: Callable[[], object] | None = None,
     now: datetime | None = None,
     config_from: str | None = None,
+    preview: bool = False,
     recreated: Collection[str] = (),
 ) -> StackRun:
     """Run the program for ``stack`` under the mocks and return what it declared.
@@ -232,9 +233,10 @@ def run_stack(
     runtime_config.set_all_config(config, secret_keys)
     monitor.reset()
     mocks.stack = stack
-    mocks.calls = []
-    mocks.served = {}
-    mocks.recreated = set(recreated)
+    mocks.preview = preview
+    runtime_settings_bag = cast(Any, settings.SETTINGS)
+    runtime_settings_bag.dry_run = preview
+    mocks.calls, mocks.served, mocks.recreated = [], {}, set(recreated)
     root = settings.get_root_resource()
     assert isinstance(root, pulumi.runtime.stack.Stack)
     root.outputs.clear()
@@ -258,11 +260,13 @@ def run_stack(
         _settle_leftover_tasks()
         raise
     finally:
+        mocks.preview = False
+        runtime_settings_bag.dry_run = False
         if saved_clock is None:
             os.environ.pop(CLOCK_ENV, None)
         else:
             os.environ[CLOCK_ENV] = saved_clock
-    for registration in monitor.registrations:
+    for registration in [] if preview else monitor.registrations:
         if registration.type == "aws:ssm/parameter:Parameter":
             plain = registration.plain_inputs
             mocks.parameters[str(plain["name"])] = str(plain["value"])
@@ -274,7 +278,8 @@ def run_stack(
         exports[name] = plain
         if secret:
             secret_exports.append(name)
-    mocks.stack_exports[stack] = StackExports(values=exports, secret_names=secret_exports)
+    if not preview:  # a preview deploys nothing: later runs still read the last update's exports
+        mocks.stack_exports[stack] = StackExports(values=exports, secret_names=secret_exports)
     return StackRun(
         stack=stack,
         registrations=list(monitor.registrations),

@@ -86,7 +86,9 @@ class ModelBucket(pulumi.ComponentResource):
             bucket_prefix=f"{args.name_prefix}-",
             force_destroy=args.force_destroy,
             tags={"Name": f"{name}-bucket", "Role": ROLE_TAG},
-            opts=child,
+            # The models are gigabytes uploaded by hand: a refactor or a stray destroy must not
+            # take them (`pulumi state unprotect` first, on purpose).
+            opts=pulumi.ResourceOptions(parent=self, protect=True),
         )
         public_access = aws.s3.BucketPublicAccessBlock(
             f"{name}-public-access",

@@ -220,6 +220,10 @@ class BudgetSettings(Model):
     emails: tuple[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")], ...] = Field(
         min_length=1, max_length=MAX_EMAILS
     )
+    account_limit_usd: float | None = Field(default=None, gt=0)
+    """Limit of the unfiltered account budget (default: ``monthlyLimitUsd``). The tag-filtered
+    budget reports $0 until the ``Project`` cost-allocation tag is activated and misses untagged
+    spend (an orphaned spot instance); this one sees everything the account pays."""
 
     @field_validator("thresholds_percent")
     @classmethod

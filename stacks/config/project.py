@@ -21,6 +21,7 @@ from stacks.config.fields import (
     Port,
     key,
 )
+from stacks.config.mtu import ALLOWED_NEBULA_MTU, liqo_mtu, mtu_problems
 
 
 class NetworkPlan(Model):
@@ -72,8 +73,9 @@ class NebulaSettings(Model):
     """Nebula tunables shared by both stacks (keys ``nebulaMtu`` ... in Pulumi.yaml)."""
 
     # 1300 is Nebula's documented "safe setting for internet based traffic"
-    # (https://github.com/slackhq/nebula/blob/master/examples/config.yml, tun.mtu).
-    mtu: int = Field(default=1300, ge=1200, le=9001)
+    # (https://github.com/slackhq/nebula/blob/master/examples/config.yml, tun.mtu); the MTU plan
+    # (stacks/config/mtu.py) bounds it to 1260..1400.
+    mtu: int = Field(default=1300, ge=576, le=9001)
     listen_port: Port = 4242
     ca_validity_days: int = Field(default=3650, ge=30)
     cert_validity_days: int = Field(default=365, ge=1)
@@ -95,15 +97,6 @@ class NebulaSettings(Model):
         return self
 
 
-# WireGuard's overhead on IPv4 (20 IP + 8 UDP + 32 WireGuard header/tag); Liqo's gateway is a
-# WireGuard tunnel that rides inside Nebula, so its MTU is Nebula's minus this
-# (https://docs.liqo.io/en/stable/advanced/peering/inter-cluster-network.html, --mtu).
-WIREGUARD_OVERHEAD = 60
-LIQO_MIN_MTU = 1200
-"""Floor for the nested Liqo tunnel: the same floor ``nebulaMtu`` has; below it TCP segments
-shrink enough to hurt model-streaming throughput and some UDP stacks (QUIC, RFC 9000 §14) stop."""
-
-
 class ProjectSettings(Model):
     """All project-wide simple keys, validated together."""
 
@@ -116,20 +109,21 @@ class ProjectSettings(Model):
     """Namespace offloaded to AWS (same name on both clusters) where Ollama runs."""
 
     @model_validator(mode="after")
-    def _liqo_tunnel_fits(self) -> ProjectSettings:
-        if self.liqo_mtu < LIQO_MIN_MTU:
+    def _every_tunnel_fits(self) -> ProjectSettings:
+        problems = mtu_problems(self.nebula.mtu)
+        if problems:
+            low, high = ALLOWED_NEBULA_MTU
             raise ValueError(
-                f"{key('nebulaMtu')}: {self.nebula.mtu} leaves {self.liqo_mtu} bytes for the Liqo "
-                f"WireGuard tunnel inside Nebula ({WIREGUARD_OVERHEAD} bytes overhead); it needs "
-                f"at least {LIQO_MIN_MTU}, so set nebulaMtu to {LIQO_MIN_MTU + WIREGUARD_OVERHEAD} "
-                "or more (1300 is the default)"
+                f"{key('nebulaMtu')}: {self.nebula.mtu} does not fit the path: "
+                + "; ".join(problems)
+                + f". Use {low}..{high} (1300 is the default)"
             )
         return self
 
     @property
     def liqo_mtu(self) -> int:
         """MTU of Liqo's gateway tunnel: it fits inside Nebula's."""
-        return self.nebula.mtu - WIREGUARD_OVERHEAD
+        return liqo_mtu(self.nebula.mtu)
 
 
 PROJECT_KEYS: Mapping[str, tuple[str, str]] = {

@@ -1,0 +1,59 @@
+"""Protected state and stable URNs: what cannot be recreated without loss is protected, and its URN
+is checked in, so a refactor that moves or renames it fails here unless it carries an alias."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from tools import urn_snapshot
+from tools.offline import StackRun
+
+MUST_BE_PROTECTED = {
+    "aws-gpu": {
+        "k3s-token",  # a new token locks k3s out of its own datastore (k3s-io/k3s#4640)
+        "k3s-agent-token",
+        "mesh-ca-key-seed",  # a new CA re-keys the whole mesh at once
+        "models-bucket",  # gigabytes of models uploaded by hand
+        "control-node-eip",  # in every node's Nebula static_host_map
+        "control-node-instance",  # the cluster datastore
+    },
+}
+
+
+def _runs(aws_gpu_run: StackRun, homelab_run: StackRun) -> dict[str, list]:
+    return {"aws-gpu": aws_gpu_run.registrations, "homelab": homelab_run.registrations}
+
+
+def test_what_cannot_be_recreated_is_protected(aws_gpu_run: StackRun) -> None:
+    protected = {r.name for r in aws_gpu_run.registrations if r.protect}
+    assert MUST_BE_PROTECTED["aws-gpu"] <= protected
+
+
+def test_protected_urns_match_the_checked_in_snapshot(
+    aws_gpu_run: StackRun, homelab_run: StackRun
+) -> None:
+    snapshot = json.loads(urn_snapshot.SNAPSHOT.read_text())
+    assert urn_snapshot.problems(snapshot, _runs(aws_gpu_run, homelab_run)) == [], (
+        "update with `python -m tools.urn_snapshot --write` only together with an alias"
+    )
+
+
+def test_a_moved_protected_resource_fails_unless_aliased(
+    aws_gpu_run: StackRun, homelab_run: StackRun
+) -> None:
+    snapshot = json.loads(urn_snapshot.SNAPSHOT.read_text())
+    runs = _runs(aws_gpu_run, homelab_run)
+    token = next(r for r in runs["aws-gpu"] if r.name == "k3s-token")
+    moved_urn = token.urn.replace(
+        "pulumi:pulumi:Stack$", "pulumi:pulumi:Stack$hybridgpu:k3s:K3sCluster$"
+    )
+    moved = dataclasses.replace(token, urn=moved_urn)
+    others = [r for r in runs["aws-gpu"] if r is not token]
+    found = urn_snapshot.problems(snapshot, {**runs, "aws-gpu": [*others, moved]})
+    assert any("k3s-token is gone without an alias" in p for p in found), found
+    aliased = dataclasses.replace(moved, aliases=(token.urn,))
+    found = urn_snapshot.problems(snapshot, {**runs, "aws-gpu": [*others, aliased]})
+    assert [p for p in found if "gone without an alias" in p] == []
+    # ... and the new URN, protected, must then be recorded in the snapshot too.
+    assert any("is protected but not in" in p for p in found)
