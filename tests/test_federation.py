@@ -165,6 +165,18 @@ def test_ollama_runs_only_on_the_virtual_node_with_one_gpu(homelab_run: StackRun
         "operator": "Exists",
         "effect": "NoExecute",
     } in spec["tolerations"]
+    # A WAN flap or control-node reboot must not evict a loaded model: the outage taints are
+    # tolerated with no time limit (a tolerationSeconds, or none at all, means eviction).
+    outage = {
+        t["key"]: t
+        for t in spec["tolerations"]
+        if t["key"] in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+    }
+    assert set(outage) == {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
+    for item in outage.values():
+        assert item["effect"] == "NoExecute"
+        assert item["operator"] == "Exists"
+        assert "tolerationSeconds" not in item
     (container,) = spec["containers"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert spec["runtimeClassName"] == "nvidia"

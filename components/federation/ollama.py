@@ -42,7 +42,7 @@ from components.federation.liqo import (
 )
 from components.federation.model_store import MODELS_CLAIM, render_models_claim
 from components.kube.charts import BUSYBOX_IMAGE
-from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS
+from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS, outage_tolerations
 from components.kube.objects import Manifest, app_labels, declare, render_service
 from components.nebula.config import OLLAMA_PORT
 
@@ -196,6 +196,12 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
                             "effect": VIRTUAL_NODE_TAINT_EFFECT,
                         },
                         {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
+                        # A home WAN flap (virtual node NotReady here) or a control-node reboot
+                        # (GPU worker unreachable there) must not evict a loaded model: Liqo
+                        # copies every toleration but its own to the remote pod
+                        # (liqotech/liqo pkg/virtualKubelet/forge/pods.go@v1.2.0,
+                        # RemoteTolerations), so this holds on both clusters.
+                        *outage_tolerations(),
                     ],
                     # Resolved on the AWS cluster, where k3s registers the nvidia runtime.
                     "runtimeClassName": NVIDIA_RUNTIME_CLASS,

@@ -18,6 +18,21 @@ GPU_TAINT = "nvidia.com/gpu=present:NoSchedule"
 """On the AWS GPU worker: only GPU work (and DaemonSets that tolerate it) lands on the node
 that stops when idle."""
 
+NODE_OUTAGE_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+"""The NoExecute taints the node lifecycle controller puts on a node whose status stops coming
+(a virtual node whose peer is behind a WAN outage, a worker whose control plane reboots)."""
+
+
+def outage_tolerations() -> list[dict[str, str]]:
+    """Tolerate :data:`NODE_OUTAGE_TAINTS` for ever. Without a toleration of its own, the
+    DefaultTolerationSeconds admission plugin gives every pod 300 s of each, after which the pod is
+    evicted (kubernetes/kubernetes
+    plugin/pkg/admission/defaulttolerationseconds/admission.go@v1.33.0 adds them only when the pod
+    has no toleration for the key). A toleration without
+    ``tolerationSeconds`` is never timed out."""
+    return [{"key": key, "operator": "Exists", "effect": "NoExecute"} for key in NODE_OUTAGE_TAINTS]
+
+
 # Kubernetes label values: <= 63 characters, alphanumeric at both ends, '-', '_', '.' inside
 # (https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#syntax-and-character-set).
 LABEL_VALUE_PATTERN = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
