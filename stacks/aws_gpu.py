@@ -17,6 +17,7 @@ from components.aws.model_bucket import ModelBucket, ModelBucketArgs
 from components.aws.network import AwsNetwork, AwsNetworkArgs
 from components.aws.node_iam import NodeRole, NodeRoleArgs
 from components.aws.parameters import SecureParameters, SecureParametersArgs
+from components.federation.ollama import model_directories
 from components.k3s.kubeconfig import KubeconfigFetch, KubeconfigFetchArgs
 from components.nebula.ca import NebulaCa
 from components.nebula.config import K3S_API_PORT, default_policy
@@ -107,6 +108,8 @@ def main() -> None:
             force_destroy=bucket_settings.force_destroy,
             noncurrent_version_expiration_days=bucket_settings.noncurrent_version_expiration_days,
             abort_incomplete_upload_days=bucket_settings.abort_incomplete_upload_days,
+            # Ollama starts on an empty store: the directories it needs exist from the start.
+            directories=model_directories(settings.model_store.prefix),
         ),
         opts=on_aws,
     )

@@ -111,8 +111,10 @@ def homelab_federation(
     api_server_url: str,
     remote: ProviderSide,
     wait_for: list[pulumi.Resource],
+    ingress: pulumi.Resource,
 ) -> HomelabFederation:
-    """``wait_for``: the GPU stack; Liqo's gateway and Ollama's RuntimeClass come after it."""
+    """``wait_for``: the GPU stack; Liqo's gateway and Ollama's RuntimeClass come after it.
+    ``ingress``: Traefik's address, which Open WebUI's Ingress is awaited for."""
     project = config.project
     network = project.network
     homelab = config.homelab
@@ -197,6 +199,7 @@ def homelab_federation(
             secret_key=secret_key.result,
             admin_password=admin_password.result,
             tls_secret=webui.tls_secret,
+            ingress_ready=(ingress,),
         ),
         opts=on_cluster,
     )

@@ -12,7 +12,8 @@ import pulumi_proxmoxve as proxmoxve
 import pulumi_random as random
 
 from components.k3s.cluster import K3sCluster, K3sClusterArgs
-from components.k3s.config import K3sClusterSettings, K3sNode, cluster_dns_ip
+from components.k3s.config import K3sClusterSettings, K3sNode, cluster_dns_ip, server_taints
+from components.k3s.vip import VipSettings
 from components.kube.labels import GPU_NODE_LABEL
 from components.nebula.config import default_policy
 from components.nebula.host import NebulaHost
@@ -24,6 +25,7 @@ from stacks.config import (
     ConfigError,
     GpuWorkerVm,
     HomelabConfig,
+    HomelabSettings,
     key,
     load_homelab_config,
 )
@@ -70,9 +72,20 @@ def check_same_value(
     return theirs.apply(compare)
 
 
-def proxmox_provider(config: HomelabConfig) -> proxmoxve.Provider:
+def gate(*checks: pulumi.Output[Any]) -> pulumi.Output[list[pulumi.Resource]]:
+    """An empty dependency list that resolves once every check has passed: a resource that
+    depends on it is never registered (so never created) after a failed check. Checks of values
+    read from aws-gpu are outputs, and the Python SDK would otherwise only surface their errors
+    at the end of the program (pulumi/runtime/stack.py, wait_for_rpcs)."""
+    return pulumi.Output.all(*checks).apply(lambda _: [])
+
+
+def proxmox_provider(
+    config: HomelabConfig, after_checks: pulumi.Output[list[pulumi.Resource]]
+) -> proxmoxve.Provider:
     """API access by token (secret); SSH to the nodes for snippet uploads, which the API cannot
-    do (https://registry.terraform.io/providers/bpg/proxmox/latest/docs#ssh-connection)."""
+    do (https://registry.terraform.io/providers/bpg/proxmox/latest/docs#ssh-connection). The
+    first resource of the stack: it waits for the cross-stack checks."""
     proxmox = config.homelab.proxmox
     return proxmoxve.Provider(
         "proxmox",
@@ -87,12 +100,14 @@ def proxmox_provider(config: HomelabConfig) -> proxmoxve.Provider:
                 for n in proxmox.nodes
             ],
         ),
+        opts=pulumi.ResourceOptions(depends_on=after_checks),
     )
 
 
 def build_vms(config: HomelabConfig, provider: proxmoxve.Provider) -> dict[str, ProxmoxVm]:
     """Shared assets per Proxmox node, then every VM. VMs depend only on their node's assets,
-    never on each other, so Proxmox creates them in parallel."""
+    never on each other, so Proxmox creates them in parallel. Control planes are protected:
+    replacing or deleting one (an etcd member) needs `pulumi state unprotect` first."""
     homelab = config.homelab
     on_proxmox = pulumi.ResourceOptions(provider=provider)
     used_nodes = sorted({vm.proxmox_node for vm in homelab.all_vms})
@@ -122,6 +137,7 @@ def build_vms(config: HomelabConfig, provider: proxmoxve.Provider) -> dict[str, 
     for group, _, vm in homelab.vms_with_place():
         node_assets = assets[vm.proxmox_node]
         gpus = vm.gpus if isinstance(vm, GpuWorkerVm) else ()
+        is_control_plane = group == "controlPlanes"
         vms[vm.name] = ProxmoxVm(
             vm.name,
             ProxmoxVmArgs(
@@ -143,14 +159,15 @@ def build_vms(config: HomelabConfig, provider: proxmoxve.Provider) -> dict[str, 
                 ssh_public_keys=homelab.ssh_public_keys,
                 vendor_data_file_id=node_assets.vendor_data_file_id,
                 scratch_disk_gib=vm.scratch_disk_gib if isinstance(vm, GpuWorkerVm) else 0,
-                gpu_mappings=() if homelab.allow_raw_pci_ids else gpus,
+                # The mappings' name outputs: the VM depends on them, so it is destroyed first.
+                gpu_mappings=()
+                if homelab.allow_raw_pci_ids
+                else [node_assets.mappings[g].name for g in gpus],
                 gpu_raw_ids=[raw_paths[g] for g in gpus] if homelab.allow_raw_pci_ids else (),
-                role="gpu-worker" if group == "gpuWorkers" else "control-plane",
+                role="control-plane" if is_control_plane else "gpu-worker",
+                protect=is_control_plane,
             ),
-            opts=pulumi.ResourceOptions(
-                provider=provider,
-                depends_on=[node_assets.mappings[g] for g in gpus if g in node_assets.mappings],
-            ),
+            opts=on_proxmox,
         )
     return vms
 
@@ -166,25 +183,34 @@ def mesh_ca_key(aws_gpu: AwsGpuReference) -> pulumi.Output[str]:
     return pulumi.Output.secret(parameter.value)
 
 
-def api_endpoint(config: HomelabConfig) -> str:
-    return config.homelab.k3s.api_endpoint or str(config.homelab.control_planes[0].ip)
-
-
-def build_cluster(
-    config: HomelabConfig, vms: dict[str, ProxmoxVm], nebula_hosts: dict[str, NebulaHost]
-) -> K3sCluster:
+def cluster_settings(config: HomelabConfig) -> K3sClusterSettings:
     homelab = config.homelab
     network = config.project.network
-    nodes = [
+    vip = homelab.k3s.api_vip
+    return K3sClusterSettings(
+        version=config.project.k3s_version,
+        api_endpoint=str(vip if vip is not None else homelab.control_planes[0].ip),
+        pod_cidr=str(network.homelab_pod_cidr),
+        service_cidr=str(network.homelab_service_cidr),
+        cluster_dns=cluster_dns_ip(str(network.homelab_service_cidr)),
+        disable=homelab.k3s.disable,
+        vip=VipSettings(str(vip), homelab.k3s.vip_interface) if vip is not None else None,
+    )
+
+
+def cluster_nodes(homelab: HomelabSettings) -> list[K3sNode]:
+    servers = [
         K3sNode(
             vm.name,
             str(vm.ip),
             "first-server" if i == 0 else "server",
-            # The AWS cluster's Liqo reaches this API over the overlay.
+            taints=server_taints(),
+            # The AWS cluster's Liqo may reach this API over the overlay.
             extra_tls_sans=(str(vm.overlay_ip),),
         )
         for i, vm in enumerate(homelab.control_planes)
-    ] + [
+    ]
+    agents = [
         K3sNode(
             vm.name,
             str(vm.ip),
@@ -200,31 +226,39 @@ def build_cluster(
         )
         for vm in homelab.gpu_workers
     ]
+    return servers + agents
+
+
+def build_cluster(
+    config: HomelabConfig,
+    vms: dict[str, ProxmoxVm],
+    nebula_hosts: dict[str, NebulaHost],
+    after_checks: pulumi.Output[list[pulumi.Resource]],
+) -> K3sCluster:
+    homelab = config.homelab
     # Generated once, kept in state; alphanumeric (k3s-ansible's sample warns about specials).
-    token = random.RandomPassword("k3s-token", length=48, special=False).result
+    # Protected: k3s encrypts its datastore with it, so a new one would lock every server out.
+    token = random.RandomPassword(
+        "k3s-token",
+        length=48,
+        special=False,
+        opts=pulumi.ResourceOptions(depends_on=after_checks, protect=True),
+    ).result
     wait_for: dict[str, list[pulumi.Resource]] = {}
-    for name, vm in vms.items():
-        wait_for[name] = [vm.vm]
+    for name in vms:
         install = nebula_hosts[name].install
-        if install is not None:
-            wait_for[name].append(install)
+        wait_for[name] = [install] if install is not None else []
     return K3sCluster(
         "homelab-k3s",
         K3sClusterArgs(
-            settings=K3sClusterSettings(
-                version=config.project.k3s_version,
-                api_endpoint=api_endpoint(config),
-                first_server_ip=str(homelab.control_planes[0].ip),
-                pod_cidr=str(network.homelab_pod_cidr),
-                service_cidr=str(network.homelab_service_cidr),
-                cluster_dns=cluster_dns_ip(str(network.homelab_service_cidr)),
-                disable=homelab.k3s.disable,
-            ),
-            nodes=nodes,
+            settings=cluster_settings(config),
+            nodes=cluster_nodes(homelab),
             token=token,
             ssh_user=homelab.ssh_user,
             ssh_private_key=config.secrets.ssh_private_key,
+            machines={name: vm.vm for name, vm in vms.items()},
             wait_for=wait_for,
+            cluster_name=homelab.federation.cluster_id,
         ),
     )
 
@@ -238,8 +272,22 @@ def main() -> None:
         lighthouse_elsewhere=True,  # the aws-gpu control node
     )
     aws_gpu = AwsGpuReference(config.homelab.aws_stack)
-    check_same_network_plan(config, aws_gpu.require("networkPlan"))
-    vms = build_vms(config, proxmox_provider(config))
+    after_checks = gate(
+        check_same_network_plan(config, aws_gpu.require("networkPlan")),
+        check_same_value(
+            "liqoVersion",
+            config.project.liqo_version,
+            aws_gpu.require("liqoVersion"),
+            "Liqo does not peer across versions",
+        ),
+        check_same_value(
+            "llmNamespace",
+            config.project.llm_namespace,
+            aws_gpu.require("llmNamespace"),
+            "the AWS models volume is bound to that namespace",
+        ),
+    )
+    vms = build_vms(config, proxmox_provider(config, after_checks))
     # Host certificates are signed with the CA the aws-gpu stack owns. Its key is read from
     # SSM at run time with the operator's AWS credentials (an invoke: its result is kept in no
     # state), so this stack's state never holds it.
@@ -254,32 +302,28 @@ def main() -> None:
         ssh_private_key=config.secrets.ssh_private_key,
         machines={name: vm.vm for name, vm in vms.items()},
     )
-    check_same_value(
-        "liqoVersion",
-        config.project.liqo_version,
-        aws_gpu.require("liqoVersion"),
-        "Liqo does not peer across versions",
-    )
-    check_same_value(
-        "llmNamespace",
-        config.project.llm_namespace,
-        aws_gpu.require("llmNamespace"),
-        "the AWS models volume is bound to that namespace",
-    )
-    cluster = build_cluster(config, vms, nebula_hosts)
-    # The platform and federation layers: the cluster's API, as admin.
+    cluster = build_cluster(config, vms, nebula_hosts, after_checks)
+    settings = cluster_settings(config)
+    # The platform and federation layers: the cluster's API, as admin, once every node is in.
+    # The cluster id names the cluster, so a new API address (a VIP added later) updates the
+    # provider instead of replacing it and everything it manages (pulumi_kubernetes Provider
+    # cluster_identifier).
     homelab_k8s = k8s.Provider(
-        "homelab-k8s", kubeconfig=cluster.kubeconfig, enable_server_side_apply=True
+        "homelab-k8s",
+        kubeconfig=cluster.kubeconfig,
+        enable_server_side_apply=True,
+        cluster_identifier=config.homelab.federation.cluster_id,
+        opts=pulumi.ResourceOptions(depends_on=cluster.ready),
     )
     platform = homelab_platform(config, homelab_k8s)
-    first_server = config.homelab.control_planes[0]
     federation = homelab_federation(
         config,
         provider=homelab_k8s,
         consumer_kubeconfig=cluster.kubeconfig,
-        # The AWS cluster reaches this API over the overlay (the servers' certificates name
-        # their overlay IPs).
-        api_server_url=f"https://{first_server.overlay_ip}:6443",
+        # Liqo publishes its own API address in the identities it issues as a provider; the
+        # homelab only consumes (the consumer talks to the provider's API, docs.liqo.io
+        # "Inter-cluster authentication"), so its address is the HA endpoint on the LAN.
+        api_server_url=settings.api_url,
         remote=ProviderSide(
             cluster_id=aws_gpu.require("liqoClusterId"),
             admin_kubeconfig=aws_gpu.require("adminKubeconfig"),
@@ -289,12 +333,14 @@ def main() -> None:
             waker_token=aws_gpu.require("gpuWakerToken"),
         ),
         wait_for=[platform.gpu_stack],
+        ingress=platform.ingress,
     )
     export_stack_outputs(
         STACK_HOMELAB,
         {
             "kubeconfig": cluster.kubeconfig,
-            "k3sApiEndpoint": f"https://{api_endpoint(config)}:6443",
+            "k3sApiEndpoint": settings.api_url,
+            "ingressAddress": platform.ingress_address,
             "controlPlaneIps": {vm.name: str(vm.ip) for vm in config.homelab.control_planes},
             "gpuWorkers": {
                 vm.name: {"ip": str(vm.ip), "gpuModel": vm.gpu_model, "gpuCount": len(vm.gpus)}

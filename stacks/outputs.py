@@ -98,7 +98,12 @@ HOMELAB_OUTPUTS: tuple[OutputSpec, ...] = (
     OutputSpec("awsStack", "Full name of the aws-gpu stack this homelab is linked to."),
     OutputSpec("nebulaHosts", "Node name -> overlay IP of every homelab node on the mesh."),
     OutputSpec("kubeconfig", "Admin kubeconfig of the homelab k3s cluster.", secret=True),
-    OutputSpec("k3sApiEndpoint", "URL of the homelab k3s API."),
+    OutputSpec("k3sApiEndpoint", "URL of the homelab k3s API (the VIP when there is one)."),
+    OutputSpec(
+        "ingressAddress",
+        "LAN address of Traefik (MetalLB): point the web apps' DNS names (Open WebUI, "
+        "JupyterHub, Rancher) at it.",
+    ),
     OutputSpec("controlPlaneIps", "Control-plane name -> LAN IP."),
     OutputSpec("gpuWorkers", "GPU worker name -> {ip, gpuModel, gpuCount}."),
     OutputSpec("liqoClusterId", "Liqo cluster id of the homelab cluster (the consumer)."),

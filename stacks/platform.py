@@ -1,7 +1,8 @@
 """The GPU platform layer of each cluster (issue: GPU platform), composed from components.
 
-homelab: GPU Operator, the ``nfs-client`` / ``fast-scratch`` storage classes, JupyterHub, one
-CUDA validation Job per GPU worker, optional Rancher.
+homelab: the way in (MetalLB + Traefik's address), GPU Operator, the ``nfs-client`` /
+``fast-scratch`` storage classes, JupyterHub, one CUDA validation Job per GPU worker, optional
+Rancher.
 aws-gpu: the NVIDIA device plugin (the AMI has driver + toolkit) and the Node Termination
 Handler that drains the GPU worker on a spot interruption notice.
 """
@@ -19,6 +20,7 @@ from components.kube.labels import CONTROL_PLANE_TAINT, GPU_NODE_LABEL
 from components.platform.cuda_validation import CudaValidation, CudaValidationArgs
 from components.platform.gpu_operator import GpuOperator, GpuOperatorArgs
 from components.platform.jupyterhub import Authenticator, JupyterHub, JupyterHubArgs
+from components.platform.lan_load_balancer import LanLoadBalancer, LanLoadBalancerArgs
 from components.platform.node_termination_handler import (
     NodeTerminationHandler,
     NodeTerminationHandlerArgs,
@@ -34,12 +36,25 @@ class HomelabPlatform:
     jupyterhub_url: str
     cuda_validation: dict[str, dict[str, str]]
     gpu_stack: pulumi.Resource
+    ingress: pulumi.Resource
+    """MetalLB and Traefik's fixed address: what web apps' Ingresses wait for."""
+    ingress_address: str
 
 
 def homelab_platform(config: HomelabConfig, provider: k8s.Provider) -> HomelabPlatform:
     homelab = config.homelab
     platform = homelab.platform
     on_cluster = pulumi.ResourceOptions(provider=provider)
+    pool = homelab.load_balancer
+    ingress = LanLoadBalancer(
+        "lan-load-balancer",
+        LanLoadBalancerArgs(
+            first_address=str(pool.first_address),
+            last_address=str(pool.last_address),
+            ingress_address=str(pool.ingress),
+        ),
+        opts=on_cluster,
+    )
     gpu_operator = GpuOperator(
         "gpu-operator",
         GpuOperatorArgs(
@@ -113,6 +128,8 @@ def homelab_platform(config: HomelabConfig, provider: k8s.Provider) -> HomelabPl
         jupyterhub_url=jupyterhub.url,
         cuda_validation=validation.results,
         gpu_stack=gpu_operator.release,
+        ingress=ingress,
+        ingress_address=ingress.ingress_address,
     )
 
 

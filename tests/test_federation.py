@@ -71,9 +71,10 @@ def test_liqo_values_per_cluster(aws_gpu_run: StackRun, homelab_run: StackRun) -
     reserved = {"192.168.10.0/24", "10.100.0.0/16", "10.200.0.0/16"}
     assert set(aws["ipam"]["reservedSubnets"]) == reserved
     assert set(homelab["ipam"]["reservedSubnets"]) == reserved
-    # API addresses on the overlay: the AWS control node and the first homelab server.
+    # The AWS control node on the overlay (the homelab, the consumer, calls it); the homelab's
+    # own address is its API VIP on the LAN (HA; only a provider's address is handed out).
     assert aws["apiServer"]["address"] == "https://10.200.0.1:6443"
-    assert homelab["apiServer"]["address"] == "https://10.200.1.1:6443"
+    assert homelab["apiServer"]["address"] == "https://192.168.10.20:6443"
     assert aws["networking"]["enabled"] is True
 
 
@@ -84,9 +85,7 @@ def test_homelab_servers_certify_their_overlay_ip(homelab_run: StackRun) -> None
         for r in homelab_run.by_type("command:remote:Command")
         if r.name.endswith("k3s-cp-1-install")
     )
-    (encoded,) = re.findall(
-        r"printf %s '?([A-Za-z0-9+/=]+)'? \| base64 -d", cp1.plain_inputs["create"]
-    )
+    (encoded,) = re.findall(r"^CONFIG_B64='?([A-Za-z0-9+/=]+)'?$", cp1.plain_inputs["create"], re.M)
     config = yaml.safe_load(base64.b64decode(encoded))
     assert "10.200.1.1" in config["tls-san"]
 
@@ -209,8 +208,8 @@ def test_models_volume_is_the_s3_bucket_read_only(
     csi = aws_gpu_run.one(RELEASE, "model-store-csi-driver").plain_inputs
     assert csi["chart"] == "aws-mountpoint-s3-csi-driver"
     assert csi["version"]
-    volume = aws_gpu_run.one("kubernetes:core/v1:PersistentVolume", "model-store-volume")
-    spec = volume.plain_inputs["spec"]
+    exported = aws_gpu_run.exports["modelsVolume"]
+    spec = exported["spec"]
     bucket = aws_gpu_run.exports["modelBucketName"]
     assert spec["csi"]["driver"] == "s3.csi.aws.com"
     assert spec["csi"]["volumeAttributes"]["bucketName"] == bucket
@@ -218,17 +217,28 @@ def test_models_volume_is_the_s3_bucket_read_only(
     assert "read-only" in spec["mountOptions"]
     assert spec["claimRef"] == {"namespace": "llm", "name": "ollama-models"}
     assert spec["storageClassName"] == ""
-    # The homelab's twin is the very same volume; the AWS-side claim binds to it by name.
-    twin = homelab_run.one("kubernetes:core/v1:PersistentVolume", "ollama-models-twin")
-    assert twin.plain_inputs["spec"] == spec
-    remote_claim = homelab_run.one(
-        "kubernetes:core/v1:PersistentVolumeClaim", "ollama-remote-models-claim"
-    )
-    assert (
-        remote_claim.plain_inputs["spec"]["volumeName"] == volume.plain_inputs["metadata"]["name"]
-    )
+    # The homelab declares the AWS volume (on the AWS cluster) and its inert twin from the very
+    # same manifest, each bound to the uid of the claim it belongs to.
     aws_provider = homelab_run.one("pulumi:providers:kubernetes", "aws-gpu-k8s")
-    assert remote_claim.provider.startswith(aws_provider.urn)
+    for volume_name, claim_name, remote in (
+        ("ollama-remote-models-volume", "ollama-remote-models-claim", True),
+        ("ollama-models-twin", "ollama-models-claim", False),
+    ):
+        volume = homelab_run.one("kubernetes:core/v1:PersistentVolume", volume_name)
+        claim = homelab_run.one("kubernetes:core/v1:PersistentVolumeClaim", claim_name)
+        bound = volume.plain_inputs["spec"]
+        assert {k: v for k, v in bound.items() if k != "claimRef"} == {
+            k: v for k, v in spec.items() if k != "claimRef"
+        }
+        assert bound["claimRef"]["name"] == "ollama-models"
+        assert bound["claimRef"]["uid"], "a volume names the uid of its claim"
+        assert claim.urn in volume.dependencies
+        assert claim.plain_inputs["spec"]["volumeName"] == exported["metadata"]["name"]
+        assert claim.provider.startswith(aws_provider.urn) == remote
+        assert volume.provider.startswith(aws_provider.urn) == remote
+    assert not aws_gpu_run.by_type("kubernetes:core/v1:PersistentVolume"), (
+        "the aws-gpu stack only exports the volume; the homelab owns it with its claim"
+    )
 
 
 def test_network_policies_admit_only_clients(homelab_run: StackRun) -> None:
@@ -278,7 +288,8 @@ def test_open_webui_needs_login_and_talks_to_ollama_through_gpu_waker(
     assert ingress.plain_inputs["spec"]["ingressClassName"] == "traefik"
     assert ingress.plain_inputs["spec"]["rules"][0]["host"] == "chat.lab.example"
     claim = homelab_run.one("kubernetes:core/v1:PersistentVolumeClaim", "open-webui-data")
-    assert "storageClassName" not in claim.plain_inputs["spec"]  # the default class
+    # SQLite never on NFS: a node-local volume.
+    assert claim.plain_inputs["spec"]["storageClassName"] == "local-path"
     assert "openWebuiAdminPassword" in homelab_run.secret_exports
 
 
@@ -387,7 +398,6 @@ def test_peering_component_keeps_kubeconfigs_secret():
             [
                 "hybridgpu:federation:Liqo  liqo",
                 "hybridgpu:llm:ModelStore  model-store",
-                "kubernetes:core/v1:PersistentVolume  model-store-volume",
                 "hybridgpu:platform:NodeTerminationHandler",
                 "hybridgpu:platform:NvidiaDevicePlugin",
             ],

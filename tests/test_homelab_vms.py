@@ -34,6 +34,24 @@ def test_seven_passthrough_ready_vms(homelab_run: StackRun) -> None:
         assert "pulumi:providers:proxmoxve::proxmox::" in vm.provider, vm.provider
 
 
+def test_vms_import_the_image_and_are_replaced_delete_first(homelab_run: StackRun) -> None:
+    (image,) = homelab_run.by_type("proxmoxve:download/file:File")
+    assert image.plain_inputs["contentType"] == "import"
+    for vm in homelab_run.by_type(VM):
+        (os_disk, *_) = vm.plain_inputs["disks"]
+        assert os_disk["importFrom"] == "local:import/" + _example()["image"]["fileName"]
+        assert "fileId" not in os_disk, "file_id forces a new VM whenever the image changes"
+        assert vm.delete_before_replace
+
+
+def test_a_gpu_vm_depends_on_its_pci_mappings(homelab_run: StackRun) -> None:
+    """So Proxmox never deletes a mapping a VM still uses (destroy runs in reverse)."""
+    mappings = {r.plain_inputs["name"]: r.urn for r in homelab_run.by_type(PCI)}
+    for worker in _example()["gpuWorkers"]:
+        vm = homelab_run.one(VM, f"{worker['name']}-vm")
+        assert set(vm.property_dependencies["hostpcis"]) == {mappings[g] for g in worker["gpus"]}
+
+
 def test_gpu_workers_get_exactly_their_two_gpus_as_pcie(homelab_run: StackRun) -> None:
     config = _example()
     sizes = {vm["name"]: vm for vm in config["gpuWorkers"]}

@@ -88,13 +88,6 @@ def test_admin_cidrs_open_ssh_and_api_to_that_range_only_and_use_the_elastic_ip(
     assert a_provider["clusterIdentifier"] == b_provider["clusterIdentifier"]
 
 
-def test_the_homelab_keeps_the_aws_cluster_identity_whatever_the_admin_path(
-    homelab_run: StackRun,
-) -> None:
-    provider = homelab_run.one("pulumi:providers:kubernetes", "aws-gpu-k8s").plain_inputs
-    assert provider["clusterIdentifier"] == "hybridgpu-aws-gpu"
-
-
 def test_operator_certificate_is_for_the_configured_key_group_admin_and_public(
     aws_gpu_run: StackRun, tmp_path: Path
 ) -> None:

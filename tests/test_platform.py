@@ -9,7 +9,7 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from components.k3s.config import render_scratch_mount
+from components.k3s import scripts
 from components.kube.charts import CUDA_SAMPLE_IMAGE
 from components.kube.labels import toleration
 from components.platform.cuda_validation import SUCCESS_TEXT, render_check_script
@@ -37,6 +37,8 @@ def test_gpu_operator_uses_k3s_containerd(homelab_run: StackRun) -> None:
     assert env["CONTAINERD_CONFIG"] == "/var/lib/rancher/k3s/agent/etc/containerd/config.toml"
     assert env["CONTAINERD_SOCKET"] == "/run/k3s/containerd/containerd.sock"
     assert env["CONTAINERD_RUNTIME_CLASS"] == "nvidia"
+    # k3s rewrites config.toml at every start: a default set there by the toolkit would not last.
+    assert "CONTAINERD_SET_AS_DEFAULT" not in env
     assert values["driver"]["enabled"] is True  # driver: operator in the example config
     tolerated = {t["key"] for t in values["daemonsets"]["tolerations"]}
     assert {"node-role.kubernetes.io/control-plane", "nvidia.com/gpu"} <= tolerated
@@ -136,12 +138,30 @@ def test_storage_classes(homelab_run: StackRun) -> None:
     assert env["PROVISIONER_NAME"] == scratch["provisioner"] != "rancher.io/local-path"
 
 
-def test_scratch_disk_is_formatted_once_and_mounted(tmp_path: Path) -> None:
-    lines = render_scratch_mount("/mnt/scratch")
-    script = "#!/bin/bash\nset -euo pipefail\n" + "\n".join(lines) + "\n"
-    shellcheck(script, tmp_path, "scratch.sh")
-    assert any("blkid" in line for line in lines)  # never mkfs a disk that has a file system
-    assert render_scratch_mount(None) == []
+def test_scratch_disk_is_formatted_once_and_mounted(homelab_run: StackRun) -> None:
+    install = scripts.template("install.sh")
+    # never mkfs a disk that has a file system; mount by label, nofail at boot
+    assert install.index("blkid") < install.index("mkfs.ext4")
+    assert "nofail" in install
+    workers = {w["name"]: w for w in _homelab_config()["gpuWorkers"]}
+    for reg in homelab_run.by_type("command:remote:Command"):
+        node = reg.name.removeprefix("homelab-k3s-").removesuffix("-install")
+        if not reg.name.endswith("-install") or not reg.name.startswith("homelab-k3s-"):
+            continue
+        expected = "/mnt/scratch" if node in workers else "''"
+        assert f"SCRATCH_MOUNT={expected}\n" in reg.plain_inputs["create"], node
+
+
+def _homelab_config() -> dict:
+    return offline.stack_config_file("homelab")["hybridgpu:homelab"]
+
+
+def test_sqlite_databases_live_on_node_local_volumes(homelab_run: StackRun) -> None:
+    """SQLite over NFS is unsafe (locking), so neither the hub nor Open WebUI keeps it there."""
+    hub = homelab_run.one(RELEASE, "jupyterhub-release").plain_inputs["values"]["hub"]
+    assert hub["db"] == {"type": "sqlite-pvc", "pvc": {"storageClassName": "local-path"}}
+    claim = homelab_run.one("kubernetes:core/v1:PersistentVolumeClaim", "open-webui-data")
+    assert claim.plain_inputs["spec"]["storageClassName"] == "local-path"
 
 
 def test_jupyterhub_profiles_follow_gpus_per_worker(homelab_run: StackRun) -> None:

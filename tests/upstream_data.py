@@ -404,4 +404,8 @@ def kubernetes_objects(run: StackRun) -> Iterator[tuple[str, dict[str, Any]]]:
     are not objects; their children are)."""
     for reg in run.managed():
         if reg.type.startswith("kubernetes:") and reg.custom and reg.type not in HELM_RELEASE_TYPES:
-            yield reg.name, plain_object(reg)
+            obj = plain_object(reg)
+            # A HelmChartConfig is checked as the release it configures (declared_releases); its
+            # CRD is built into k3s's helm-controller, not shipped in a chart.
+            if not is_helm_chart_config(obj):
+                yield reg.name, obj

@@ -56,7 +56,7 @@ def _sample_kubeconfig(name: str) -> str:
 
 
 def computed_outputs(  # noqa: PLR0912 - one branch per resource type
-    typ: str, name: str, inputs: Mapping[str, Any], stack: str
+    typ: str, name: str, inputs: Mapping[str, Any], stack: str, incarnation: int = 0
 ) -> dict[str, Any]:
     """Outputs a real provider would compute for this resource type."""
     resource_digest = digest(stack, typ, name)
@@ -108,8 +108,11 @@ def computed_outputs(  # noqa: PLR0912 - one branch per resource type
         return {"arn": f"arn:aws:mock:us-west-2:{MOCK_ACCOUNT_ID}:{name}"}
     if typ in ("command:remote:Command", "command:local:Command"):
         create = str(plain.get("create", ""))
-        if "/etc/rancher/k3s/k3s.yaml" in create:
+        if "/etc/rancher/k3s/k3s.yaml" in create or PRINTS_KUBECONFIG in create:
             stdout = _sample_kubeconfig(name)
+        elif PRINTS_JOIN_TOKEN in create:
+            # K10<sha256 of the cluster CA>::server:<password> (https://docs.k3s.io/cli/token).
+            stdout = f"K10{digest('ca', name)}::server:mock{digest('token', name)[:24]}\n"
         elif "sha256sum" in create:
             stdout = digest(stack, name, "sha256sum") + "\n"
         else:
@@ -128,7 +131,38 @@ def computed_outputs(  # noqa: PLR0912 - one branch per resource type
         return {"rfc3339": MOCK_TIME}
     if typ.startswith("proxmoxve:"):
         return {"vmId": plain.get("vmId", 100)} if "vm" in typ.lower() else {}
+    if typ.startswith("kubernetes:") and isinstance(plain.get("metadata"), dict):
+        # The API server assigns every object a uid; a re-created object gets a new one.
+        return {"metadata": {**plain["metadata"], "uid": _mock_uid(stack, typ, name, incarnation)}}
     return {}
+
+
+def _mock_uid(stack: str, typ: str, name: str, incarnation: int) -> str:
+    h = digest(stack, typ, name, str(incarnation))
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+PRINTS_KUBECONFIG = "# hybridgpu: prints a kubeconfig"
+"""Marker line of scripts whose stdout is a kubeconfig (components/k3s/scripts)."""
+PRINTS_JOIN_TOKEN = "# hybridgpu: prints the cluster join token"  # noqa: S105 - a marker
+"""Marker line of the script that prints a k3s server's secure join token."""
+
+
+def provider_id(typ: str, plain: Mapping[str, Any]) -> str | None:
+    """Ids a provider derives from inputs (so a changed input changes the id, as for real)."""
+    if typ in ("proxmoxve:download/file:File", "proxmoxve:index/fileLegacy:FileLegacy"):
+        # <datastore>:<content type>/<file name>: bpg/terraform-provider-proxmox@v0.111.1
+        # fwprovider/nodes/resource_download_file.go (plan.ID) and proxmoxtf/resource/file.go
+        # (fileVolumeID).
+        raw = plain.get("sourceRaw")
+        file_name = plain.get("fileName") or (raw.get("fileName") if isinstance(raw, dict) else "")
+        content = plain.get("contentType", "snippets")
+        return f"{plain.get('datastoreId')}:{content}/{file_name}"
+    if typ == "proxmoxve:index/vmLegacy:VmLegacy" and plain.get("vmId") is not None:
+        # A VM's id is its VM id (proxmoxtf/resource/vm/vm.go: d.SetId(strconv.Itoa(vmID))), so
+        # a VM replaced under the same VM id keeps its id.
+        return str(int(plain["vmId"]))
+    return None
 
 
 def mock_call(function: str, args: Mapping[str, Any]) -> dict[str, Any]:

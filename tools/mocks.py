@@ -5,7 +5,8 @@
   (AMI and AZ lookups, caller identity). Every fake value is a pure function of the resource's
   type and name, so two runs produce byte-identical inputs downstream.
 * :class:`RecordingMonitor` captures each registration with its type, name, parent, inputs (secret
-  wrappers kept, so secretness is visible), dependencies and options.
+  wrappers kept, so secretness is visible), dependencies and options (``deletedWith`` and
+  ``replaceWith`` included: what a lifecycle test reads).
 
 ``pulumi.runtime.set_mocks`` is process-global, so :func:`install_mocks` calls it once per process
 and later runs only switch the stack name and config.
@@ -21,7 +22,7 @@ from pulumi.runtime import mocks as runtime_mocks
 from pulumi.runtime import rpc, settings
 
 from stacks.config import PROJECT
-from tools.fakes import MOCK_TIME, computed_outputs, digest, mock_call
+from tools.fakes import MOCK_TIME, computed_outputs, digest, mock_call, provider_id
 from tools.values import jsonable, redact, secret_paths, unwrap
 
 __all__ = [
@@ -54,6 +55,9 @@ class PlanMocks(pulumi.runtime.Mocks):
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.served: dict[str, StackExports] = {}
         """Exports handed to the current run's StackReferences, by short stack name."""
+        self.recreated: set[str] = set()
+        """Resource names to treat as created again since the last run (new server-side ids,
+        e.g. a Kubernetes uid): how a lifecycle test models an object deleted and re-created."""
         self.preview = False
         """Answer as the engine does during `pulumi preview`: inputs only, every output a
         provider computes (ids, IPs, ARNs, stdout) unknown."""
@@ -82,9 +86,12 @@ class PlanMocks(pulumi.runtime.Mocks):
         state = dict(args.inputs)
         if self.preview and not args.resource_id:
             return "", state  # an empty id is unknown during a preview (pulumi/runtime/resource.py)
-        state.update(computed_outputs(args.typ, args.name, args.inputs, self.stack))
+        incarnation = 1 if args.name in self.recreated else 0
+        state.update(computed_outputs(args.typ, args.name, args.inputs, self.stack, incarnation))
         resource_id = (
-            args.resource_id or f"{args.name}-{digest(self.stack, args.typ, args.name)[:8]}"
+            args.resource_id
+            or provider_id(args.typ, unwrap(dict(args.inputs)))
+            or f"{args.name}-{digest(self.stack, args.typ, args.name)[:8]}"
         )
         return resource_id, state
 
@@ -126,6 +133,8 @@ class Registration:
     retain_on_delete: bool
     deleted_with: str = ""
     """URN of the resource whose deletion makes this one's delete a no-op (``deleted_with``)."""
+    replace_with: tuple[str, ...] = ()
+    """URNs whose replacement replaces this resource too (``replace_with``)."""
     aliases: tuple[str, ...] = ()
     """Earlier URNs of this resource (``aliases`` resolved by the SDK)."""
     read: bool = False
@@ -200,6 +209,7 @@ class RecordingMonitor(runtime_mocks.MockMonitor):
             protect=False if read else bool(request.protect),
             retain_on_delete=False if read else bool(request.retainOnDelete),
             deleted_with="" if read else str(request.deletedWith),
+            replace_with=() if read else tuple(request.replace_with),
             aliases=() if read else _alias_urns(request),
             read=read,
         )

@@ -26,13 +26,12 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
 
 import yaml
 
 from components.base.files import NodeFile
 from components.base.templates import render
-from components.k3s.config import cluster_dns_ip
+from components.k3s.config import cluster_dns_ip, k3s_installer_url
 from components.kube.labels import check_label_value
 from components.nebula.config import K3S_API_PORT
 
@@ -158,12 +157,6 @@ def render_k3s_agent_config(
     if default_runtime:
         settings["default-runtime"] = default_runtime
     return _k3s_config_text(settings)
-
-
-def k3s_installer_url(k3s_version: str) -> str:
-    """The install script of the pinned release's tag, so the installer is pinned too (the
-    ``get.k3s.io`` script changes over time). ``+`` in the tag is percent-encoded for the URL."""
-    return f"https://raw.githubusercontent.com/k3s-io/k3s/{quote(k3s_version, safe='')}/install.sh"
 
 
 def k3s_unit(role: K3sRole) -> str:

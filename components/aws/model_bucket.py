@@ -30,6 +30,9 @@ class ModelBucketArgs:
     """Overwritten or deleted model versions are kept this long, then expire."""
     abort_incomplete_upload_days: int = 7
     """Parts of an interrupted multipart upload (large model files) are removed after this."""
+    directories: tuple[str, ...] = ()
+    """Keys ending in ``/`` created empty, so these directories exist before any upload (a
+    read-only mount of an empty prefix has nothing a program can create them in)."""
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.name_prefix) <= MAX_NAME_PREFIX:
@@ -39,6 +42,11 @@ class ModelBucketArgs:
             )
         if self.noncurrent_version_expiration_days < 1 or self.abort_incomplete_upload_days < 1:
             raise ValueError("lifecycle day counts must be at least 1")
+        for directory in self.directories:
+            if not directory.endswith("/") or directory.startswith("/"):
+                raise ValueError(
+                    f"directory key '{directory}' must end with '/' and not start with it"
+                )
 
 
 def tls_only_policy(bucket_arn: str) -> str:
@@ -151,6 +159,23 @@ class ModelBucket(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access, ownership]),
         )
 
-        self.bucket_name = bucket.bucket
+        # Mountpoint shows a directory for every key prefix (awslabs/mountpoint-s3
+        # doc/SEMANTICS.md, "Directories"), so an empty object `<dir>/` makes `<dir>` exist.
+        markers = [
+            aws.s3.BucketObjectv2(
+                f"{name}-dir-{directory.rstrip('/').replace('/', '-')}",
+                bucket=bucket.id,
+                key=directory,
+                content="",
+                content_type="application/x-directory",
+                tags={"Role": ROLE_TAG},
+                opts=child,
+            )
+            for directory in args.directories
+        ]
+        # The name is handed out once the directories exist: nothing mounts the bucket before.
+        self.bucket_name = pulumi.Output.all(bucket.bucket, *(m.key for m in markers)).apply(
+            lambda values: values[0]
+        )
         self.arn = bucket.arn
         self.register_outputs({"bucketName": self.bucket_name, "arn": self.arn})

@@ -1,5 +1,9 @@
-"""Model weights from S3 on the AWS cluster: the Mountpoint for Amazon S3 CSI driver and a
-static, read-only PersistentVolume of the model bucket's Ollama prefix.
+"""Model weights from S3 on the AWS cluster: the Mountpoint for Amazon S3 CSI driver, and the
+manifest of a static, read-only PersistentVolume of the model bucket's Ollama prefix.
+
+The aws-gpu stack installs the driver and exports the manifest; the homelab stack declares the
+volume together with the claim that binds it (components/federation/ollama.py), since a static
+volume must follow its claim's lifecycle to bind again after the claim is re-created.
 
 The driver supports static provisioning only (no StorageClass provisioner, no inline volumes:
 its CSIDriver declares only Persistent volumes), so the PV names the bucket and is pinned by
@@ -15,7 +19,7 @@ from typing import Any
 import pulumi
 
 from components.kube.charts import MOUNTPOINT_S3_CSI, helm_release
-from components.kube.objects import Manifest, declare
+from components.kube.objects import Manifest
 
 DRIVER = "s3.csi.aws.com"
 NAMESPACE = "kube-system"
@@ -118,11 +122,6 @@ class ModelStore(pulumi.ComponentResource):
             prefix=args.prefix,
             namespace=args.namespace,
             cache_gib=args.cache_gib,
-        )
-        self.volume = declare(
-            f"{name}-volume",
-            self.manifest,
-            pulumi.ResourceOptions(parent=self, depends_on=[self.driver]),
         )
         self.volume_name = pv_name(args.namespace)
         self.register_outputs({"volumeName": self.volume_name})

@@ -3,16 +3,25 @@
 Homelab side: the LLM namespace offloaded with pod offloading strategy Remote (only this
 namespace's pods leave the homelab), the Deployment (pinned to the virtual node), its Service
 and a NetworkPolicy naming the allowed client namespaces. The models claim exists on both
-sides: on AWS it is bound to the Mountpoint S3 volume (``model_store.py`` here) and is what the
-offloaded pod mounts (Liqo passes volumes through unchanged); in the homelab an inert twin of the
-same volume lets the scheduler place the pod (it never mounts there).
+sides: on AWS it is bound to the Mountpoint S3 volume (``model_store.py`` renders it) and is what
+the offloaded pod mounts (Liqo passes volumes through unchanged); in the homelab an inert twin of
+the same volume lets the scheduler place the pod (it never mounts there).
 
-AWS side (the namespace Liqo creates, same name): the claim and a NetworkPolicy admitting only
-gpu-waker (on the AWS control node) on the Ollama port: clients reach Ollama through it, with
-its token, and nothing else does (not the homelab's pods through Liqo's tunnel either).
+AWS side (the namespace Liqo creates, same name): the claim, its volume and a NetworkPolicy
+admitting only gpu-waker (on the AWS control node) on the Ollama port: clients reach Ollama
+through it, with its token, and nothing else does (not the homelab's pods through Liqo's tunnel
+either).
 
 Before Ollama starts, an init container checks the models tree (``verify_models.sh`` here): every
 blob hashes to its name, every manifest's blobs exist with their sizes.
+
+Each volume is declared after its claim and names the claim's uid in ``claimRef``: a static
+volume stays ``Released`` for good once the claim it was bound to is deleted (the binder matches
+the uid), so when the claim is created again (homelab destroy and up, unpeer and re-peer) its new
+uid changes the volume's input and the next ``up`` re-points it, and it binds again. The claims
+are not awaited (``pulumi.com/skipAwait``): they stay Pending until their volume exists, and
+pulumi-kubernetes waits for a claim to be Bound (provider/pkg/await/awaiters.go,
+untilCoreV1PersistentVolumeClaimReady); the volume is awaited until Available or Bound.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -44,6 +53,13 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 # Liqo: label the namespace before offloading it, so no pod is scheduled locally meanwhile
 # (https://docs.liqo.io/en/stable/usage/namespace-offloading.html).
 SCHEDULING_ENABLED_LABEL = "liqo.io/scheduling-enabled"
+# What Ollama's server creates under OLLAMA_MODELS when it starts (ollama/ollama server/routes.go
+# Serve: manifest.BlobsPath creates blobs/, and the manifests/ tree beside it). On the read-only
+# S3 mount it cannot, so the aws-gpu stack creates both prefixes in the bucket.
+MODEL_DIRECTORIES = ("blobs/", "manifests/")
+# pulumi-kubernetes: "If the 'pulumi.com/skipAwait' annotation is true, the ready condition will
+# no-op" (provider/pkg/metadata/annotations.go, AnnotationSkipAwait, GetReadyCondition).
+SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
 VERIFY_MODELS_SCRIPT = Path(__file__).with_name("verify_models.sh")
 # The init check runs as nobody; the pod's fsGroup makes the Mountpoint driver mount the models
 # with that group, allow-other and mode 660/770 (mountpoint-s3-csi-driver
@@ -133,7 +149,16 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": APP, "namespace": settings.namespace, "labels": app_labels(APP)},
+        "metadata": {
+            "name": APP,
+            "namespace": settings.namespace,
+            "labels": app_labels(APP),
+            # Not awaited: the pod runs on the AWS GPU worker, stopped on purpose whenever it is
+            # idle (a GPU that costs nothing while idle), and the first start waits for models
+            # to be put in the bucket. Awaiting it would fail `pulumi up` after 10 minutes and
+            # retry on every later `up` until the worker runs.
+            "annotations": dict(SKIP_AWAIT),
+        },
         "spec": {
             "replicas": 1,
             # One GPU, one pod: never run two during a rollout.
@@ -297,23 +322,22 @@ class Ollama(pulumi.ComponentResource):
         )
         # Inert twin of the AWS volume (the very same manifest): lets the homelab scheduler bind
         # the claim; the pod never mounts it here.
-        volume = pulumi.Output.from_input(args.models_volume)
-        twin_volume = k8s.core.v1.PersistentVolume(
-            f"{name}-models-twin",
-            metadata=volume.apply(lambda manifest: manifest["metadata"]),
-            spec=volume.apply(lambda manifest: manifest["spec"]),
-            opts=local,
-        )
-        twin_claim = declare(
-            f"{name}-models-claim",
+        twin_volume = _claim_then_volume(
+            f"{name}-models",
             render_models_claim(namespace_name),
-            pulumi.ResourceOptions(parent=self, depends_on=[namespace, twin_volume]),
+            args.models_volume,
+            pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
+            volume_name=f"{name}-models-twin",
         )
         on_aws = pulumi.ResourceOptions(
             parent=self, provider=args.remote_provider, depends_on=[offloading]
         )
-        remote_claim = declare(
-            f"{name}-remote-models-claim", render_models_claim(namespace_name), on_aws
+        remote_volume = _claim_then_volume(
+            f"{name}-remote-models",
+            render_models_claim(namespace_name),
+            args.models_volume,
+            on_aws,
+            volume_name=f"{name}-remote-models-volume",
         )
         declare(
             f"{name}-remote-policy",
@@ -334,11 +358,42 @@ class Ollama(pulumi.ComponentResource):
             f"{name}-deployment",
             render_deployment(settings),
             pulumi.ResourceOptions(
-                parent=self,
-                depends_on=[offloading, twin_claim, remote_claim],
-                # The first start waits for the GPU worker, the image and the model cache.
-                custom_timeouts=pulumi.CustomTimeouts(create="20m", update="20m"),
+                parent=self, depends_on=[offloading, twin_volume, remote_volume]
             ),
         )
         self.url = f"http://{APP}.{namespace_name}.svc.cluster.local:{OLLAMA_PORT}"
         self.register_outputs({"url": self.url})
+
+
+def model_directories(prefix: str) -> tuple[str, ...]:
+    """Bucket keys of the directories Ollama needs under the models prefix."""
+    return tuple(f"{prefix}{directory}" for directory in MODEL_DIRECTORIES)
+
+
+def bind_volume(volume: Mapping[str, Any], claim_uid: str) -> Any:
+    """The volume pre-bound to the claim with this uid (``spec.claimRef.uid``)."""
+    spec = dict(volume["spec"])
+    spec["claimRef"] = {**spec["claimRef"], "uid": claim_uid}
+    return spec
+
+
+def _claim_then_volume(
+    name: str,
+    claim: Manifest,
+    volume: pulumi.Input[Mapping[str, Any]],
+    opts: pulumi.ResourceOptions,
+    *,
+    volume_name: str,
+) -> pulumi.Resource:
+    """The claim (not awaited), then the volume bound to its uid; returns the volume, what a
+    pod using the claim waits for."""
+    claim = {**claim, "metadata": {**claim["metadata"], "annotations": dict(SKIP_AWAIT)}}
+    created = cast(k8s.core.v1.PersistentVolumeClaim, declare(f"{name}-claim", claim, opts))
+    manifest = pulumi.Output.from_input(volume)
+    uid = created.metadata.apply(lambda metadata: metadata.uid or "")
+    return k8s.core.v1.PersistentVolume(
+        volume_name,
+        metadata=manifest.apply(lambda m: m["metadata"]),
+        spec=pulumi.Output.all(manifest, uid).apply(lambda v: bind_volume(v[0], v[1])),
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[created])),
+    )

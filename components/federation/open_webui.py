@@ -10,11 +10,13 @@ password (secret), so nobody who merely reaches the page first becomes admin."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
 
 from components.kube.objects import Manifest, app_labels, declare, render_service
+from components.platform.storage_classes import LOCAL_CLASS
 
 APP = "open-webui"
 HTTP_PORT = 8080
@@ -55,13 +57,15 @@ def render_secret(
 
 
 def render_data_claim(namespace: str, storage_gib: int) -> Manifest:
-    """On the cluster's default storage class (``nfs-client``)."""
+    """Open WebUI keeps its SQLite database here: on a node-local volume, never on NFS
+    (LOCAL_CLASS); the pod then stays on that node."""
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {"name": f"{APP}-data", "namespace": namespace},
         "spec": {
             "accessModes": ["ReadWriteOnce"],
+            "storageClassName": LOCAL_CLASS,
             "resources": {"requests": {"storage": f"{storage_gib}Gi"}},
         },
     }
@@ -180,6 +184,9 @@ class OpenWebUiArgs:
     secret_key: pulumi.Input[str]
     admin_password: pulumi.Input[str]
     tls_secret: str | None = None
+    ingress_ready: Sequence[pulumi.Resource] = ()
+    """What gives the ingress controller its address: pulumi-kubernetes waits for an Ingress
+    until its status carries one (provider/pkg/await/ingress.go)."""
 
 
 class OpenWebUi(pulumi.ComponentResource):
@@ -216,7 +223,7 @@ class OpenWebUi(pulumi.ComponentResource):
         declare(
             f"{name}-ingress",
             render_ingress(args.namespace, args.hostname, args.tls_secret),
-            in_namespace,
+            pulumi.ResourceOptions(parent=self, depends_on=[namespace, *args.ingress_ready]),
         )
         self.url = f"https://{args.hostname}/"
         self.register_outputs({"url": self.url})

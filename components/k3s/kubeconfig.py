@@ -96,6 +96,13 @@ class KubeconfigFetchArgs:
     refresh: pulumi.Input[str] | None = None
     """Changes when the kubeconfig must be read again (the renewal window: k3s renews its
     one-year admin certificate when it restarts within 90 days of expiry)."""
+    command: str | None = None
+    """The script that prints the kubeconfig; default: the k3s admin kubeconfig of the server
+    (client certificate valid for a year). The homelab uses templates/admin_kubeconfig.sh, a
+    service-account token that does not expire."""
+    machine: pulumi.Resource | None = None
+    """The machine the command reads from: the command is replaced with it (a new machine
+    means a new cluster) and not run on delete when it goes too."""
 
     def __post_init__(self) -> None:
         if not self.user:
@@ -124,7 +131,7 @@ class KubeconfigFetch(pulumi.ComponentResource):
                 dial_error_limit=DIAL_ERROR_LIMIT,
                 per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS,
             ),
-            create=fetch_kubeconfig_command(),
+            create=args.command or fetch_kubeconfig_command(),
             triggers=[args.instance_id, *([args.refresh] if args.refresh is not None else [])],
             # The previous kubeconfig must not be put in the command's environment on a re-run
             # (pulumi-command sets PULUMI_COMMAND_STDOUT by default: commandOutputs.go).
@@ -136,6 +143,8 @@ class KubeconfigFetch(pulumi.ComponentResource):
                 parent=self,
                 depends_on=list(args.wait_for),
                 additional_secret_outputs=["stdout"],
+                deleted_with=args.machine,
+                replace_with=[args.machine] if args.machine is not None else None,
             ),
         )
         server_url = args.server_url

@@ -54,6 +54,8 @@ MOUNTPOINT_S3_CSI = Chart(
     "aws-mountpoint-s3-csi-driver",
     "2.7.0",
 )
+# https://github.com/metallb/metallb/releases: LoadBalancer addresses from a LAN pool (L2).
+METALLB = Chart("https://metallb.github.io/metallb", "metallb", "0.16.1")
 # https://github.com/rancher/rancher/releases (stable channel)
 RANCHER = Chart("https://releases.rancher.com/server-charts/stable", "rancher", "2.14.4")
 # https://github.com/cert-manager/cert-manager/releases (Rancher's ingress certificates)
@@ -72,6 +74,10 @@ JUPYTER_GPU_IMAGE = "quay.io/jupyter/pytorch-notebook:cuda12-2025-10-20"
 # Second local-path provisioner serving only fast-scratch (k3s owns and rewrites its own one).
 LOCAL_PATH_PROVISIONER_IMAGE = "docker.io/rancher/local-path-provisioner:v0.0.31"
 BUSYBOX_IMAGE = "docker.io/library/busybox:1.37.0"
+# The homelab API VIP: kube-vip of kube-vip/helm-charts kube-vip-0.9.9 (appVersion v1.0.4), as a
+# k3s auto-deployed manifest (components/k3s/vip.py), since it must run before Pulumi can reach
+# the API through the VIP.
+KUBE_VIP_IMAGE = "ghcr.io/kube-vip/kube-vip:v1.0.4"
 
 
 def liqo_chart(version: str) -> Chart:

@@ -39,9 +39,11 @@ def render_gpu_operator_values(
                 {"name": "CONTAINERD_CONFIG", "value": K3S_CONTAINERD_CONFIG},
                 {"name": "CONTAINERD_SOCKET", "value": K3S_CONTAINERD_SOCKET},
                 {"name": "CONTAINERD_RUNTIME_CLASS", "value": NVIDIA_RUNTIME_CLASS},
-                # Every container on a GPU node gets the NVIDIA runtime (GPU-less pods are
-                # unaffected); pods that forget runtimeClassName still see their GPU.
-                {"name": "CONTAINERD_SET_AS_DEFAULT", "value": "true"},
+                # Not CONTAINERD_SET_AS_DEFAULT: k3s rewrites config.toml at every start, so the
+                # toolkit's default would vanish with the next restart. k3s itself registers the
+                # `nvidia` runtime from the operator's install dir at each start
+                # (k3s-io/k3s pkg/agent/containerd/nvidia.go, "usr/local/nvidia/toolkit"), so
+                # GPU pods name runtimeClassName `nvidia` (JupyterHub profiles, CUDA checks).
             ],
         },
         "devicePlugin": {"enabled": True},

@@ -12,7 +12,7 @@ import pulumi
 
 from components.kube.charts import JUPYTERHUB, helm_release
 from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS
-from components.platform.storage_classes import NFS_CLASS, SCRATCH_CLASS
+from components.platform.storage_classes import LOCAL_CLASS, NFS_CLASS, SCRATCH_CLASS
 
 NAMESPACE = "jupyterhub"
 SCRATCH_MOUNT = "/scratch"
@@ -125,7 +125,8 @@ def render_jupyterhub_values(
     return {
         "hub": {
             "config": render_authenticator_config(auth, f"https://{hostname}/hub/oauth_callback"),
-            "db": {"type": "sqlite-pvc", "pvc": {"storageClassName": NFS_CLASS}},
+            # The hub's SQLite database on a node-local volume, never on NFS (LOCAL_CLASS).
+            "db": {"type": "sqlite-pvc", "pvc": {"storageClassName": LOCAL_CLASS}},
         },
         "proxy": {"service": {"type": "ClusterIP"}},
         "ingress": {

@@ -32,6 +32,10 @@ from components.kube.charts import (
 from components.kube.objects import Manifest, declare
 
 NFS_CLASS = "nfs-client"
+LOCAL_CLASS = "local-path"
+"""k3s's packaged local-path provisioner: node-local volumes, for SQLite databases (SQLite on NFS
+is unsafe: https://z2jh.jupyter.org/en/stable/administrator/advanced.html, sqlite.org/lockingv3
+"SQLite version 3 ... over a network file system ... file locking is broken")."""
 SCRATCH_CLASS = "fast-scratch"
 NAMESPACE = "nfs-provisioner"
 SCRATCH_PROVISIONER = "hybridgpu.io/fast-scratch"

@@ -1,5 +1,14 @@
 """ProxmoxNodeAssets: what every VM on one Proxmox node shares: the cloud image (downloaded once
-per node, verified by SHA-256), the cloud-init vendor snippet, and the node's GPU PCI mappings."""
+per node, verified by SHA-256), the cloud-init vendor snippet, and the node's GPU PCI mappings.
+
+Both files have fixed names, and a change of url, checksum, file name or content replaces them
+(bpg/terraform-provider-proxmox@v0.111.1: fwprovider/nodes/resource_download_file.go
+RequiresReplace on url, checksum, file_name, content_type; proxmoxtf/resource/file.go ForceNew
+on source_raw). Replacing create-first would download or upload the new file and then delete
+it with the old one (same path), so both are deleted first. VMs keep running meanwhile: they
+import the image only when they are created (components/proxmox/vm.py) and read the vendor
+snippet only at first boot; its id does not change with its content.
+"""
 
 from __future__ import annotations
 
@@ -52,18 +61,23 @@ class ProxmoxNodeAssets(pulumi.ComponentResource):
     ):
         super().__init__("hybridgpu:proxmox:ProxmoxNodeAssets", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        replace_in_place = pulumi.ResourceOptions(parent=self, delete_before_replace=True)
         image = proxmoxve.download.File(
             f"{name}-image",
             node_name=args.node_name,
             datastore_id=args.image_datastore,
-            # "iso" content accepts .img disk images that VMs import as their OS disk.
-            content_type="iso",
+            # The "import" content type (Proxmox VE 8.4+, enabled on the datastore) is what a
+            # VM disk's import_from takes (bpg docs/resources/virtual_environment_vm.md).
+            content_type="import",
             url=args.image_url,
             file_name=args.image_file_name,
             checksum=args.image_checksum,
             checksum_algorithm="sha256",
             overwrite=False,
-            opts=child,
+            # A same-named file left by an earlier manual download is replaced instead of
+            # failing the first `up` (VMs hold copies of the image, never the file itself).
+            overwrite_unmanaged=True,
+            opts=replace_in_place,
         )
         # Snippets are uploaded over SSH to the node (provider `ssh` block).
         vendor = proxmoxve.FileLegacy(
@@ -74,7 +88,7 @@ class ProxmoxNodeAssets(pulumi.ComponentResource):
             source_raw=proxmoxve.FileLegacySourceRawArgs(
                 data=render_vendor_data(), file_name=VENDOR_SNIPPET_NAME
             ),
-            opts=child,
+            opts=replace_in_place,
         )
         self.mappings = {
             m.name: proxmoxve.hardware.mapping.Pci(

@@ -18,6 +18,28 @@ import pulumi_proxmoxve as proxmoxve
 
 MAX_HOSTPCI = 16  # hostpci0..hostpci15 (qm.conf)
 
+# What a change of each VmLegacy input does, from bpg/terraform-provider-proxmox@v0.111.1 (the
+# provider pulumi-proxmoxve 8.6 bridges). These inputs replace the VM (destroy + create):
+REPLACING_INPUTS: tuple[str, ...] = (
+    "vmId",  # proxmoxtf/resource/vm/vm.go: CustomizeDiff ForceNewIf(mkVMID)
+    "nodeName",  # vm.go: ForceNewIf(mkNodeName) unless `migrate`, which we leave off
+    "disks[*].fileId",  # vm/disk/schema.go: mkDiskFileID ForceNew
+    "initialization.userDataFileId",  # vm.go: mkInitializationUserDataFileID ForceNew
+    "initialization.vendorDataFileId",  # vm.go: mkInitializationVendorDataFileID ForceNew
+    "initialization.networkDataFileId",  # vm.go: mkInitializationNetworkDataFileID ForceNew
+    "initialization.metaDataFileId",  # vm.go: mkInitializationMetaDataFileID ForceNew
+    "initialization.type",  # vm.go: mkInitializationType ForceNew
+    "efiDisk.type",  # vm.go: forceNewOnEFIDiskTypeChange
+    "tpmState.version",  # vm.go: forceNewOnTPMVersionChange
+    "clone",  # vm.go: every mkClone* ForceNew
+    "amdSev",  # vm.go: mkAMDSEV ForceNew
+)
+# Inputs this program changes on day 2 that the provider updates in place (vm.go vmUpdate):
+# cpu, memory and hostpcis (mkHostPCI ForceNew: false) are applied by stopping and starting the
+# VM (`reboot_after_update`, default true); disks[*].size grows the disk (vmUpdateDiskSize);
+# disks[*].importFrom is "only used during initial creation; changes after creation are
+# ignored" (vm/disk/schema.go, and disk.go: "Never re-import existing disks", bpg#2385).
+
 
 @dataclass(frozen=True)
 class ProxmoxVmArgs:
@@ -30,7 +52,8 @@ class ProxmoxVmArgs:
     os_disk_gib: int
     datastore_id: str
     image_file_id: pulumi.Input[str]
-    """Cloud image (``download.File`` id) the OS disk is created from."""
+    """Cloud image (``download.File`` id, ``import`` content) the OS disk is imported from at
+    creation; a later change never touches the running VM (``import_from``)."""
     bridge: str
     ip_cidr: str
     """Static address with prefix, e.g. ``192.168.10.21/24``."""
@@ -44,14 +67,17 @@ class ProxmoxVmArgs:
     search_domain: str | None = None
     scratch_disk_gib: int = 0
     """Second disk for fast scratch space (GPU workers); 0 for none."""
-    gpu_mappings: Sequence[str] = ()
-    """Names of Proxmox PCI resource mappings to pass through (works with API tokens)."""
+    gpu_mappings: Sequence[pulumi.Input[str]] = ()
+    """Names of Proxmox PCI resource mappings to pass through (works with API tokens): the
+    mapping resources' ``name`` outputs, so the VM depends on them (and is destroyed first)."""
     gpu_raw_ids: Sequence[str] = ()
     """Raw PCI addresses instead of mappings. Proxmox refuses these for API tokens ("only root
     can set 'hostpci0' config for non-mapped devices", bpg/terraform-provider-proxmox#495):
     only with root password auth."""
     role: str = "k3s"
     tags: Sequence[str] = field(default_factory=tuple)
+    protect: bool = False
+    """Refuse to delete or replace the VM (control planes: etcd members)."""
 
     def __post_init__(self) -> None:
         if self.gpu_mappings and self.gpu_raw_ids:
@@ -83,7 +109,8 @@ class ProxmoxVm(pulumi.ComponentResource):
             proxmoxve.VmLegacyDiskArgs(
                 interface="scsi0",
                 datastore_id=args.datastore_id,
-                file_id=args.image_file_id,
+                # Not file_id, which forces a new VM whenever the image changes (REPLACING_INPUTS).
+                import_from=args.image_file_id,
                 size=args.os_disk_gib,
                 iothread=True,
                 discard="on",
@@ -151,7 +178,13 @@ class ProxmoxVm(pulumi.ComponentResource):
             started=True,
             # A passthrough GPU is only reset by a full stop (cps-gpu-cluster troubleshooting).
             stop_on_destroy=True,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # The VM id is fixed: a replacement created first would fail ("VM already
+                # exists"), and two VMs would claim the same IP and GPUs.
+                delete_before_replace=True,
+                protect=args.protect,
+            ),
         )
         self.vm_id = self.vm.vm_id.apply(lambda v: int(v or args.vm_id))
         self.register_outputs({"vmId": self.vm_id})

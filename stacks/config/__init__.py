@@ -14,7 +14,8 @@ whose message names the config key, the bad value and what is allowed.
 
 Modules, by concern: ``fields`` (namespace, reusable field types, the model base), ``errors``
 (how problems are reported), ``project`` (project-wide keys), ``aws_gpu`` and ``homelab`` (each
-stack's object), ``loading`` (reading ``pulumi.Config``, secrets, whole-stack configs).
+stack's object; ``homelab_apps`` holds the homelab's app and platform sections), ``loading``
+(reading ``pulumi.Config``, secrets, whole-stack configs).
 """
 
 from stacks.config.aws_gpu import AmiSelector, AwsSettings, GpuWorkerSettings, parse_aws

@@ -18,7 +18,9 @@ class ConfigError(pulumi.RunError):
 
 
 _M = TypeVar("_M", bound=BaseModel)
-RELATIVE_PATH_PREFIX = re.compile(r"^(\[\d+\]|[A-Za-z]+)(\[\d+\])*(\.[A-Za-z]+(\[\d+\])*)*: ")
+RELATIVE_PATH_PREFIX = re.compile(
+    r"^(\[\d+\]|[A-Za-z][A-Za-z0-9]*)(\[\d+\])*(\.[A-Za-z][A-Za-z0-9]*(\[\d+\])*)*: "
+)
 
 Locate = Callable[[tuple[int | str, ...]], str]
 """Maps a pydantic location of a project-wide model back to the operator's config key."""

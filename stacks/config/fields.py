@@ -75,7 +75,15 @@ QUANTITY_PATTERN = re.compile(r"^\d+(\.\d+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 KEEP_ALIVE_PATTERN = re.compile(r"^(-1|\d+|(\d+(\.\d+)?(ns|us|ms|s|m|h))+)$")
 
 
+def _looks_like_ipv4(value: str) -> bool:
+    """All-digit last label: an IPv4 address (valid or not), never a host name (a top-level
+    domain is never all digits, RFC 3696 section 2)."""
+    return value.rsplit(".", 1)[-1].isdigit()
+
+
 def _host_name(value: str) -> str:
+    if _looks_like_ipv4(value):
+        raise ValueError(f"'{value}' looks like an IPv4 address but is not a host name")
     if not HOST_NAME_PATTERN.match(value):
         raise ValueError(
             f"'{value}' is not a host name (lower-case DNS labels separated by dots, e.g. "
@@ -88,6 +96,10 @@ def _address_or_host_name(value: str) -> str:
     try:
         ipaddress.ip_address(value)
     except ValueError:
+        if _looks_like_ipv4(value):
+            raise ValueError(
+                f"'{value}' looks like an IPv4 address but is not one (four numbers 0-255)"
+            ) from None
         if not HOST_NAME_PATTERN.match(value):
             raise ValueError(
                 f"'{value}' is neither an IP address nor a host name (e.g. 192.168.10.5 or "

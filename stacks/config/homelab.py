@@ -1,37 +1,31 @@
-"""The homelab stack's settings (``hybridgpu:homelab``): Proxmox, cloud image, LAN, VMs and GPU
-mappings, k3s, federation client side, Ollama/Open WebUI and the GPU platform."""
+"""The homelab stack's settings (``hybridgpu:homelab``): Proxmox, cloud image, LAN and its
+addresses (API VIP, load-balancer pool), VMs and GPU mappings, k3s, the federation client side;
+the apps' and platform's sections live in ``homelab_apps``."""
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from components.kube.charts import (
-    JUPYTER_GPU_IMAGE,
-    OLLAMA_IMAGE,
-    OPEN_WEBUI_IMAGE,
-)
 from stacks.config.errors import ConfigError, validate
 from stacks.config.fields import (
-    KEEP_ALIVE_PATTERN,
     AddressOrHostName,
     DnsLabel,
-    HostName,
     Model,
-    PinnedImage,
     Quantity,
     SshPublicKey,
     key,
 )
+from stacks.config.homelab_apps import OllamaSettings, OpenWebUiSettings, PlatformSettings
 from stacks.config.project import ProjectSettings
 
 
 class ProxmoxNode(Model):
     name: DnsLabel
-    ssh_address: str
+    ssh_address: AddressOrHostName
     """Host name or IP the provider uses for SSH (snippet uploads)."""
 
 
@@ -56,7 +50,9 @@ class CloudImage(Model):
     url: str = Field(pattern=r"^https://\S+$")
     checksum: str = Field(pattern=r"^[0-9a-f]{64}$")
     """SHA-256 of the image: a pinned image, verified by Proxmox on download."""
-    file_name: str = Field(pattern=r"^[A-Za-z0-9._-]+\.(img|qcow2|raw)$")
+    file_name: str = Field(pattern=r"^[A-Za-z0-9._-]+\.(qcow2|raw)$")
+    """Name on the image datastore (``import`` content, Proxmox VE 8.4+): ``.qcow2`` or ``.raw``
+    as the image's format is (Ubuntu's ``.img`` cloud images are qcow2)."""
 
 
 class LanSettings(Model):
@@ -100,12 +96,68 @@ class GpuWorkerVm(VmSpec):
     gpu_model: str = "nvidia-a100"
 
 
+# What the program relies on from k3s's packaged components (https://docs.k3s.io/installation/
+# packaged-components): Traefik serves every web app, local-storage the SQLite volumes, and
+# servicelb must be off because MetalLB answers LoadBalancer Services.
+K3S_COMPONENTS_KEPT = ("traefik", "local-storage")
+K3S_COMPONENTS_DISABLED = ("servicelb",)
+
+
 class HomelabK3sSettings(Model):
-    api_endpoint: str | None = None
-    """Address clients use for the API (a VIP or DNS name); defaults to the first server's IP.
-    Added to every server's ``tls-san``."""
-    disable: tuple[str, ...] = ("servicelb",)
-    """Packaged k3s components to disable. Traefik stays: Open WebUI is exposed through it."""
+    api_vip: ipaddress.IPv4Address | None = None
+    """The API's address on the LAN, held by kube-vip on whichever server leads (required with
+    more than one control plane). Pulumi, joining nodes and Liqo use it; on every certificate."""
+    vip_interface: str = Field(default="eth0", pattern=r"^[A-Za-z0-9_.-]{1,15}$")
+    """The servers' LAN interface the VIP is added to (Proxmox cloud-init names it eth0)."""
+    disable: tuple[str, ...] = K3S_COMPONENTS_DISABLED
+    """Packaged k3s components to disable."""
+
+    @field_validator("disable")
+    @classmethod
+    def _components_the_program_needs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        kept = sorted(set(value) & set(K3S_COMPONENTS_KEPT))
+        if kept:
+            raise ValueError(
+                f"{kept} must stay enabled (Traefik serves the web apps, local-storage the "
+                "SQLite volumes of JupyterHub and Open WebUI)"
+            )
+        missing = sorted(set(K3S_COMPONENTS_DISABLED) - set(value))
+        if missing:
+            raise ValueError(
+                f"{missing} must be disabled: MetalLB (homelab.loadBalancer) answers "
+                "LoadBalancer Services, and two controllers would fight over them"
+            )
+        return value
+
+
+class LoadBalancerSettings(Model):
+    """LAN addresses MetalLB hands to LoadBalancer Services (layer 2: the address moves to a
+    healthy node). Keep them outside your DHCP range."""
+
+    first_address: ipaddress.IPv4Address
+    last_address: ipaddress.IPv4Address
+    ingress_address: ipaddress.IPv4Address | None = None
+    """Traefik's address, where DNS for the web apps' host names points; default: the first."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LoadBalancerSettings:
+        if self.last_address < self.first_address:
+            raise ValueError(
+                f"lastAddress: {self.last_address} is before firstAddress {self.first_address}"
+            )
+        if not self.first_address <= self.ingress <= self.last_address:
+            raise ValueError(
+                f"ingressAddress: {self.ingress} is outside the pool "
+                f"{self.first_address}-{self.last_address}"
+            )
+        return self
+
+    @property
+    def ingress(self) -> ipaddress.IPv4Address:
+        return self.ingress_address or self.first_address
+
+    def contains(self, address: ipaddress.IPv4Address) -> bool:
+        return self.first_address <= address <= self.last_address
 
 
 class OffloadResources(Model):
@@ -123,122 +175,6 @@ class HomelabFederationSettings(Model):
     offload: OffloadResources = OffloadResources()
 
 
-class OllamaSettings(Model):
-    image: PinnedImage = OLLAMA_IMAGE
-    keep_alive: str = Field(default="30m", pattern=KEEP_ALIVE_PATTERN.pattern)
-    """How long a model stays loaded after the last request (OLLAMA_KEEP_ALIVE)."""
-    max_loaded_models: int = Field(default=1, ge=1)
-    memory_gib: int = Field(default=12, ge=1)
-    """Memory request and limit of the Ollama pod (host RAM for model loading)."""
-    client_namespaces: tuple[DnsLabel, ...] = ()
-    """Namespaces besides Open WebUI's whose pods may call Ollama (network policy)."""
-
-
-class OpenWebUiSettings(Model):
-    image: PinnedImage = OPEN_WEBUI_IMAGE
-    hostname: HostName
-    """Host name of the Traefik ingress (point DNS at the homelab nodes)."""
-    admin_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-    """The admin account created at first start (password: output ``openWebuiAdminPassword``)."""
-    storage_gib: int = Field(default=10, ge=1)
-    tls_secret: DnsLabel | None = None
-    """TLS secret for the host name in the LLM namespace; without it Traefik serves its default
-    certificate on the websecure entry point."""
-
-
-class GpuOperatorSettings(Model):
-    driver: Literal["operator", "preinstalled"] = "operator"
-    """``operator``: the GPU Operator builds and loads the NVIDIA driver in a container;
-    ``preinstalled``: the VMs already have it (driver.enabled=false)."""
-
-
-class NfsSettings(Model):
-    server: AddressOrHostName
-    path: str = Field(pattern=r"^/[^\s]*$")
-    mount_options: tuple[str, ...] = ("nfsvers=4.1", "hard")
-
-
-class AuthenticatorSettings(Model):
-    """JupyterHub login through an OAuth provider; the client secret is the stack secret
-    ``jupyterhubClientSecret``."""
-
-    kind: Literal["github", "generic-oauth"]
-    client_id: str = Field(min_length=1)
-    admin_users: tuple[str, ...] = Field(min_length=1)
-    allowed_users: tuple[str, ...] = ()
-    allowed_organizations: tuple[str, ...] = ()
-    """GitHub only: members of these organizations may log in."""
-    authorize_url: str | None = Field(default=None, pattern=r"^https://\S+$")
-    token_url: str | None = Field(default=None, pattern=r"^https://\S+$")
-    userdata_url: str | None = Field(default=None, pattern=r"^https://\S+$")
-    username_claim: str = "preferred_username"
-
-    @model_validator(mode="after")
-    def _complete(self) -> AuthenticatorSettings:
-        if self.kind == "generic-oauth":
-            missing = [
-                name
-                for name, value in (
-                    ("authorizeUrl", self.authorize_url),
-                    ("tokenUrl", self.token_url),
-                    ("userdataUrl", self.userdata_url),
-                )
-                if value is None
-            ]
-            if missing:
-                raise ValueError(f"kind 'generic-oauth' needs {', '.join(missing)}")
-        if self.allowed_organizations and self.kind != "github":
-            raise ValueError("allowedOrganizations works with kind 'github' only")
-        return self
-
-
-class JupyterHubSettings(Model):
-    hostname: HostName
-    authenticator: AuthenticatorSettings
-    image: PinnedImage = JUPYTER_GPU_IMAGE
-    gpu_profiles: tuple[Annotated[int, Field(ge=1)], ...] | None = None
-    """GPU counts offered as profiles (besides CPU-only); default 1 up to the GPUs per worker."""
-    cull_timeout_seconds: int = Field(default=3600, gt=0)
-    """Idle servers are stopped after this long."""
-    cull_every_seconds: int = Field(default=600, gt=0)
-    user_storage_gib: int = Field(default=10, ge=1)
-    scratch_gib: int = Field(default=100, ge=1)
-
-    @model_validator(mode="after")
-    def _cull_check_fits(self) -> JupyterHubSettings:
-        if self.cull_every_seconds > self.cull_timeout_seconds:
-            raise ValueError(
-                f"cullEverySeconds: {self.cull_every_seconds} is longer than "
-                f"cullTimeoutSeconds ({self.cull_timeout_seconds}); idle servers would outlive "
-                "the timeout"
-            )
-        if self.gpu_profiles is not None and list(self.gpu_profiles) != sorted(
-            set(self.gpu_profiles)
-        ):
-            raise ValueError(f"gpuProfiles: {list(self.gpu_profiles)} must be distinct, ascending")
-        return self
-
-
-class RancherSettings(Model):
-    enabled: bool = False
-    hostname: HostName | None = None
-
-    @model_validator(mode="after")
-    def _hostname_when_enabled(self) -> RancherSettings:
-        if self.enabled and self.hostname is None:
-            raise ValueError("hostname: required when enabled is true")
-        return self
-
-
-class PlatformSettings(Model):
-    gpu_operator: GpuOperatorSettings = GpuOperatorSettings()
-    nfs: NfsSettings
-    scratch_path: str = Field(default="/mnt/scratch", pattern=r"^/[A-Za-z0-9/_.-]+$")
-    """Where each GPU worker mounts its scratch disk (the ``fast-scratch`` class)."""
-    jupyterhub: JupyterHubSettings
-    rancher: RancherSettings = RancherSettings()
-
-
 class HomelabSettings(Model):
     aws_stack: str = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
     """Full name of the aws-gpu stack (``organization/hybridgpu/aws-gpu`` on a local backend)."""
@@ -248,6 +184,7 @@ class HomelabSettings(Model):
     ssh_user: str = "ubuntu"
     ssh_public_keys: tuple[SshPublicKey, ...] = Field(min_length=1)
     k3s: HomelabK3sSettings = HomelabK3sSettings()
+    load_balancer: LoadBalancerSettings
     pci_mappings: tuple[PciMapping, ...] = ()
     allow_raw_pci_ids: bool = False
     """Pass GPUs by raw PCI id instead of mappings. Needs root password auth on Proxmox (raw ids
@@ -305,6 +242,11 @@ class HomelabSettings(Model):
                         f"gpuWorkers[{i}].gpus: mapping '{gpu}' is on Proxmox node "
                         f"'{mapping.proxmox_node}' but the VM runs on '{worker.proxmox_node}'"
                     )
+        if len(self.control_planes) > 1 and self.k3s.api_vip is None:
+            raise ValueError(
+                f"k3s.apiVip: required with {len(self.control_planes)} control planes: the API "
+                "must not depend on the first one (a free LAN address, held by kube-vip)"
+            )
         largest = self.max_gpus_per_worker
         for count in self.platform.jupyterhub.gpu_profiles or ():
             if count > largest:
@@ -359,6 +301,7 @@ def parse_homelab(project: ProjectSettings, raw: Any) -> HomelabSettings:
             f"{key('homelab')}.lan.gateway: {homelab.lan.gateway} is outside "
             f"{key('homelabLanCidr')} {lan}"
         )
+    _check_lan_addresses(homelab, lan)
     seen_overlay: dict[ipaddress.IPv4Address, str] = {}
     for group, i, vm in homelab.vms_with_place():
         where = f"{key('homelab')}.{group}[{i}]"
@@ -385,3 +328,50 @@ def parse_homelab(project: ProjectSettings, raw: Any) -> HomelabSettings:
             )
         seen_overlay[vm.overlay_ip] = vm.name
     return homelab
+
+
+def _check_lan_addresses(homelab: HomelabSettings, lan: ipaddress.IPv4Network) -> None:
+    """The VIP and the MetalLB pool must be free host addresses of the LAN: not a VM's, not the
+    gateway's, DNS servers', NFS server's or a Proxmox node's."""
+    taken: dict[ipaddress.IPv4Address, str] = {homelab.lan.gateway: "lan.gateway"}
+    for i, dns in enumerate(homelab.lan.dns_servers):
+        taken.setdefault(dns, f"lan.dnsServers[{i}]")
+    for i, node in enumerate(homelab.proxmox.nodes):
+        if _is_ipv4(node.ssh_address):
+            taken.setdefault(ipaddress.IPv4Address(node.ssh_address), f"proxmox.nodes[{i}]")
+    if _is_ipv4(homelab.platform.nfs.server):
+        taken.setdefault(ipaddress.IPv4Address(homelab.platform.nfs.server), "platform.nfs.server")
+    for group, i, vm in homelab.vms_with_place():
+        taken.setdefault(vm.ip, f"{group}[{i}].ip")
+    hosts = (lan.network_address, lan.broadcast_address)
+    vip = homelab.k3s.api_vip
+    if vip is not None:
+        where = f"{key('homelab')}.k3s.apiVip"
+        if vip not in lan or vip in hosts:
+            raise ConfigError(
+                f"{where}: {vip} is not a host address of {key('homelabLanCidr')} {lan}"
+            )
+        if vip in taken:
+            raise ConfigError(f"{where}: {vip} is already used by {taken[vip]}")
+        taken[vip] = "k3s.apiVip"
+    pool = homelab.load_balancer
+    where = f"{key('homelab')}.loadBalancer"
+    for name, address in (("firstAddress", pool.first_address), ("lastAddress", pool.last_address)):
+        if address not in lan or address in hosts:
+            raise ConfigError(
+                f"{where}.{name}: {address} is not a host address of {key('homelabLanCidr')} {lan}"
+            )
+    for address, owner in sorted(taken.items()):
+        if pool.contains(address):
+            raise ConfigError(
+                f"{where}: {pool.first_address}-{pool.last_address} contains {address}, which "
+                f"{owner} uses; MetalLB would hand it to a Service"
+            )
+
+
+def _is_ipv4(value: str) -> bool:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return False
+    return True
