@@ -158,24 +158,7 @@ def test_a_replaced_vm_gets_nebula_again(worker_replaced: Plan) -> None:
     assert worker_replaced.step(COMMAND, "k3s-gpu-2-nebula-install") == "replace"
 
 
-@pytest.mark.parametrize(
-    "recent_cli",
-    [
-        True,
-        pytest.param(
-            False,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="components/nebula/host.py (the lead's) re-runs on triggers=[vm.id], and "
-                "a VmLegacy's id is its VM id (vm.go d.SetId(strconv.Itoa(vmID))), unchanged "
-                "by a replacement; only the deletedWith cascade of pulumi#23818 (CLIs since "
-                "July 2026) replaces it. replace_with=[vm] (pulumi#20693) would on any CLI "
-                "this program needs",
-            ),
-        ),
-    ],
-    ids=["cli-2026-07", "cli-2025-12"],
-)
+@pytest.mark.parametrize("recent_cli", [True, False], ids=["cli-2026-07", "cli-2025-12"])
 def test_a_vm_replaced_under_its_id_gets_nebula_again(
     homelab_run: StackRun, worker_moved: StackRun, recent_cli: bool
 ) -> None:

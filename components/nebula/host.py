@@ -171,6 +171,10 @@ class NebulaHost(pulumi.ComponentResource):
                     delete_before_replace=True,
                     # Nothing to uninstall from a VM that is being destroyed.
                     deleted_with=args.machine,
+                    # A VM replaced under the same id (a Proxmox VM's id is its VM id, bpg
+                    # terraform-provider-proxmox vm.go d.SetId) leaves the trigger unchanged:
+                    # replacing the VM replaces the install too (pulumi#20693, replaceWith).
+                    replace_with=[args.machine] if args.machine is not None else None,
                     additional_secret_outputs=["stdout", "stderr"],
                 ),
             )
