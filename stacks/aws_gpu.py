@@ -88,6 +88,7 @@ def main() -> None:
         )
     )
     worker_type = aws_nodes.offered_instance_type(provider, settings.gpu_worker.instance_type, zone)
+    worker_market = aws_nodes.spot_price_check(provider, settings.gpu_worker, zone)
     network = AwsNetwork(
         "network",
         AwsNetworkArgs(
@@ -263,8 +264,11 @@ def main() -> None:
             role="gpu-worker",
             instance_type=worker.instance_type,
             ami=aws_nodes.ami_of(worker.ami),
-            # Registered only once EC2 confirmed the type is offered in the zone.
-            subnet_id=pulumi.Output.all(worker_type, network.subnet_id).apply(lambda v: v[1]),
+            # Registered only once EC2 confirmed the type is offered in the zone (and the spot
+            # price was compared with the cap).
+            subnet_id=pulumi.Output.all(worker_type, worker_market, network.subnet_id).apply(
+                lambda v: v[2]
+            ),
             security_group_ids=[network.security_group_id],
             instance_profile=gpu_role.instance_profile_name,
             root_volume_gib=worker.root_volume_gib,

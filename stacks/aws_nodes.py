@@ -44,7 +44,7 @@ from components.kube.labels import (
     gpu_node_labels,
 )
 from components.nebula.install import INSTALL_SCRIPT_PATH, NebulaFiles, node_files
-from stacks.config import AmiSelector, AwsGpuConfig, ConfigError, key
+from stacks.config import AmiSelector, AwsGpuConfig, ConfigError, GpuWorkerSettings, key
 
 NEBULA_PLACEHOLDER = NebulaFiles(config_yaml="", ca_pem="", cert_pem="", key_pem="")
 TOKEN_PLACEHOLDER = "placeholder"  # noqa: S105 - renders destinations only, never published
@@ -262,6 +262,38 @@ def offered_instance_type(
         return instance_type
 
     return pulumi.Output.all(offerings.instance_types, zone).apply(check)
+
+
+def spot_price_check(
+    provider: aws.Provider, worker: GpuWorkerSettings, zone: pulumi.Input[str]
+) -> pulumi.Output[str]:
+    """For a spot worker with a price cap: warn when the zone's current spot price is above the
+    cap, naming both (the request would wait unfulfilled, status ``price-too-low``,
+    https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-request-status.html). A warning, not
+    an error: prices move, and a running worker's unrelated ``up`` must not be blocked by a spike.
+    Resolves to the market, so the worker can be gated on it."""
+    if worker.market != "spot" or worker.spot.max_price_usd_per_hour is None:
+        return pulumi.Output.from_input(worker.market)
+    cap = float(worker.spot.max_price_usd_per_hour)
+    price = aws.ec2.get_spot_price_output(
+        instance_type=worker.instance_type,
+        availability_zone=zone,
+        filters=[aws.ec2.GetSpotPriceFilterArgs(name="product-description", values=["Linux/UNIX"])],
+        opts=pulumi.InvokeOutputOptions(provider=provider),
+    )
+
+    def check(values: list[Any]) -> str:
+        current, where = values
+        if current and float(current) > cap:
+            pulumi.log.warn(
+                f"{key('aws')}.gpuWorker.spot.maxPriceUsdPerHour: {cap} is below the current spot "
+                f"price of {worker.instance_type} in {where} ({current} USD/h): a new request "
+                "stays unfulfilled (price-too-low) until the price falls; raise the cap, leave it "
+                "unset (capped at the on-demand price), or use market: on-demand"
+            )
+        return worker.market
+
+    return pulumi.Output.all(price.spot_price, zone).apply(check)
 
 
 def control_node_files(

@@ -247,6 +247,35 @@ def test_a_gpu_type_not_offered_in_the_zone_is_a_clear_error_before_the_worker()
     )
 
 
+def test_a_spot_cap_below_the_current_price_warns_naming_both_and_still_plans(
+    aws_gpu_run: StackRun, caplog: pytest.LogCaptureFixture
+) -> None:
+    cap = _aws_config()["gpuWorker"]["spot"]["maxPriceUsdPerHour"]
+    assert float(cap) > float("0.2000")  # the fakes' default price: the session run is quiet
+    # The session run looked the price up once, for the worker's type and zone.
+    lookups = [
+        args for token, args in aws_gpu_run.calls if token == "aws:ec2/getSpotPrice:getSpotPrice"
+    ]
+    assert [(a["instanceType"], a["availabilityZone"]) for a in lookups] == [
+        ("g4dn.xlarge", "us-west-2a")
+    ]
+    fakes.SPOT_PRICES["g4dn.xlarge"] = "0.5500"
+    try:
+        with caplog.at_level("WARNING"):
+            run = offline.run_stack("aws-gpu")
+    finally:
+        fakes.SPOT_PRICES.clear()
+    warnings = [r.getMessage() for r in caplog.records if "maxPriceUsdPerHour" in r.getMessage()]
+    assert warnings == [
+        f"hybridgpu:aws.gpuWorker.spot.maxPriceUsdPerHour: {float(cap)} is below the current spot "
+        "price of g4dn.xlarge in us-west-2a (0.5500 USD/h): a new request stays unfulfilled "
+        "(price-too-low) until the price falls; raise the cap, leave it unset (capped at the "
+        "on-demand price), or use market: on-demand"
+    ]
+    # A warning, not an error: a running worker's unrelated up is not blocked by a price spike.
+    assert run.one("aws:ec2/spotInstanceRequest:SpotInstanceRequest", "gpu-worker-spot")
+
+
 # --- network -----------------------------------------------------------------------------------
 
 

@@ -16,6 +16,8 @@ from tools.values import unwrap
 MOCK_ACCOUNT_ID = "123456789012"
 MOCK_TIME = "2026-01-01T00:00:00Z"
 UNOFFERED_TYPES: set[str] = set()
+SPOT_PRICES: dict[str, str] = {}
+"""Current spot price (USD/h) per instance type a test sets; others cost 0.2000."""
 """Instance types the mocked EC2 reports as not offered (tests add to it)."""
 
 
@@ -186,6 +188,13 @@ def mock_call(function: str, args: Mapping[str, Any]) -> dict[str, Any]:
         filters = {f["name"]: f["values"] for f in unwrap(args.get("filters", []))}
         types = [t for t in filters.get("instance-type", []) if t not in UNOFFERED_TYPES]
         return {"instanceTypes": types, "locations": filters.get("location", [])}
+    if function == "aws:ec2/getSpotPrice:getSpotPrice":
+        return {
+            "instanceType": args.get("instanceType"),
+            "availabilityZone": args.get("availabilityZone"),
+            "spotPrice": SPOT_PRICES.get(str(args.get("instanceType")), "0.2000"),
+            "spotPriceTimestamp": "2026-01-01T00:00:00Z",
+        }
     if function == "aws:index/getPartition:getPartition":
         return {"partition": "aws", "dnsSuffix": "amazonaws.com"}
     if function == "aws:index/getRegion:getRegion":
