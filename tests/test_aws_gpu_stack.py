@@ -180,6 +180,7 @@ def test_every_invoke_goes_through_the_stack_provider(monkeypatch: pytest.Monkey
         "aws:ec2/getAmi:getAmi",
         "aws:index/getAvailabilityZones:getAvailabilityZones",
         "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings",
+        "aws:ec2/getSpotPrice:getSpotPrice",
         "aws:index/getCallerIdentity:getCallerIdentity",
         "aws:index/getPartition:getPartition",
         "aws:index/getRegion:getRegion",

@@ -45,9 +45,8 @@ def test_a_moved_protected_resource_fails_unless_aliased(
     snapshot = json.loads(urn_snapshot.SNAPSHOT.read_text())
     runs = _runs(aws_gpu_run, homelab_run)
     token = next(r for r in runs["aws-gpu"] if r.name == "k3s-token")
-    moved_urn = token.urn.replace(
-        "pulumi:pulumi:Stack$", "pulumi:pulumi:Stack$hybridgpu:k3s:K3sCluster$"
-    )
+    moved_urn = token.urn.replace("::hybridgpu::", "::hybridgpu::hybridgpu:k3s:K3sCluster$", 1)
+    assert moved_urn != token.urn
     moved = dataclasses.replace(token, urn=moved_urn)
     others = [r for r in runs["aws-gpu"] if r is not token]
     found = urn_snapshot.problems(snapshot, {**runs, "aws-gpu": [*others, moved]})
@@ -57,3 +56,21 @@ def test_a_moved_protected_resource_fails_unless_aliased(
     assert [p for p in found if "gone without an alias" in p] == []
     # ... and the new URN, protected, must then be recorded in the snapshot too.
     assert any("is protected but not in" in p for p in found)
+
+
+def test_urns_are_formed_as_the_engine_forms_them(homelab_run: StackRun) -> None:
+    """The snapshot is only worth something if its URNs are the ones a state file holds: the
+    parent's whole type chain, the root stack left out (pulumi/pulumi
+    pkg/resource/deploy/deployment.go@v3.259.0, generateURN)."""
+    by_urn = homelab_run.by_urn()
+    nested = 0
+    for reg in homelab_run.registrations:
+        qualified_type = reg.urn.split("::")[2]
+        assert not qualified_type.startswith("pulumi:pulumi:Stack$"), reg.urn
+        parent = by_urn.get(reg.parent)
+        if parent is None:
+            assert qualified_type == reg.type, reg.urn
+            continue
+        assert qualified_type == f"{parent.urn.split('::')[2]}${reg.type}", reg.urn
+        nested += parent.parent in by_urn
+    assert nested > 0, "no grandchild checked"

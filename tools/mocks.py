@@ -165,6 +165,9 @@ class RecordingMonitor(runtime_mocks.MockMonitor):
         self.component_outputs: dict[str, dict[str, Any]] = {}
         """URN -> what a component passed to ``register_outputs`` (secret wrappers kept)."""
 
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        return engine_urn(parent, type_, name)
+
     def reset(self) -> None:
         self.registrations = []
         self.component_outputs = {}
@@ -215,6 +218,22 @@ class RecordingMonitor(runtime_mocks.MockMonitor):
         )
 
 
+ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
+
+
+def engine_urn(parent: str, type_: str, name: str, stack: str = "", project: str = "") -> str:
+    """A URN as the engine makes it: the parent's whole qualified type (its chain), except that
+    the root stack is left out (pulumi/pulumi pkg/resource/deploy/deployment.go@v3.259.0,
+    generateURN). The SDK's MockMonitor keeps only the parent's last type and the root stack,
+    so its URNs differ from the real ones a state file holds."""
+    parent_type = parent.split("::")[2] if parent else ""
+    chain = f"{parent_type}$" if parent_type and parent_type != ROOT_STACK_TYPE else ""
+    return (
+        f"urn:pulumi:{stack or settings.get_stack()}::{project or settings.get_project()}::"
+        f"{chain}{type_}::{name}"
+    )
+
+
 def _alias_urns(request: Any) -> tuple[str, ...]:
     """Earlier URNs of a resource, from the aliases the SDK sends (full URNs, or specs resolved
     the way the engine does: a missing name/type/parent means "the same as now")."""
@@ -226,10 +245,8 @@ def _alias_urns(request: Any) -> tuple[str, ...]:
         spec = alias.spec
         parent = "" if spec.noParent else (spec.parentUrn or request.parent)
         stack, project = spec.stack or settings.get_stack(), spec.project or settings.get_project()
-        chain = parent.split("::")[2] + "$" if parent else ""
         urns.append(
-            f"urn:pulumi:{stack}::{project}::{chain}{spec.type or request.type}::"
-            f"{spec.name or request.name}"
+            engine_urn(parent, spec.type or request.type, spec.name or request.name, stack, project)
         )
     return tuple(urns)
 
