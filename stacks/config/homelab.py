@@ -20,7 +20,7 @@ from stacks.config.fields import (
     key,
 )
 from stacks.config.homelab_apps import OllamaSettings, OpenWebUiSettings, PlatformSettings
-from stacks.config.operations import TeamSettings, check_teams
+from stacks.config.operations import BackupSettings, TeamSettings, check_teams
 from stacks.config.project import ProjectSettings
 
 
@@ -197,6 +197,7 @@ class HomelabSettings(Model):
     open_webui: OpenWebUiSettings
     platform: PlatformSettings
     teams: tuple[TeamSettings, ...] = ()
+    backups: BackupSettings = BackupSettings()
     """Namespaces with quotas and edit rights for their members (README "Day-N operations")."""
 
     @field_validator("control_planes")

@@ -1,8 +1,11 @@
-"""Day-N sections of ``hybridgpu:homelab``: teams (namespaces with quotas and RBAC)."""
+"""Day-N sections: teams (``hybridgpu:homelab.teams``: namespaces with quotas and RBAC), etcd
+snapshots (``hybridgpu:homelab.backups``) and the off-site bucket they go to
+(``hybridgpu:aws.backups``)."""
 
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
@@ -106,3 +109,35 @@ def check_teams(teams: tuple[TeamSettings, ...], cluster_gpus: int) -> None:
                 f"teams[{i}].gpus: {team.gpus} is more than the cluster's {cluster_gpus} GPU(s) "
                 "(gpuWorkers[].gpus); such a quota promises GPUs that do not exist"
             )
+
+
+# A 5-field cron line as k3s's etcd-snapshot-schedule-cron takes it (robfig/cron standard
+# parser: minute hour day-of-month month day-of-week); numbers, ranges, lists, steps and '*'.
+CRON_FIELD = r"(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*"
+CRON_PATTERN = rf"^{CRON_FIELD}( {CRON_FIELD}){{4}}$"
+
+
+class EtcdSnapshotSettings(Model):
+    """k3s's own scheduled etcd snapshots on every server, copied to the aws-gpu stack's backup
+    bucket (https://docs.k3s.io/cli/etcd-snapshot)."""
+
+    enabled: bool = True
+    schedule_cron: str = Field(default="0 */6 * * *", pattern=CRON_PATTERN)
+    """When each server takes a snapshot (server local time, 5-field cron)."""
+    retention: int = Field(default=28, ge=1)
+    """Snapshots kept per server, locally and in S3 (k3s prunes the oldest beyond it)."""
+    compress: bool = True
+
+
+class BackupSettings(Model):
+    etcd: EtcdSnapshotSettings = EtcdSnapshotSettings()
+
+
+class BackupBucketSettings(Model):
+    """The off-site bucket of the homelab's backups (aws-gpu)."""
+
+    # bucket_prefix is at most 37 characters (pulumi_aws s3.Bucket docs); one '-' is added.
+    name_prefix: Annotated[DnsLabel, Field(max_length=36)] = "hybridgpu-backups"
+    noncurrent_version_expiration_days: int = Field(default=30, ge=1)
+    """A snapshot k3s pruned (or overwrote) stays this long as a noncurrent version."""
+    force_destroy: bool = False
