@@ -23,6 +23,7 @@ from components.nebula.ca import NebulaCa
 from components.nebula.config import K3S_API_PORT, default_policy
 from components.nebula.host import NebulaHost
 from stacks import aws_nodes, mesh
+from stacks.backups import aws_backups
 from stacks.config import (
     STACK_AWS_GPU,
     AwsGpuConfig,
@@ -114,6 +115,7 @@ def main() -> None:
         ),
         opts=on_aws,
     )
+    backup_outputs = aws_backups(settings, on_aws)
     control_path = aws_nodes.node_parameter_path("control-node")
     worker_path = aws_nodes.node_parameter_path("gpu-worker")
     control_role = NodeRole(
@@ -371,6 +373,7 @@ def main() -> None:
             "gpuWorkerGpuCount": worker.gpu_count,
             "modelBucketName": models.bucket_name,
             "modelBucketArn": models.arn,
+            **backup_outputs,
             "adminKubeconfig": kubeconfig.admin_kubeconfig,
             "adminAccess": "mesh" if settings.admin_over_mesh else "public",
             # Certificates are public (the private keys stay on the operators' machines).

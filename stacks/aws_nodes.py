@@ -25,6 +25,7 @@ from components.aws.cloud_init import (
     K3S_SERVER_CA,
     K3sRole,
     agent_file,
+    audit_policy_file,
     k3s_files,
     render_bootstrap_user_data,
     render_k3s_agent_config,
@@ -335,6 +336,7 @@ def control_node_files(
                     token=server_token,
                 ),
                 *server_agent_token_spec(agent_password),
+                *specs([audit_policy_file()]),
             ],
             run=[
                 [INSTALL_SCRIPT_PATH],

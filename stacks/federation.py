@@ -180,6 +180,8 @@ def homelab_federation(
             proxy_source_cidr=control_node_pod_subnet(str(network.aws_pod_cidr)),
             remote_provider=aws_k8s,
             wait_for=(peering.command,),
+            # No more GPUs than the virtual node advertises (the AWS budget).
+            gpu_quota=offload.gpus,
         ),
         opts=on_cluster,
     )

@@ -20,6 +20,7 @@ from components.nebula.host import NebulaHost
 from components.proxmox.node_assets import GpuMapping, ProxmoxNodeAssets, ProxmoxNodeAssetsArgs
 from components.proxmox.vm import ProxmoxVm, ProxmoxVmArgs
 from stacks import mesh
+from stacks.backups import etcd_snapshots, homelab_snapshot_store
 from stacks.config import (
     STACK_HOMELAB,
     ConfigError,
@@ -195,6 +196,7 @@ def cluster_settings(config: HomelabConfig) -> K3sClusterSettings:
         cluster_dns=cluster_dns_ip(str(network.homelab_service_cidr)),
         disable=homelab.k3s.disable,
         vip=VipSettings(str(vip), homelab.k3s.vip_interface) if vip is not None else None,
+        etcd_snapshots=etcd_snapshots(homelab),
     )
 
 
@@ -316,6 +318,7 @@ def main() -> None:
         opts=pulumi.ResourceOptions(depends_on=cluster.ready),
     )
     platform = homelab_platform(config, homelab_k8s)
+    homelab_snapshot_store(config.homelab, aws_gpu, pulumi.ResourceOptions(provider=homelab_k8s))
     federation = homelab_federation(
         config,
         provider=homelab_k8s,

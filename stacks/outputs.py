@@ -92,6 +92,18 @@ AWS_GPU_OUTPUTS: tuple[OutputSpec, ...] = (
         "Bearer token of gpu-waker's clients (Open WebUI, ollama.clientNamespaces).",
         secret=True,
     ),
+    OutputSpec(
+        "etcdBackup",
+        "Where the homelab's etcd snapshots go: {bucket, region, folder, endpoint} (k3s etcd-s3).",
+    ),
+    OutputSpec(
+        "etcdBackupAccessKeyId", "Access key id of the backup writer (only the snapshot folder)."
+    ),
+    OutputSpec(
+        "etcdBackupSecretAccessKey",
+        "Secret key of the backup writer; replace its aws.iam.AccessKey to rotate it.",
+        secret=True,
+    ),
 )
 
 HOMELAB_OUTPUTS: tuple[OutputSpec, ...] = (

@@ -2,7 +2,7 @@
 
 homelab: the way in (MetalLB + Traefik's address), GPU Operator, the ``nfs-client`` /
 ``fast-scratch`` storage classes, JupyterHub, one CUDA validation Job per GPU worker, optional
-Rancher.
+Rancher, the teams' namespaces with quotas and RBAC.
 aws-gpu: the NVIDIA device plugin (the AMI has driver + toolkit) and the Node Termination
 Handler that drains the GPU worker on a spot interruption notice.
 """
@@ -28,7 +28,9 @@ from components.platform.node_termination_handler import (
 from components.platform.nvidia_device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
 from components.platform.rancher import Rancher, RancherArgs
 from components.platform.storage_classes import StorageClasses, StorageClassesArgs
+from components.platform.teams import ContainerDefaults, Team, Teams, TeamsArgs
 from stacks.config import HomelabConfig
+from stacks.config.operations import TeamSettings
 
 
 @dataclass(frozen=True)
@@ -124,12 +126,39 @@ def homelab_platform(config: HomelabConfig, provider: k8s.Provider) -> HomelabPl
             ),
             opts=on_cluster,
         )
+    if homelab.teams:
+        Teams("teams", TeamsArgs(teams=[team_of(t) for t in homelab.teams]), opts=on_cluster)
     return HomelabPlatform(
         jupyterhub_url=jupyterhub.url,
         cuda_validation=validation.results,
         gpu_stack=gpu_operator.release,
         ingress=ingress,
         ingress_address=ingress.ingress_address,
+    )
+
+
+def team_of(settings: TeamSettings) -> Team:
+    d = settings.container_defaults
+    return Team(
+        name=settings.name,
+        namespace=settings.namespace,
+        users=settings.users,
+        groups=settings.groups,
+        gpus=settings.gpus,
+        cpu=settings.cpu,
+        memory_gib=settings.memory_gib,
+        storage_gib=settings.storage_gib,
+        pods=settings.pods,
+        persistent_volume_claims=settings.persistent_volume_claims,
+        services=settings.services,
+        config_maps=settings.config_maps,
+        secrets=settings.secrets,
+        defaults=ContainerDefaults(
+            request_cpu=d.request_cpu,
+            request_memory=d.request_memory,
+            limit_cpu=d.limit_cpu,
+            limit_memory=d.limit_memory,
+        ),
     )
 
 

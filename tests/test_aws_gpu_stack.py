@@ -37,6 +37,7 @@ ROLE_BY_COMPONENT = {
     "hybridgpu:aws:Network": "network",
     "hybridgpu:aws:ModelBucket": "model-bucket",
     "hybridgpu:aws:CostBudget": "budget",
+    "hybridgpu:aws:BackupBucket": "backups",
 }
 NODE_ROLES = ("control-node", "gpu-worker")
 
@@ -414,6 +415,9 @@ def test_policies_name_only_the_models_prefix_and_the_nodes_own_parameters(
             if reg.type == ROLE_POLICY and reg.name.endswith("-node-files"):
                 role = reg.name.removesuffix("-node-files")
                 assert set(resources) == {f"{prefix}/{role}", f"{prefix}/{role}/*"}
+            elif reg.parent_type == "hybridgpu:aws:BackupBucket":  # tests/test_backups.py
+                backups = aws_gpu_run.exports["etcdBackup"]["bucket"]
+                assert set(resources) <= {f"arn:aws:s3:::{backups}", f"arn:aws:s3:::{backups}/*"}
             else:
                 assert set(resources) <= {arn, f"{arn}/*", f"{arn}/ollama/*"}, reg.name
 

@@ -136,10 +136,13 @@ MUTATIONS: dict[str, Mutation] = {
     ),
     "s3-bucket-private-encrypted-tls-only": Mutation(
         "aws-gpu",
-        lambda r: r.type == "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+        lambda r: (
+            r.type == "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+            and r.name == "models-public-access"
+        ),
         _set("restrictPublicBuckets", False),
         ("public-access blocks off (restrictPublicBuckets)", "restrict_public_buckets all True"),
-        flagged=lambda r: r.type == "aws:s3/bucket:Bucket",
+        flagged=lambda r: r.type == "aws:s3/bucket:Bucket" and r.name == "models-bucket",
     ),
     "no-world-open-tcp-ingress": Mutation(
         "aws-gpu",

@@ -99,6 +99,7 @@ def computed_outputs(  # noqa: PLR0912 - one branch per resource type
         "aws:iam/role:Role",
         "aws:iam/instanceProfile:InstanceProfile",
         "aws:iam/policy:Policy",
+        "aws:iam/user:User",
     ):
         kind = typ.rsplit(":", maxsplit=1)[-1].lower()
         resource_name = plain.get("name") or f"{name}-{resource_digest[:7]}"
@@ -106,6 +107,9 @@ def computed_outputs(  # noqa: PLR0912 - one branch per resource type
             "name": resource_name,
             "arn": f"arn:aws:iam::{MOCK_ACCOUNT_ID}:{kind}/{resource_name}",
         }
+    if typ == "aws:iam/accessKey:AccessKey":
+        # A computed secret (40 characters, like AWS's); the id is the access key id.
+        return {"secret": f"mock{resource_digest[:36]}"}
     if typ.startswith("aws:"):
         return {"arn": f"arn:aws:mock:us-west-2:{MOCK_ACCOUNT_ID}:{name}"}
     if typ in ("command:remote:Command", "command:local:Command"):

@@ -31,6 +31,7 @@ import yaml
 
 from components.base.files import NodeFile
 from components.base.templates import render
+from components.k3s.audit import AUDIT_POLICY_PATH, audit_apiserver_args, render_audit_policy
 from components.k3s.config import cluster_dns_ip, k3s_installer_url
 from components.kube.labels import check_label_value
 from components.nebula.config import K3S_API_PORT
@@ -123,6 +124,9 @@ def render_k3s_server_config(
         "agent-token-file": K3S_AGENT_TOKEN_PATH,
         "node-label": list(node_labels),
         "node-taint": list(node_taints),
+        "kube-apiserver-arg": [
+            *audit_apiserver_args(),
+        ],
     }
     return _k3s_config_text(settings)
 
@@ -205,6 +209,17 @@ def k3s_files(*, role: K3sRole, k3s_version: str, config: str, token: str) -> li
             render_install_script(role=role, k3s_version=k3s_version),
         ),
     ]
+
+
+def audit_policy_file() -> NodeFile:
+    """The server's API audit policy (components/k3s/audit.py), beside its config.yaml."""
+    return NodeFile(
+        "k3s/audit-policy.yaml",
+        AUDIT_POLICY_PATH,
+        "0600",
+        render_audit_policy(),
+        restart=(k3s_unit("server"),),
+    )
 
 
 def server_agent_token_file(token: str) -> NodeFile:

@@ -45,6 +45,7 @@ from components.kube.charts import BUSYBOX_IMAGE
 from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS, outage_tolerations
 from components.kube.objects import Manifest, app_labels, declare, render_service
 from components.nebula.config import OLLAMA_PORT
+from components.platform.teams import render_gpu_quota
 
 APP = "ollama"
 MODELS_PATH = "/models"
@@ -304,6 +305,8 @@ class OllamaArgs:
     """Kubernetes provider of the AWS cluster (its admin kubeconfig)."""
     wait_for: Sequence[pulumi.Resource] = ()
     """The Liqo peering: the namespace is offloaded only once the virtual node exists."""
+    gpu_quota: int | None = None
+    """GPU quota of the namespace (the virtual node's GPUs: no more AWS GPUs than budgeted)."""
 
 
 class Ollama(pulumi.ComponentResource):
@@ -313,8 +316,9 @@ class Ollama(pulumi.ComponentResource):
         super().__init__("hybridgpu:llm:Ollama", name, None, opts)
         settings = args.settings
         namespace_name = settings.namespace
-        local = pulumi.ResourceOptions(parent=self)
-        namespace = declare(f"{name}-namespace", render_namespace(namespace_name), local)
+        ns_manifest = render_namespace(namespace_name)
+        namespace = declare(f"{name}-namespace", ns_manifest, pulumi.ResourceOptions(parent=self))
+        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
         offloading = declare(
             f"{name}-offloading",
             render_offloading(namespace_name, settings.provider_cluster_id),
@@ -326,7 +330,7 @@ class Ollama(pulumi.ComponentResource):
             f"{name}-models",
             render_models_claim(namespace_name),
             args.models_volume,
-            pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
+            in_ns,
             volume_name=f"{name}-models-twin",
         )
         on_aws = pulumi.ResourceOptions(
@@ -344,15 +348,12 @@ class Ollama(pulumi.ComponentResource):
             render_remote_policy(namespace_name, args.proxy_source_cidr),
             on_aws,
         )
-        declare(
-            f"{name}-policy",
-            render_homelab_policy(namespace_name, settings.client_namespaces),
-            pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
-        )
+        homelab_policy = render_homelab_policy(namespace_name, settings.client_namespaces)
+        declare(f"{name}-policy", homelab_policy, in_ns)
+        if args.gpu_quota is not None:
+            declare(f"{name}-gpu-quota", render_gpu_quota(namespace_name, args.gpu_quota), in_ns)
         self.service = declare(
-            f"{name}-service",
-            render_service(APP, namespace_name, OLLAMA_PORT),
-            pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
+            f"{name}-service", render_service(APP, namespace_name, OLLAMA_PORT), in_ns
         )
         self.deployment = declare(
             f"{name}-deployment",

@@ -15,6 +15,8 @@ from urllib.parse import quote
 import yaml
 
 from components.k3s import scripts
+from components.k3s.audit import audit_apiserver_args, render_audit_policy
+from components.k3s.etcd_snapshots import EtcdSnapshots, etcd_snapshot_config
 from components.k3s.vip import VipSettings, render_manifest_file
 from components.kube.labels import CONTROL_PLANE_TAINT
 from components.nebula.config import K3S_API_PORT
@@ -78,6 +80,8 @@ class K3sClusterSettings:
     disable: Sequence[str] = ("servicelb",)
     vip: VipSettings | None = None
     """kube-vip holds ``api_endpoint`` on the server that leads; None: no VIP."""
+    etcd_snapshots: EtcdSnapshots | None = None
+    """Scheduled etcd snapshots copied to S3 on every server; None: k3s's local defaults."""
 
     def __post_init__(self) -> None:
         if self.vip is not None and self.vip.address != self.api_endpoint:
@@ -116,7 +120,12 @@ def render_node_config(node: K3sNode, cluster: K3sClusterSettings) -> str:
             "node-taint": list(node.taints),
             "write-kubeconfig-mode": "0600",
             "secrets-encryption": True,
+            "kube-apiserver-arg": [
+                *audit_apiserver_args(),
+            ],
         }
+        if cluster.etcd_snapshots is not None:
+            config |= etcd_snapshot_config(cluster.etcd_snapshots)
     header = f"# {K3S_CONFIG_PATH} of {node.name}, written by Pulumi (hybridgpu homelab stack).\n"
     return header + yaml.safe_dump(config, sort_keys=False)
 
@@ -150,6 +159,7 @@ def render_install_script(node: K3sNode, cluster: K3sClusterSettings) -> str:
             else ""
         ),
         SCRATCH_MOUNT=node.scratch_mount or "",
+        AUDIT_POLICY_B64=_b64(render_audit_policy()) if node.is_server else "",
         WAIT_FOR_URL=f"{cluster.api_url}/cacerts" if wait_for_vip else "",
     )
 

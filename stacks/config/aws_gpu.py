@@ -22,6 +22,7 @@ from stacks.config.fields import (
     SshPublicKey,
     key,
 )
+from stacks.config.operations import BackupBucketSettings
 from stacks.config.project import ProjectSettings
 
 # NVIDIA GPU instance families and the GPU they carry
@@ -300,6 +301,7 @@ class AwsSettings(Model):
     control_node: ControlNodeSettings = ControlNodeSettings()
     gpu_worker: GpuWorkerSettings = GpuWorkerSettings()
     model_bucket: ModelBucketSettings = ModelBucketSettings()
+    backups: BackupBucketSettings = BackupBucketSettings()
     budget: BudgetSettings
     tags: dict[str, str] = Field(default_factory=dict)
     federation: AwsFederationSettings = AwsFederationSettings()

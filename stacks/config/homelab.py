@@ -20,6 +20,7 @@ from stacks.config.fields import (
     key,
 )
 from stacks.config.homelab_apps import OllamaSettings, OpenWebUiSettings, PlatformSettings
+from stacks.config.operations import BackupSettings, TeamSettings, check_teams
 from stacks.config.project import ProjectSettings
 
 
@@ -195,6 +196,9 @@ class HomelabSettings(Model):
     ollama: OllamaSettings = OllamaSettings()
     open_webui: OpenWebUiSettings
     platform: PlatformSettings
+    teams: tuple[TeamSettings, ...] = ()
+    backups: BackupSettings = BackupSettings()
+    """Namespaces with quotas and edit rights for their members (README "Day-N operations")."""
 
     @field_validator("control_planes")
     @classmethod
@@ -254,7 +258,13 @@ class HomelabSettings(Model):
                     f"platform.jupyterhub.gpuProfiles: a {count}-GPU profile cannot be "
                     f"scheduled; the largest GPU worker has {largest} GPU(s) (gpuWorkers[].gpus)"
                 )
+        check_teams(self.teams, self.cluster_gpus)
         return self
+
+    @property
+    def cluster_gpus(self) -> int:
+        """GPUs of the homelab's own workers (the offloaded AWS GPUs are the LLM namespace's)."""
+        return sum(len(w.gpus) for w in self.gpu_workers)
 
     @property
     def max_gpus_per_worker(self) -> int:
@@ -302,6 +312,13 @@ def parse_homelab(project: ProjectSettings, raw: Any) -> HomelabSettings:
             f"{key('homelabLanCidr')} {lan}"
         )
     _check_lan_addresses(homelab, lan)
+    for i, team in enumerate(homelab.teams):
+        if team.namespace == project.llm_namespace:
+            raise ConfigError(
+                f"{key('homelab')}.teams[{i}].namespace: '{team.namespace}' is "
+                f"{key('llmNamespace')}, offloaded to AWS with its own GPU quota "
+                "(federation.offload.gpus); give the team its own namespace"
+            )
     seen_overlay: dict[ipaddress.IPv4Address, str] = {}
     for group, i, vm in homelab.vms_with_place():
         where = f"{key('homelab')}.{group}[{i}]"

@@ -8,6 +8,12 @@
 set -euo pipefail
 readonly version="@K3S_VERSION@"
 readonly unit="@K3S_UNIT@"
+readonly role="@K3S_ROLE@"
+if [ "$role" = server ]; then
+  # The API audit log's directory, created 0700 before k3s starts as k3s's hardening guide does
+  # (k3s-io/docs docs/security/hardening-guide.md); the policy is a synced file.
+  install -d -m 0700 /var/lib/rancher/k3s/server/logs
+fi
 if [[ "$(k3s --version 2>/dev/null || true)" != *"k3s version ${version} "* ]]; then
   installer=$(mktemp)
   trap 'rm -f "$installer"' EXIT

@@ -16,9 +16,12 @@ CONFIG_B64=@CONFIG_B64@
 MANIFEST_B64=@MANIFEST_B64@
 SCRATCH_MOUNT=@SCRATCH_MOUNT@
 WAIT_FOR_URL=@WAIT_FOR_URL@
+AUDIT_POLICY_B64=@AUDIT_POLICY_B64@
 
 readonly config_path=/etc/rancher/k3s/config.yaml
 readonly token_path=/etc/rancher/k3s/cluster-token
+readonly audit_policy_path=/etc/rancher/k3s/audit-policy.yaml
+readonly audit_log_dir=/var/lib/rancher/k3s/server/logs
 readonly manifest_path=/var/lib/rancher/k3s/server/manifests/hybridgpu-kube-vip.yaml
 # Proxmox names a VM disk by its bus slot: the scratch disk is scsi1 (components/proxmox/vm.py).
 readonly scratch_device=/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_drive-scsi1
@@ -64,6 +67,16 @@ fi
 if ! sudo cmp -s "$work/config" "$config_path"; then
   sudo install -m 0600 "$work/config" "$config_path"
   changed=1
+fi
+if [ -n "$AUDIT_POLICY_B64" ]; then
+  # kube-apiserver reads the policy at start; k3s's hardening guide creates the log directory
+  # 0700 before k3s starts (k3s-io/docs docs/security/hardening-guide.md).
+  printf %s "$AUDIT_POLICY_B64" | base64 -d >"$work/audit-policy"
+  sudo install -d -m 0700 "$audit_log_dir"
+  if ! sudo cmp -s "$work/audit-policy" "$audit_policy_path"; then
+    sudo install -m 0600 "$work/audit-policy" "$audit_policy_path"
+    changed=1
+  fi
 fi
 if [ -n "$MANIFEST_B64" ]; then
   # k3s applies every file in its manifests directory and re-applies it when it changes

@@ -1,0 +1,79 @@
+"""Off-site etcd snapshots (issue #22): the aws-gpu stack's backup bucket and writer key, and
+what the homelab's servers and cluster get from them (k3s's etcd-s3 settings and the S3 config
+Secret)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from components.aws.backup_bucket import BackupBucket, BackupBucketArgs
+from components.k3s.etcd_snapshots import EtcdSnapshots
+from components.platform.etcd_snapshot_store import EtcdSnapshotStore, EtcdSnapshotStoreArgs
+from stacks.config import AwsSettings, HomelabSettings
+from stacks.outputs import AwsGpuReference
+
+ETCD_FOLDER = "etcd"
+"""Folder of the homelab's etcd snapshots in the backup bucket (k3s etcd-s3-folder)."""
+
+
+def aws_backups(settings: AwsSettings, opts: pulumi.ResourceOptions) -> dict[str, Any]:
+    """The backup bucket and its writer; returns the stack outputs the homelab reads."""
+    bucket_settings = settings.backups
+    backups = BackupBucket(
+        "backups",
+        BackupBucketArgs(
+            name_prefix=bucket_settings.name_prefix,
+            etcd_folder=ETCD_FOLDER,
+            noncurrent_version_expiration_days=bucket_settings.noncurrent_version_expiration_days,
+            force_destroy=bucket_settings.force_destroy,
+        ),
+        opts=opts,
+    )
+    region = settings.region
+    return {
+        "etcdBackup": backups.bucket_name.apply(
+            lambda bucket: {
+                "bucket": bucket,
+                "region": region,
+                "folder": ETCD_FOLDER,
+                # The regional endpoint: k3s's default (s3.amazonaws.com) answers other regions
+                # with a redirect.
+                "endpoint": f"s3.{region}.amazonaws.com",
+            }
+        ),
+        "etcdBackupAccessKeyId": backups.access_key_id,
+        "etcdBackupSecretAccessKey": backups.secret_access_key,
+    }
+
+
+def etcd_snapshots(homelab: HomelabSettings) -> EtcdSnapshots | None:
+    """The servers' snapshot settings (config.yaml); None when turned off."""
+    etcd = homelab.backups.etcd
+    if not etcd.enabled:
+        return None
+    return EtcdSnapshots(
+        schedule_cron=etcd.schedule_cron, retention=etcd.retention, compress=etcd.compress
+    )
+
+
+def homelab_snapshot_store(
+    homelab: HomelabSettings, aws_gpu: AwsGpuReference, opts: pulumi.ResourceOptions
+) -> EtcdSnapshotStore | None:
+    """The S3 config Secret in the homelab cluster, from the aws-gpu stack's outputs."""
+    if not homelab.backups.etcd.enabled:
+        return None
+    target = aws_gpu.require("etcdBackup")
+    return EtcdSnapshotStore(
+        "etcd-snapshot-store",
+        EtcdSnapshotStoreArgs(
+            bucket=target.apply(lambda t: t["bucket"]),
+            region=target.apply(lambda t: t["region"]),
+            folder=target.apply(lambda t: t["folder"]),
+            endpoint=target.apply(lambda t: t["endpoint"]),
+            access_key_id=aws_gpu.require("etcdBackupAccessKeyId"),
+            secret_access_key=aws_gpu.require("etcdBackupSecretAccessKey"),
+        ),
+        opts=opts,
+    )
