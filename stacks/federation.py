@@ -18,6 +18,11 @@ from components.federation.gpu_waker_clients import GpuWakerClients, GpuWakerCli
 from components.federation.liqo import Liqo, LiqoArgs, Placement
 from components.federation.liqo_peering import LiqoPeering, LiqoPeeringArgs, PeeringSettings
 from components.federation.model_store import ModelStore, ModelStoreArgs
+from components.federation.offload_admission import (
+    OffloadAdmission,
+    OffloadAdmissionArgs,
+    SliceCaps,
+)
 from components.federation.ollama import Ollama, OllamaArgs, OllamaSettings
 from components.federation.open_webui import OpenWebUi, OpenWebUiArgs
 from components.k3s.config import k3s_api_url
@@ -51,7 +56,7 @@ def aws_federation(
     network = project.network
     settings = config.aws
     on_cluster = pulumi.ResourceOptions(provider=provider)
-    Liqo(
+    liqo = Liqo(
         "liqo",
         LiqoArgs(
             version=project.liqo_version,
@@ -70,6 +75,18 @@ def aws_federation(
                 node_selector=dict([CONTROL_NODE_LABEL]),
                 tolerations=[toleration(CONTROL_PLANE_TAINT)],
             ),
+        ),
+        opts=on_cluster,
+    )
+    # What the homelab may run here and claim: see components/federation/offload_admission.py.
+    OffloadAdmission(
+        "offload-admission",
+        OffloadAdmissionArgs(
+            slice_caps=SliceCaps(
+                gpus=settings.gpu_worker.gpu_count,
+                pods=settings.federation.max_offloaded_pods,
+            ),
+            wait_for=(liqo.release,),
         ),
         opts=on_cluster,
     )

@@ -237,6 +237,9 @@ class BudgetSettings(Model):
 class AwsFederationSettings(Model):
     cluster_id: DnsLabel = "aws-gpu"
     """This cluster's identity in Liqo."""
+    max_offloaded_pods: int = Field(default=110, ge=1, le=110)
+    """Most pods a consumer may claim in its ResourceSlice (admission policy on this cluster);
+    110 is the kubelet's default ``maxPods`` of the one GPU worker they can run on."""
 
 
 class ModelStoreSettings(Model):
