@@ -118,9 +118,9 @@ def offloaded_namespaces() -> dict[str, Any]:
 
 
 def tenant_namespaces() -> dict[str, Any]:
-    return {
-        "matchExpressions": [{"key": TENANT_NAMESPACE_LABEL, "operator": "In", "values": ["true"]}]
-    }
+    """Liqo's tenant namespaces, where a consumer's ResourceSlice must be (Liqo refuses it
+    elsewhere: remoteresourceslice_controller.go@v1.2.0, validateRSNamespace)."""
+    return {"matchExpressions": [{"key": TENANT_NAMESPACE_LABEL, "operator": "Exists"}]}
 
 
 def _binding(policy: str) -> Manifest:
