@@ -32,6 +32,7 @@ from stacks.config import (
 from stacks.federation import ProviderSide, homelab_federation
 from stacks.outputs import AwsGpuReference, export_stack_outputs
 from stacks.platform import homelab_platform
+from stacks.pod_security import homelab_admission_config
 from stacks.renewal import RenewalClock
 
 
@@ -195,6 +196,7 @@ def cluster_settings(config: HomelabConfig) -> K3sClusterSettings:
         cluster_dns=cluster_dns_ip(str(network.homelab_service_cidr)),
         disable=homelab.k3s.disable,
         vip=VipSettings(str(vip), homelab.k3s.vip_interface) if vip is not None else None,
+        pod_security=homelab_admission_config(config),
     )
 
 

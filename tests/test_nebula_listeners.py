@@ -50,7 +50,7 @@ def control_node_listeners(aws_gpu_run: StackRun, homelab_run: StackRun) -> set[
     env = dict(
         re.findall(r"^GPU_WAKER_LISTEN_(HOST|PORT)=(\S+)$", waker.plain_inputs["create"], re.M)
     )
-    if env["HOST"] in ("0.0.0.0", str(aws_gpu_run.exports["controlNodeOverlayIp"])):
+    if env["HOST"] in ("0.0.0.0", str(aws_gpu_run.exports["controlNodeOverlayIp"])):  # noqa: S104
         listeners.add((int(env["PORT"]), "tcp"))
     # Liqo's gateway server on the provider is a UDP NodePort (the homelab's liqoctl peer sets
     # it); kube-proxy serves a NodePort on every address of every node of the cluster
@@ -83,7 +83,8 @@ def port_rules(config: dict[str, Any]) -> list[Listener]:
     for rule in config["firewall"]["inbound"]:
         if rule["proto"] == "icmp":
             continue
-        assert rule["port"] != "any" and rule["proto"] != "any", f"rule opens everything: {rule}"
+        assert rule["port"] != "any", f"rule opens every port: {rule}"
+        assert rule["proto"] != "any", f"rule opens every protocol: {rule}"
         rules.append((int(rule["port"]), rule["proto"]))
     return rules
 

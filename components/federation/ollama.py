@@ -41,6 +41,7 @@ from components.federation.liqo import (
     VIRTUAL_NODE_TAINT_KEY,
 )
 from components.federation.model_store import MODELS_CLAIM, render_models_claim
+from components.k3s.pod_security import Level, with_level
 from components.kube.charts import BUSYBOX_IMAGE
 from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS, outage_tolerations
 from components.kube.objects import Manifest, app_labels, declare, render_service
@@ -107,12 +108,39 @@ class OllamaSettings:
     """Namespaces (homelab) whose pods may call Ollama: Open WebUI's and configured ones."""
 
 
+# Pod Security of the LLM namespace, on both clusters (the pod exists in both). Ollama's
+# container runs as root (its home is /root/.ollama) without a seccomp profile or a capability
+# drop, which "restricted" refuses; raise it to "restricted" once the pod complies
+# (tests/test_pod_security.py fails when it does and the level stayed lower).
+POD_SECURITY_LEVEL: Level = "baseline"
+POD_SECURITY_REASON = (
+    "Ollama's container runs as root without a seccomp profile or capability drop; the AWS "
+    "side is also held by the offload admission policy (no privileged, host namespaces, "
+    "hostPath, added capabilities; a GPU claim)"
+)
+
+
 def render_namespace(namespace: str) -> Manifest:
-    return {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": namespace, "labels": {SCHEDULING_ENABLED_LABEL: "true"}},
-    }
+    return with_level(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": {SCHEDULING_ENABLED_LABEL: "true"}},
+        },
+        POD_SECURITY_LEVEL,
+        POD_SECURITY_REASON,
+    )
+
+
+def render_remote_namespace(namespace: str) -> Manifest:
+    """The Pod Security labels of the namespace Liqo creates on the AWS cluster (applied as a
+    patch: Liqo owns the namespace, liqotech/liqo@v1.2.0 namespacemap-controller/enforcement.go;
+    without labels the cluster's default, "restricted", would refuse the Ollama pod)."""
+    return with_level(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        POD_SECURITY_LEVEL,
+        POD_SECURITY_REASON,
+    )
 
 
 def render_offloading(namespace: str, provider_cluster_id: pulumi.Input[str]) -> Manifest:
@@ -339,6 +367,11 @@ class Ollama(pulumi.ComponentResource):
             on_aws,
             volume_name=f"{name}-remote-models-volume",
         )
+        remote_namespace = k8s.core.v1.NamespacePatch(
+            f"{name}-remote-namespace-labels",
+            metadata=render_remote_namespace(namespace_name)["metadata"],
+            opts=on_aws,
+        )
         declare(
             f"{name}-remote-policy",
             render_remote_policy(namespace_name, args.proxy_source_cidr),
@@ -358,7 +391,8 @@ class Ollama(pulumi.ComponentResource):
             f"{name}-deployment",
             render_deployment(settings),
             pulumi.ResourceOptions(
-                parent=self, depends_on=[offloading, twin_volume, remote_volume]
+                parent=self,
+                depends_on=[offloading, twin_volume, remote_volume, remote_namespace],
             ),
         )
         self.url = f"http://{APP}.{namespace_name}.svc.cluster.local:{OLLAMA_PORT}"

@@ -15,6 +15,7 @@ from urllib.parse import quote
 import yaml
 
 from components.k3s import scripts
+from components.k3s.pod_security import PSA_CONFIG_PATH, apiserver_arg
 from components.k3s.vip import VipSettings, render_manifest_file
 from components.kube.labels import CONTROL_PLANE_TAINT
 from components.nebula.config import K3S_API_PORT
@@ -78,6 +79,9 @@ class K3sClusterSettings:
     disable: Sequence[str] = ("servicelb",)
     vip: VipSettings | None = None
     """kube-vip holds ``api_endpoint`` on the server that leads; None: no VIP."""
+    pod_security: str = ""
+    """The API server's admission configuration (components/k3s/pod_security.py), written on
+    every server; empty: none."""
 
     def __post_init__(self) -> None:
         if self.vip is not None and self.vip.address != self.api_endpoint:
@@ -117,6 +121,8 @@ def render_node_config(node: K3sNode, cluster: K3sClusterSettings) -> str:
             "write-kubeconfig-mode": "0600",
             "secrets-encryption": True,
         }
+        if cluster.pod_security:
+            config["kube-apiserver-arg"] = [apiserver_arg()]
     header = f"# {K3S_CONFIG_PATH} of {node.name}, written by Pulumi (hybridgpu homelab stack).\n"
     return header + yaml.safe_dump(config, sort_keys=False)
 
@@ -149,6 +155,8 @@ def render_install_script(node: K3sNode, cluster: K3sClusterSettings) -> str:
             if cluster.vip is not None and node.is_server
             else ""
         ),
+        PSA_B64=(_b64(cluster.pod_security) if cluster.pod_security and node.is_server else ""),
+        PSA_PATH=PSA_CONFIG_PATH,
         SCRATCH_MOUNT=node.scratch_mount or "",
         WAIT_FOR_URL=f"{cluster.api_url}/cacerts" if wait_for_vip else "",
     )
