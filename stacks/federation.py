@@ -14,6 +14,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components.aws.gpu_waker_render import control_node_pod_subnet
+from components.federation import open_webui as open_webui_app
 from components.federation.gpu_waker_clients import GpuWakerClients, GpuWakerClientsArgs
 from components.federation.liqo import Liqo, LiqoArgs, Placement
 from components.federation.liqo_peering import LiqoPeering, LiqoPeeringArgs, PeeringSettings
@@ -32,6 +33,12 @@ from components.kube.labels import (
     GPU_RESOURCE,
     toleration,
 )
+from components.kube.network_policies import (
+    NamespaceIsolation,
+    NamespaceIsolationArgs,
+    from_ingress_controller,
+)
+from components.kube.objects import app_labels
 from components.nebula.config import LIQO_GATEWAY_NODEPORT
 from stacks.config import AwsGpuConfig, HomelabConfig, ProjectSettings
 
@@ -180,7 +187,7 @@ def homelab_federation(
         cluster_identifier=pulumi.Output.concat("hybridgpu-", remote.cluster_id),
     )
     ollama_settings = homelab.ollama
-    Ollama(
+    ollama = Ollama(
         "ollama",
         OllamaArgs(
             settings=OllamaSettings(
@@ -218,6 +225,25 @@ def homelab_federation(
             tls_secret=webui.tls_secret,
             ingress_ready=(ingress,),
         ),
+        opts=on_cluster,
+    )
+    # Ingress isolation of the homelab's app namespaces: Open WebUI only through the ingress
+    # controller; Ollama's homelab pod is a placeholder on the virtual node (its client policy
+    # stays on top).
+    NamespaceIsolation(
+        f"{OPEN_WEBUI_NAMESPACE}-isolation",
+        NamespaceIsolationArgs(
+            namespace=OPEN_WEBUI_NAMESPACE,
+            allows=(
+                from_ingress_controller(app_labels(open_webui_app.APP), [open_webui_app.HTTP_PORT]),
+            ),
+            wait_for=(open_webui,),
+        ),
+        opts=on_cluster,
+    )
+    NamespaceIsolation(
+        f"{project.llm_namespace}-isolation",
+        NamespaceIsolationArgs(namespace=project.llm_namespace, wait_for=(ollama,)),
         opts=on_cluster,
     )
     if ollama_settings.client_namespaces:

@@ -40,8 +40,8 @@ from components.federation.liqo import (
     VIRTUAL_NODE_TAINT_EFFECT,
     VIRTUAL_NODE_TAINT_KEY,
 )
+from components.federation.llm_namespace import render_namespace, render_remote_namespace
 from components.federation.model_store import MODELS_CLAIM, render_models_claim
-from components.k3s.pod_security import Level, with_level
 from components.kube.charts import BUSYBOX_IMAGE
 from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS, outage_tolerations
 from components.kube.objects import Manifest, app_labels, declare, render_service
@@ -51,9 +51,6 @@ APP = "ollama"
 MODELS_PATH = "/models"
 HOME_PATH = "/root/.ollama"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
-# Liqo: label the namespace before offloading it, so no pod is scheduled locally meanwhile
-# (https://docs.liqo.io/en/stable/usage/namespace-offloading.html).
-SCHEDULING_ENABLED_LABEL = "liqo.io/scheduling-enabled"
 # What Ollama's server creates under OLLAMA_MODELS when it starts (ollama/ollama server/routes.go
 # Serve: manifest.BlobsPath creates blobs/, and the manifests/ tree beside it). On the read-only
 # S3 mount it cannot, so the aws-gpu stack creates both prefixes in the bucket.
@@ -108,41 +105,6 @@ class OllamaSettings:
     """Namespaces (homelab) whose pods may call Ollama: Open WebUI's and configured ones."""
 
 
-# Pod Security of the LLM namespace, on both clusters (the pod exists in both). Ollama's
-# container runs as root (its home is /root/.ollama) without a seccomp profile or a capability
-# drop, which "restricted" refuses; raise it to "restricted" once the pod complies
-# (tests/test_pod_security.py fails when it does and the level stayed lower).
-POD_SECURITY_LEVEL: Level = "baseline"
-POD_SECURITY_REASON = (
-    "Ollama's container runs as root without a seccomp profile or capability drop; the AWS "
-    "side is also held by the offload admission policy (no privileged, host namespaces, "
-    "hostPath, added capabilities; a GPU claim)"
-)
-
-
-def render_namespace(namespace: str) -> Manifest:
-    return with_level(
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": namespace, "labels": {SCHEDULING_ENABLED_LABEL: "true"}},
-        },
-        POD_SECURITY_LEVEL,
-        POD_SECURITY_REASON,
-    )
-
-
-def render_remote_namespace(namespace: str) -> Manifest:
-    """The Pod Security labels of the namespace Liqo creates on the AWS cluster (applied as a
-    patch: Liqo owns the namespace, liqotech/liqo@v1.2.0 namespacemap-controller/enforcement.go;
-    without labels the cluster's default, "restricted", would refuse the Ollama pod)."""
-    return with_level(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
-        POD_SECURITY_LEVEL,
-        POD_SECURITY_REASON,
-    )
-
-
 def render_offloading(namespace: str, provider_cluster_id: pulumi.Input[str]) -> Manifest:
     """NamespaceOffloading (offloading.liqo.io/v1beta1); Liqo reads the one named
     ``offloading`` in the namespace."""
@@ -193,7 +155,11 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": app_labels(APP)},
             "template": {
-                "metadata": {"labels": app_labels(APP)},
+                "metadata": {
+                    "labels": app_labels(APP),
+                    # No homelab API on AWS (liqotech/liqo@v1.2.0 pkg/consts/annotations.go).
+                    "annotations": {"liqo.io/api-server-support": "disabled"},
+                },
                 "spec": {
                     "affinity": {
                         "nodeAffinity": {
@@ -231,6 +197,7 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
                         # RemoteTolerations), so this holds on both clusters.
                         *outage_tolerations(),
                     ],
+                    "automountServiceAccountToken": False,  # it never calls a Kubernetes API
                     # Resolved on the AWS cluster, where k3s registers the nvidia runtime.
                     "runtimeClassName": NVIDIA_RUNTIME_CLASS,
                     "securityContext": {"fsGroup": MODELS_READER_ID},
