@@ -19,6 +19,7 @@ from components.federation.offload_admission import (
     SliceCaps,
     render_slice_policy,
 )
+from components.kube.labels import CONTROL_PLANE_TAINT
 from tests.admission import Request, Verdict, evaluate
 from tests.upstream_data import kubernetes_objects, plain_object
 from tools.offline import StackRun
@@ -217,3 +218,33 @@ def test_slice_caps_render_from_the_worker() -> None:
     assert "<= 4" in policy["spec"]["validations"][0]["expression"]
     with pytest.raises(ValueError, match="pods >= 1"):
         SliceCaps(gpus=1, pods=0)
+
+
+def _tolerations(values: Any) -> list[dict[str, Any]]:
+    """Every toleration anywhere in chart values."""
+    if isinstance(values, dict):
+        found = [t for t in values.get("tolerations") or [] if isinstance(t, dict)]
+        return found + [t for k, v in values.items() if k != "tolerations" for t in _tolerations(v)]
+    if isinstance(values, list):
+        return [t for v in values for t in _tolerations(v)]
+    return []
+
+
+def test_only_liqo_tolerates_the_control_node_taint(aws_gpu_run: StackRun) -> None:
+    """The AWS control node is tainted; of what the program installs there, only Liqo (its
+    controllers and gateway placed there, its fabric on every node) tolerates it. k3s's own
+    CoreDNS, metrics-server and local-path-provisioner tolerate it by their manifests
+    (k3s-io/k3s manifests/coredns.yaml: CriticalAddonsOnly and the control-plane taint)."""
+    (config,) = [
+        yaml.safe_load(r.plain_inputs["value"])
+        for r in aws_gpu_run.by_type("aws:ssm/parameter:Parameter")
+        if r.plain_inputs["name"].endswith("/control-node/files/k3s/config.yaml")
+    ]
+    assert config["node-taint"] == [CONTROL_PLANE_TAINT]
+    key = CONTROL_PLANE_TAINT.split("=")[0]
+    tolerating = set()
+    for reg in aws_gpu_run.by_type("kubernetes:helm.sh/v3:Release"):
+        values = plain_object(reg).get("values") or {}
+        if any(t.get("key") in (key, None) for t in _tolerations(values)):
+            tolerating.add(reg.name)
+    assert tolerating == {"liqo-release"}
