@@ -22,6 +22,8 @@ from typing import Any
 
 import celpy
 from celpy import celtypes
+from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
 
 # Kind -> (group, version, resource) of what the tests send.
 RESOURCES: Mapping[str, tuple[str, str, str]] = {
@@ -94,9 +96,9 @@ def evaluate(policy: Mapping[str, Any], request: Request) -> Verdict:
     if not _selector_matches(constraints.get("namespaceSelector") or {}, request.namespace_labels):
         return Verdict(matched=False)
     activation: dict[str, Any] = {
-        "object": celpy.json_to_cel(dict(request.object)),
+        "object": json_to_cel(dict(request.object)),
         "oldObject": None,
-        "request": celpy.json_to_cel(
+        "request": json_to_cel(
             {"operation": request.operation, "subResource": request.subresource}
         ),
     }
@@ -112,13 +114,13 @@ def evaluate(policy: Mapping[str, Any], request: Request) -> Verdict:
                 variable["expression"], activation
             )
         activation["variables"] = celtypes.MapType(variables)
-    except celpy.CELEvalError as err:
+    except CELEvalError as err:
         return Verdict(matched=True, rejections=(f"error: {err}",) if fail else ())
     rejections = []
     for validation in spec["validations"]:
         try:
             result = _evaluate(validation["expression"], activation)
-        except celpy.CELEvalError as err:
+        except CELEvalError as err:
             if fail:
                 rejections.append(f"error in {validation['expression']!r}: {err}")
             continue
