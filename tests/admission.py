@@ -16,7 +16,7 @@ CEL libraries beyond standard CEL (the policies here use none)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,3 +129,13 @@ def evaluate(policy: Mapping[str, Any], request: Request) -> Verdict:
         elif not result:
             rejections.append(validation["message"])
     return Verdict(matched=True, rejections=tuple(rejections))
+
+
+def evaluate_all(policies: Sequence[Mapping[str, Any]], request: Request) -> Verdict:
+    """What the API server decides with all of ``policies`` bound (Deny): every matching one
+    must admit."""
+    verdicts = [evaluate(policy, request) for policy in policies]
+    return Verdict(
+        matched=any(v.matched for v in verdicts),
+        rejections=tuple(r for v in verdicts for r in v.rejections),
+    )

@@ -15,12 +15,13 @@ import yaml
 
 from components.federation.offload_admission import (
     POD_POLICY,
+    SHADOWPOD_POLICY,
     SLICE_POLICY,
     SliceCaps,
     render_slice_policy,
 )
 from components.kube.labels import CONTROL_PLANE_TAINT
-from tests.admission import Request, Verdict, evaluate
+from tests.admission import Request, Verdict, evaluate_all
 from tests.upstream_data import kubernetes_objects, plain_object
 from tools.offline import StackRun
 
@@ -56,8 +57,9 @@ def declared_policy(run: StackRun, name: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def pod_policy(aws_gpu_run: StackRun) -> dict[str, Any]:
-    return declared_policy(aws_gpu_run, POD_POLICY)
+def pod_policy(aws_gpu_run: StackRun) -> list[dict[str, Any]]:
+    """The offload policies as declared: one on Pods, one on ShadowPods."""
+    return [declared_policy(aws_gpu_run, name) for name in (POD_POLICY, SHADOWPOD_POLICY)]
 
 
 def fixture(name: str) -> dict[str, Any]:
@@ -106,8 +108,11 @@ def shadow(pod: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def verdict(policy: dict[str, Any], obj: dict[str, Any], labels: dict[str, str]) -> Verdict:
-    return evaluate(policy, Request(object=obj, namespace_labels=labels))
+def verdict(
+    policy: dict[str, Any] | list[dict[str, Any]], obj: dict[str, Any], labels: dict[str, str]
+) -> Verdict:
+    policies = policy if isinstance(policy, list) else [policy]
+    return evaluate_all(policies, Request(object=obj, namespace_labels=labels))
 
 
 @pytest.mark.parametrize(
@@ -123,7 +128,7 @@ def verdict(policy: dict[str, Any], obj: dict[str, Any], labels: dict[str, str])
     ],
 )
 def test_escapes_are_rejected_in_the_offloaded_namespace(
-    pod_policy: dict[str, Any], name: str, message: str
+    pod_policy: list[dict[str, Any]], name: str, message: str
 ) -> None:
     result = verdict(pod_policy, fixture(name), OFFLOADED_NS)
     assert result.matched
@@ -131,7 +136,7 @@ def test_escapes_are_rejected_in_the_offloaded_namespace(
     assert result.rejections[0].startswith(message)
 
 
-def test_the_hostnetwork_pod_is_rejected_as_a_pod_too(pod_policy: dict[str, Any]) -> None:
+def test_the_hostnetwork_pod_is_rejected_as_a_pod_too(pod_policy: list[dict[str, Any]]) -> None:
     shadow_pod = fixture("hostnetwork-shadowpod")
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}}
     pod["spec"] = shadow_pod["spec"]["pod"]
@@ -139,7 +144,7 @@ def test_the_hostnetwork_pod_is_rejected_as_a_pod_too(pod_policy: dict[str, Any]
 
 
 def test_added_capabilities_in_an_init_container_are_rejected(
-    pod_policy: dict[str, Any], homelab_run: StackRun
+    pod_policy: list[dict[str, Any]], homelab_run: StackRun
 ) -> None:
     pod = ollama_pod(homelab_run)
     init = pod["spec"]["initContainers"][0]
@@ -149,7 +154,7 @@ def test_added_capabilities_in_an_init_container_are_rejected(
 
 
 def test_the_ollama_pod_is_admitted_as_pod_and_shadowpod(
-    pod_policy: dict[str, Any], homelab_run: StackRun
+    pod_policy: list[dict[str, Any]], homelab_run: StackRun
 ) -> None:
     pod = ollama_pod(homelab_run)
     for obj in (pod, shadow(pod)):
@@ -158,7 +163,7 @@ def test_the_ollama_pod_is_admitted_as_pod_and_shadowpod(
         assert result.admitted, result.rejections
 
 
-def test_liqo_tenant_and_other_namespaces_are_not_matched(pod_policy: dict[str, Any]) -> None:
+def test_liqo_tenant_and_other_namespaces_are_not_matched(pod_policy: list[dict[str, Any]]) -> None:
     """Liqo's gateway pods (NET_ADMIN) live in the tenant namespace; the policy leaves it, and
     namespaces Liqo did not create, to Pod Security."""
     for labels in (TENANT_NS, PLAIN_NS):
@@ -166,13 +171,13 @@ def test_liqo_tenant_and_other_namespaces_are_not_matched(pod_policy: dict[str, 
 
 
 def test_ephemeral_containers_are_checked(
-    pod_policy: dict[str, Any], homelab_run: StackRun
+    pod_policy: list[dict[str, Any]], homelab_run: StackRun
 ) -> None:
     pod = ollama_pod(homelab_run)
     pod["spec"]["ephemeralContainers"] = [
         {"name": "debug", "image": "busybox", "securityContext": {"privileged": True}}
     ]
-    result = evaluate(
+    result = evaluate_all(
         pod_policy,
         Request(
             object=pod,

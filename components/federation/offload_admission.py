@@ -47,6 +47,7 @@ from components.kube.objects import Manifest, declare
 # liqotech/liqo@v1.2.0 pkg/consts/core.go: TenantNamespaceLabel.
 TENANT_NAMESPACE_LABEL = "liqo.io/tenant-namespace"
 POD_POLICY = "hybridgpu-offloaded-pods"
+SHADOWPOD_POLICY = "hybridgpu-offloaded-shadowpods"
 SLICE_POLICY = "hybridgpu-resource-slice-caps"
 ADMISSION_API = "admissionregistration.k8s.io/v1"
 # ShadowPod and ResourceSlice: liqotech/liqo@v1.2.0 deployments/liqo/charts/liqo-crds/crds
@@ -54,8 +55,6 @@ ADMISSION_API = "admissionregistration.k8s.io/v1"
 SHADOWPOD_GROUP, SHADOWPOD_VERSION = "offloading.liqo.io", "v1beta1"
 SLICE_GROUP, SLICE_VERSION = "authentication.liqo.io", "v1beta1"
 
-# The pod spec whatever the object: a Pod's ``spec``, a ShadowPod's ``spec.pod``.
-_SPEC = "object.kind == 'ShadowPod' ? object.spec.pod : object.spec"
 _CONTAINERS = (
     "variables.spec.containers"
     " + (has(variables.spec.initContainers) ? variables.spec.initContainers : [])"
@@ -132,47 +131,64 @@ def _binding(policy: str) -> Manifest:
     }
 
 
-def render_pod_policy() -> list[Manifest]:
-    """The policy on offloaded pods, and its binding (Deny)."""
+def _pod_spec_policy(name: str, spec: str, rules: list[dict[str, Any]]) -> list[Manifest]:
     policy: Manifest = {
         "apiVersion": ADMISSION_API,
         "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": POD_POLICY},
+        "metadata": {"name": name},
         "spec": {
             # An error (a field of an unexpected type) rejects rather than admits.
             "failurePolicy": "Fail",
             "matchConstraints": {
                 "namespaceSelector": offloaded_namespaces(),
-                "resourceRules": [
-                    {
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "operations": ["CREATE"],
-                        "resources": ["pods"],
-                    },
-                    # kubectl debug adds containers to a running pod through this subresource.
-                    {
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "operations": ["UPDATE"],
-                        "resources": ["pods/ephemeralcontainers"],
-                    },
-                    {
-                        "apiGroups": [SHADOWPOD_GROUP],
-                        "apiVersions": [SHADOWPOD_VERSION],
-                        "operations": ["CREATE", "UPDATE"],
-                        "resources": ["shadowpods"],
-                    },
-                ],
+                "resourceRules": rules,
             },
             "variables": [
-                {"name": "spec", "expression": _SPEC},
+                {"name": "spec", "expression": spec},
                 {"name": "containers", "expression": _CONTAINERS},
             ],
             "validations": [dict(v) for v in POD_VALIDATIONS],
         },
     }
-    return [policy, _binding(POD_POLICY)]
+    return [policy, _binding(name)]
+
+
+def render_pod_policies() -> list[Manifest]:
+    """The same checks on Pods (``spec``) and on ShadowPods (``spec.pod``), one policy per kind
+    so the API server type-checks each against one schema; each with its binding (Deny)."""
+    return [
+        *_pod_spec_policy(
+            POD_POLICY,
+            "object.spec",
+            [
+                {
+                    "apiGroups": [""],
+                    "apiVersions": ["v1"],
+                    "operations": ["CREATE"],
+                    "resources": ["pods"],
+                },
+                # kubectl debug adds containers to a running pod through this subresource.
+                {
+                    "apiGroups": [""],
+                    "apiVersions": ["v1"],
+                    "operations": ["UPDATE"],
+                    "resources": ["pods/ephemeralcontainers"],
+                },
+            ],
+        ),
+        *_pod_spec_policy(
+            SHADOWPOD_POLICY,
+            "object.spec.pod",
+            [
+                {
+                    "apiGroups": [SHADOWPOD_GROUP],
+                    "apiVersions": [SHADOWPOD_VERSION],
+                    "operations": ["CREATE", "UPDATE"],
+                    "resources": ["shadowpods"],
+                }
+            ],
+        ),
+    ]
 
 
 @dataclass(frozen=True)
@@ -245,10 +261,9 @@ class OffloadAdmission(pulumi.ComponentResource):
     ) -> None:
         super().__init__("hybridgpu:federation:OffloadAdmission", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, depends_on=list(args.wait_for))
-        manifests = [*render_pod_policy(), *render_slice_policy(args.slice_caps)]
-        for manifest in manifests:
-            kind = manifest["kind"]
-            role = "binding" if kind.endswith("Binding") else "policy"
-            subject = "pods" if manifest["metadata"]["name"] == POD_POLICY else "slices"
+        subjects = {POD_POLICY: "pods", SHADOWPOD_POLICY: "shadowpods", SLICE_POLICY: "slices"}
+        for manifest in [*render_pod_policies(), *render_slice_policy(args.slice_caps)]:
+            role = "binding" if manifest["kind"].endswith("Binding") else "policy"
+            subject = subjects[manifest["metadata"]["name"]]
             declare(f"{name}-{subject}-{role}", manifest, child)
-        self.register_outputs({"policies": [POD_POLICY, SLICE_POLICY]})
+        self.register_outputs({"policies": sorted(subjects)})
