@@ -27,6 +27,7 @@ from components.aws.cloud_init import (
     agent_file,
     audit_policy_file,
     k3s_files,
+    pod_security_file,
     render_bootstrap_user_data,
     render_k3s_agent_config,
     render_k3s_server_config,
@@ -46,6 +47,7 @@ from components.kube.labels import (
 )
 from components.nebula.install import INSTALL_SCRIPT_PATH, NebulaFiles, node_files
 from stacks.config import AmiSelector, AwsGpuConfig, ConfigError, GpuWorkerSettings, key
+from stacks.pod_security import aws_admission_config
 
 NEBULA_PLACEHOLDER = NebulaFiles(config_yaml="", ca_pem="", cert_pem="", key_pem="")
 TOKEN_PLACEHOLDER = "placeholder"  # noqa: S105 - renders destinations only, never published
@@ -337,6 +339,7 @@ def control_node_files(
                 ),
                 *server_agent_token_spec(agent_password),
                 *specs([audit_policy_file()]),
+                *specs([pod_security_file(aws_admission_config(config))]),
             ],
             run=[
                 [INSTALL_SCRIPT_PATH],

@@ -14,10 +14,16 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components.aws.gpu_waker_render import control_node_pod_subnet
+from components.federation import open_webui as open_webui_app
 from components.federation.gpu_waker_clients import GpuWakerClients, GpuWakerClientsArgs
 from components.federation.liqo import Liqo, LiqoArgs, Placement
 from components.federation.liqo_peering import LiqoPeering, LiqoPeeringArgs, PeeringSettings
 from components.federation.model_store import ModelStore, ModelStoreArgs
+from components.federation.offload_admission import (
+    OffloadAdmission,
+    OffloadAdmissionArgs,
+    SliceCaps,
+)
 from components.federation.ollama import Ollama, OllamaArgs, OllamaSettings
 from components.federation.open_webui import OpenWebUi, OpenWebUiArgs
 from components.k3s.config import k3s_api_url
@@ -27,6 +33,12 @@ from components.kube.labels import (
     GPU_RESOURCE,
     toleration,
 )
+from components.kube.network_policies import (
+    NamespaceIsolation,
+    NamespaceIsolationArgs,
+    from_ingress_controller,
+)
+from components.kube.objects import app_labels
 from components.nebula.config import LIQO_GATEWAY_NODEPORT
 from stacks.config import AwsGpuConfig, HomelabConfig, ProjectSettings
 
@@ -51,7 +63,7 @@ def aws_federation(
     network = project.network
     settings = config.aws
     on_cluster = pulumi.ResourceOptions(provider=provider)
-    Liqo(
+    liqo = Liqo(
         "liqo",
         LiqoArgs(
             version=project.liqo_version,
@@ -70,6 +82,18 @@ def aws_federation(
                 node_selector=dict([CONTROL_NODE_LABEL]),
                 tolerations=[toleration(CONTROL_PLANE_TAINT)],
             ),
+        ),
+        opts=on_cluster,
+    )
+    # What the homelab may run here and claim: see components/federation/offload_admission.py.
+    OffloadAdmission(
+        "offload-admission",
+        OffloadAdmissionArgs(
+            slice_caps=SliceCaps(
+                gpus=settings.gpu_worker.gpu_count,
+                pods=settings.federation.max_offloaded_pods,
+            ),
+            wait_for=(liqo.release,),
         ),
         opts=on_cluster,
     )
@@ -163,7 +187,7 @@ def homelab_federation(
         cluster_identifier=pulumi.Output.concat("hybridgpu-", remote.cluster_id),
     )
     ollama_settings = homelab.ollama
-    Ollama(
+    ollama = Ollama(
         "ollama",
         OllamaArgs(
             settings=OllamaSettings(
@@ -203,6 +227,25 @@ def homelab_federation(
             tls_secret=webui.tls_secret,
             ingress_ready=(ingress,),
         ),
+        opts=on_cluster,
+    )
+    # Ingress isolation of the homelab's app namespaces: Open WebUI only through the ingress
+    # controller; Ollama's homelab pod is a placeholder on the virtual node (its client policy
+    # stays on top).
+    NamespaceIsolation(
+        f"{OPEN_WEBUI_NAMESPACE}-isolation",
+        NamespaceIsolationArgs(
+            namespace=OPEN_WEBUI_NAMESPACE,
+            allows=(
+                from_ingress_controller(app_labels(open_webui_app.APP), [open_webui_app.HTTP_PORT]),
+            ),
+            wait_for=(open_webui,),
+        ),
+        opts=on_cluster,
+    )
+    NamespaceIsolation(
+        f"{project.llm_namespace}-isolation",
+        NamespaceIsolationArgs(namespace=project.llm_namespace, wait_for=(ollama,)),
         opts=on_cluster,
     )
     if ollama_settings.client_namespaces:

@@ -33,6 +33,7 @@ from stacks.config import (
 from stacks.federation import ProviderSide, homelab_federation
 from stacks.outputs import AwsGpuReference, export_stack_outputs
 from stacks.platform import homelab_platform
+from stacks.pod_security import homelab_admission_config
 from stacks.renewal import RenewalClock
 
 
@@ -197,6 +198,7 @@ def cluster_settings(config: HomelabConfig) -> K3sClusterSettings:
         disable=homelab.k3s.disable,
         vip=VipSettings(str(vip), homelab.k3s.vip_interface) if vip is not None else None,
         etcd_snapshots=etcd_snapshots(homelab),
+        pod_security=homelab_admission_config(config),
     )
 
 

@@ -17,6 +17,8 @@ import pulumi_random as random
 
 from components.kube.charts import CUDA_SAMPLE_IMAGE
 from components.kube.labels import CONTROL_PLANE_TAINT, GPU_NODE_LABEL
+from components.kube.network_policies import NamespaceIsolation, NamespaceIsolationArgs
+from components.platform import cuda_validation, storage_classes
 from components.platform.cuda_validation import CudaValidation, CudaValidationArgs
 from components.platform.gpu_operator import GpuOperator, GpuOperatorArgs
 from components.platform.jupyterhub import Authenticator, JupyterHub, JupyterHubArgs
@@ -112,6 +114,16 @@ def homelab_platform(config: HomelabConfig, provider: k8s.Provider) -> HomelabPl
         ),
         opts=on_cluster,
     )
+    # Nothing calls into these namespaces' pods: ingress denied but between their own pods.
+    for namespace, owner in (
+        (cuda_validation.NAMESPACE, validation),
+        (storage_classes.SCRATCH_NAMESPACE, storage),
+    ):
+        NamespaceIsolation(
+            f"{namespace}-isolation",
+            NamespaceIsolationArgs(namespace=namespace, wait_for=(owner,)),
+            opts=on_cluster,
+        )
     if platform.rancher.enabled:
         assert platform.rancher.hostname is not None  # guaranteed by RancherSettings
         Rancher(

@@ -26,7 +26,7 @@ from hybridgpu_policy.values import SECRET_SIG, SIG_KEY, is_secret
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy import policy as policy_runtime
 
-from stacks.config.aws_gpu import NVIDIA_GPU_FAMILIES
+from stacks.config.gpu_instances import NVIDIA_GPU_FAMILIES
 from tests.policy_engine import PolicyEngine, messages, struct
 from tools import aws_taggable, offline
 from tools.mocks import Registration

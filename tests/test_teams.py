@@ -14,7 +14,7 @@ from stacks.config import ConfigError, parse_homelab, parse_project
 from tools import offline
 from tools.offline import StackRun
 
-TEAM_KINDS = {"Namespace", "ResourceQuota", "LimitRange", "RoleBinding"}
+TEAM_KINDS = {"Namespace", "ResourceQuota", "LimitRange", "RoleBinding", "NetworkPolicy"}
 
 
 def _example_teams() -> list[dict[str, Any]]:
@@ -38,7 +38,7 @@ def _in_namespace(run: StackRun, namespace: str) -> dict[str, dict[str, Any]]:
     }
 
 
-def test_every_team_gets_its_four_objects_in_its_namespace(homelab_run: StackRun) -> None:
+def test_every_team_gets_its_objects_in_its_namespace(homelab_run: StackRun) -> None:
     teams = _example_teams()
     assert len(teams) == 2
     for team in teams:
@@ -106,8 +106,15 @@ def test_render_is_namespace_first_and_labelled() -> None:
         "ResourceQuota",
         "LimitRange",
         "RoleBinding",
+        "NetworkPolicy",
+        "NetworkPolicy",
     ]
-    assert all(m["metadata"]["labels"]["hybridgpu.io/team"] == "ml" for m in manifests)
+    assert all(m["metadata"]["labels"]["hybridgpu.io/team"] == "ml" for m in manifests[:4])
+    assert manifests[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert {m["metadata"]["name"] for m in manifests[4:]} == {
+        "default-deny-ingress",
+        "allow-same-namespace",
+    }
     assert render_gpu_quota("llm", 1)["spec"]["hard"] == {"requests.nvidia.com/gpu": "1"}
 
 

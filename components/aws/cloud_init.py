@@ -33,6 +33,7 @@ from components.base.files import NodeFile
 from components.base.templates import render
 from components.k3s.audit import AUDIT_POLICY_PATH, audit_apiserver_args, render_audit_policy
 from components.k3s.config import cluster_dns_ip, k3s_installer_url
+from components.k3s.pod_security import PSA_CONFIG_PATH, apiserver_arg
 from components.kube.labels import check_label_value
 from components.nebula.config import K3S_API_PORT
 
@@ -124,11 +125,18 @@ def render_k3s_server_config(
         "agent-token-file": K3S_AGENT_TOKEN_PATH,
         "node-label": list(node_labels),
         "node-taint": list(node_taints),
-        "kube-apiserver-arg": [
-            *audit_apiserver_args(),
-        ],
+        # Audit logging, and Pod Security "restricted" by default with named exemptions
+        # (components/k3s/audit.py, components/k3s/pod_security.py).
+        "kube-apiserver-arg": [*audit_apiserver_args(), apiserver_arg()],
     }
     return _k3s_config_text(settings)
+
+
+def pod_security_file(admission_config: str) -> NodeFile:
+    """The API server's admission configuration, which the server config names."""
+    return NodeFile(
+        "k3s/psa.yaml", PSA_CONFIG_PATH, "0600", admission_config, restart=(k3s_unit("server"),)
+    )
 
 
 def render_k3s_agent_config(

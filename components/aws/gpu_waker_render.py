@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from components.k3s.pod_security import namespace_labels
+
 FILES_DIR = Path(__file__).resolve().parent / "gpu_waker_files"
 PREFIX = "/opt/hybridgpu/gpu-waker"
 ETC_DIR = "/etc/gpu-waker"
@@ -242,10 +244,7 @@ def render_rbac() -> list[dict[str, Any]]:
             "kind": "Namespace",
             "metadata": {
                 "name": NAMESPACE,
-                "labels": {
-                    **labels,
-                    "pod-security.kubernetes.io/enforce": "restricted",
-                },
+                "labels": {**labels, **namespace_labels("restricted")},
             },
         },
         {

@@ -45,8 +45,19 @@ def render_liqo_values(
     reserved_subnets: Sequence[str],
     cluster_labels: Mapping[str, str],
     placement: Placement | None = None,
+    offloaded_api_access: bool = False,
 ) -> dict[str, Any]:
-    """Chart values (deployments/liqo/values.yaml of Liqo 1.x)."""
+    """Chart values (deployments/liqo/values.yaml of Liqo 1.x).
+
+    ``offloaded_api_access``: whether pods this cluster offloads reach its API. Liqo's default
+    is yes: the virtual kubelet mounts the pod's ServiceAccount token and routes
+    ``kubernetes.default`` to this cluster's API (liqotech/liqo@v1.2.0
+    docs/advanced/kubernetes-api.md; templates/liqo-vk-options-template.yaml appends
+    ``--enable-apiserver-support=true`` unless the flag is given). Off here: the virtual kubelet
+    then drops the token from the remote pod (pkg/virtualKubelet/forge/pods.go, RemoteVolumes,
+    APIServerSupportDisabled), so a compromised pod on the provider holds no credential of the
+    homelab. A pod cannot ask for it back (its ``liqo.io/api-server-support`` annotation only
+    takes ``disabled`` or ``remote``, the provider's API)."""
     if not api_server_url.startswith("https://"):
         raise ValueError(f"api_server_url '{api_server_url}' must be an https:// URL")
     networking: dict[str, Any] = {
@@ -64,8 +75,14 @@ def render_liqo_values(
         networking["gatewayTemplates"] = {"pod": {"tolerations": tolerations}}
         # The fabric programs every node's routes, the GPU worker's included.
         networking["fabric"]["tolerations"] = [{"operator": "Exists"}]
+    virtual_kubelet = {
+        "virtualKubelet": {
+            "extra": {"args": [f"--enable-apiserver-support={str(offloaded_api_access).lower()}"]}
+        }
+    }
     return {
         **placed,
+        **virtual_kubelet,
         # The address peers use for this cluster's API: its Nebula IP, never localhost.
         "apiServer": {"address": api_server_url},
         "discovery": {"config": {"clusterID": cluster_id, "clusterLabels": dict(cluster_labels)}},

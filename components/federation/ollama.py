@@ -40,6 +40,7 @@ from components.federation.liqo import (
     VIRTUAL_NODE_TAINT_EFFECT,
     VIRTUAL_NODE_TAINT_KEY,
 )
+from components.federation.llm_namespace import render_namespace, render_remote_namespace
 from components.federation.model_store import MODELS_CLAIM, render_models_claim
 from components.kube.charts import BUSYBOX_IMAGE
 from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS, outage_tolerations
@@ -51,9 +52,6 @@ APP = "ollama"
 MODELS_PATH = "/models"
 HOME_PATH = "/root/.ollama"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
-# Liqo: label the namespace before offloading it, so no pod is scheduled locally meanwhile
-# (https://docs.liqo.io/en/stable/usage/namespace-offloading.html).
-SCHEDULING_ENABLED_LABEL = "liqo.io/scheduling-enabled"
 # What Ollama's server creates under OLLAMA_MODELS when it starts (ollama/ollama server/routes.go
 # Serve: manifest.BlobsPath creates blobs/, and the manifests/ tree beside it). On the read-only
 # S3 mount it cannot, so the aws-gpu stack creates both prefixes in the bucket.
@@ -108,14 +106,6 @@ class OllamaSettings:
     """Namespaces (homelab) whose pods may call Ollama: Open WebUI's and configured ones."""
 
 
-def render_namespace(namespace: str) -> Manifest:
-    return {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": namespace, "labels": {SCHEDULING_ENABLED_LABEL: "true"}},
-    }
-
-
 def render_offloading(namespace: str, provider_cluster_id: pulumi.Input[str]) -> Manifest:
     """NamespaceOffloading (offloading.liqo.io/v1beta1); Liqo reads the one named
     ``offloading`` in the namespace."""
@@ -166,7 +156,11 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": app_labels(APP)},
             "template": {
-                "metadata": {"labels": app_labels(APP)},
+                "metadata": {
+                    "labels": app_labels(APP),
+                    # No homelab API on AWS (liqotech/liqo@v1.2.0 pkg/consts/annotations.go).
+                    "annotations": {"liqo.io/api-server-support": "disabled"},
+                },
                 "spec": {
                     "affinity": {
                         "nodeAffinity": {
@@ -204,6 +198,7 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
                         # RemoteTolerations), so this holds on both clusters.
                         *outage_tolerations(),
                     ],
+                    "automountServiceAccountToken": False,  # it never calls a Kubernetes API
                     # Resolved on the AWS cluster, where k3s registers the nvidia runtime.
                     "runtimeClassName": NVIDIA_RUNTIME_CLASS,
                     "securityContext": {"fsGroup": MODELS_READER_ID},
@@ -343,6 +338,11 @@ class Ollama(pulumi.ComponentResource):
             on_aws,
             volume_name=f"{name}-remote-models-volume",
         )
+        remote_namespace = k8s.core.v1.NamespacePatch(
+            f"{name}-remote-namespace-labels",
+            metadata=render_remote_namespace(namespace_name)["metadata"],
+            opts=on_aws,
+        )
         declare(
             f"{name}-remote-policy",
             render_remote_policy(namespace_name, args.proxy_source_cidr),
@@ -359,7 +359,8 @@ class Ollama(pulumi.ComponentResource):
             f"{name}-deployment",
             render_deployment(settings),
             pulumi.ResourceOptions(
-                parent=self, depends_on=[offloading, twin_volume, remote_volume]
+                parent=self,
+                depends_on=[offloading, twin_volume, remote_volume, remote_namespace],
             ),
         )
         self.url = f"http://{APP}.{namespace_name}.svc.cluster.local:{OLLAMA_PORT}"

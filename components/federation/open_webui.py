@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pulumi
 
+from components.k3s.pod_security import Level, with_level
 from components.kube.objects import Manifest, app_labels, declare, render_service
 from components.platform.storage_classes import LOCAL_CLASS
 
@@ -24,8 +25,20 @@ DATA_PATH = "/app/backend/data"
 SECRET_NAME = "open-webui-secrets"  # noqa: S105 - a Secret object name, not a credential
 
 
+# Open WebUI's image runs as root, without a seccomp profile or a capability drop, which
+# "restricted" refuses; raise the level once its pod complies (tests/test_pod_security.py).
+POD_SECURITY_LEVEL: Level = "baseline"
+POD_SECURITY_REASON = (
+    "Open WebUI's container runs as root without a seccomp profile or capability drop"
+)
+
+
 def render_namespace(namespace: str) -> Manifest:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    return with_level(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        POD_SECURITY_LEVEL,
+        POD_SECURITY_REASON,
+    )
 
 
 SECRET_ENV = ("WEBUI_SECRET_KEY", "WEBUI_ADMIN_PASSWORD", "OPENAI_API_BASE_URLS", "OPENAI_API_KEYS")

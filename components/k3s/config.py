@@ -17,6 +17,7 @@ import yaml
 from components.k3s import scripts
 from components.k3s.audit import audit_apiserver_args, render_audit_policy
 from components.k3s.etcd_snapshots import EtcdSnapshots, etcd_snapshot_config
+from components.k3s.pod_security import PSA_CONFIG_PATH, apiserver_arg
 from components.k3s.vip import VipSettings, render_manifest_file
 from components.kube.labels import CONTROL_PLANE_TAINT
 from components.nebula.config import K3S_API_PORT
@@ -82,6 +83,9 @@ class K3sClusterSettings:
     """kube-vip holds ``api_endpoint`` on the server that leads; None: no VIP."""
     etcd_snapshots: EtcdSnapshots | None = None
     """Scheduled etcd snapshots copied to S3 on every server; None: k3s's local defaults."""
+    pod_security: str = ""
+    """The API server's admission configuration (components/k3s/pod_security.py), written on
+    every server; empty: none."""
 
     def __post_init__(self) -> None:
         if self.vip is not None and self.vip.address != self.api_endpoint:
@@ -122,6 +126,7 @@ def render_node_config(node: K3sNode, cluster: K3sClusterSettings) -> str:
             "secrets-encryption": True,
             "kube-apiserver-arg": [
                 *audit_apiserver_args(),
+                *([apiserver_arg()] if cluster.pod_security else []),
             ],
         }
         if cluster.etcd_snapshots is not None:
@@ -158,6 +163,8 @@ def render_install_script(node: K3sNode, cluster: K3sClusterSettings) -> str:
             if cluster.vip is not None and node.is_server
             else ""
         ),
+        PSA_B64=(_b64(cluster.pod_security) if cluster.pod_security and node.is_server else ""),
+        PSA_PATH=PSA_CONFIG_PATH,
         SCRATCH_MOUNT=node.scratch_mount or "",
         AUDIT_POLICY_B64=_b64(render_audit_policy()) if node.is_server else "",
         WAIT_FOR_URL=f"{cluster.api_url}/cacerts" if wait_for_vip else "",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pulumi
 
+from components.k3s.pod_security import Level, with_level
 from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS
 from components.kube.objects import Manifest, declare
 
@@ -41,8 +42,18 @@ def job_name(node: str) -> str:
     return f"cuda-vectoradd-{node}"[:63].rstrip("-")
 
 
+# The CUDA sample image runs as root without a seccomp profile or capability drop, which
+# "restricted" refuses; raise the level once the Job's pod complies (tests/test_pod_security.py).
+POD_SECURITY_LEVEL: Level = "baseline"
+POD_SECURITY_REASON = "the CUDA sample runs as root without a seccomp profile or capability drop"
+
+
 def render_namespace() -> Manifest:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    return with_level(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        POD_SECURITY_LEVEL,
+        POD_SECURITY_REASON,
+    )
 
 
 def render_job(node: str, image: str) -> Manifest:

@@ -23,6 +23,7 @@ from typing import Any
 
 import pulumi
 
+from components.k3s.pod_security import with_level
 from components.kube.charts import (
     BUSYBOX_IMAGE,
     LOCAL_PATH_PROVISIONER_IMAGE,
@@ -82,7 +83,12 @@ def render_scratch_provisioner(scratch_path: str) -> list[Manifest]:
     subject = [{"kind": "ServiceAccount", "name": SCRATCH_APP, "namespace": ns}]
     labels = {"app.kubernetes.io/name": SCRATCH_APP}
     return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        with_level(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+            "privileged",
+            "local-path-provisioner's helper pods create and delete the volume directories "
+            "on the node through a hostPath",
+        ),
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 
 import pulumi
 
+from components.k3s.pod_security import namespace_labels
 from components.kube.labels import GPU_RESOURCE
+from components.kube.network_policies import render_isolation
 from components.kube.objects import Manifest, declare
 
 TEAM_LABEL = "hybridgpu.io/team"
@@ -79,7 +81,12 @@ def render_namespace(team: Team) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": team.namespace, "labels": {TEAM_LABEL: team.name}},
+        # Team workloads are the users' own: Pod Security "restricted" (the cluster default,
+        # stated on the namespace as for every namespace the program declares).
+        "metadata": {
+            "name": team.namespace,
+            "labels": {TEAM_LABEL: team.name, **namespace_labels("restricted")},
+        },
     }
 
 
@@ -145,6 +152,9 @@ def render_team(team: Team) -> list[Manifest]:
         render_quota(team),
         render_limit_range(team),
         render_role_binding(team),
+        # Ingress only from the team's own pods, as in every app namespace (a team that serves
+        # through the ingress adds its own NetworkPolicy: `edit` may).
+        *render_isolation(team.namespace),
     ]
 
 

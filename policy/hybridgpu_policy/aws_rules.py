@@ -184,8 +184,8 @@ def no_world_open_tcp(resource: Resource, _config: Mapping[str, Any]) -> Iterato
 # --------------------------------------------------------------------------------------------
 
 # Families whose GPUs are NVIDIA's (https://docs.aws.amazon.com/ec2/latest/instancetypes/ac.html);
-# the same list as the program's stacks/config/aws_gpu.py NVIDIA_GPU_FAMILIES (a test keeps them
-# equal). Policy config `allowedFamilies` replaces it.
+# the same list as the program's NVIDIA_GPU_FAMILIES (stacks/config/gpu_instances.py; a test
+# keeps them equal). Policy config `allowedFamilies` replaces it.
 DEFAULT_GPU_FAMILIES = (
     "g4dn",
     "g5",

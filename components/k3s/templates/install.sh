@@ -14,6 +14,7 @@ K3S_VERSION=@K3S_VERSION@
 INSTALLER_URL=@INSTALLER_URL@
 CONFIG_B64=@CONFIG_B64@
 MANIFEST_B64=@MANIFEST_B64@
+PSA_B64=@PSA_B64@
 SCRATCH_MOUNT=@SCRATCH_MOUNT@
 WAIT_FOR_URL=@WAIT_FOR_URL@
 AUDIT_POLICY_B64=@AUDIT_POLICY_B64@
@@ -23,6 +24,7 @@ readonly token_path=/etc/rancher/k3s/cluster-token
 readonly audit_policy_path=/etc/rancher/k3s/audit-policy.yaml
 readonly audit_log_dir=/var/lib/rancher/k3s/server/logs
 readonly manifest_path=/var/lib/rancher/k3s/server/manifests/hybridgpu-kube-vip.yaml
+readonly psa_path=@PSA_PATH@
 # Proxmox names a VM disk by its bus slot: the scratch disk is scsi1 (components/proxmox/vm.py).
 readonly scratch_device=/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_drive-scsi1
 readonly scratch_label=hgscratch
@@ -75,6 +77,16 @@ if [ -n "$AUDIT_POLICY_B64" ]; then
   sudo install -d -m 0700 "$audit_log_dir"
   if ! sudo cmp -s "$work/audit-policy" "$audit_policy_path"; then
     sudo install -m 0600 "$work/audit-policy" "$audit_policy_path"
+    changed=1
+  fi
+fi
+if [ -n "$PSA_B64" ]; then
+  # The API server's Pod Security admission configuration, which config.yaml names
+  # (kube-apiserver-arg); the API server reads it only when it starts.
+  printf %s "$PSA_B64" | base64 -d >"$work/psa"
+  if ! sudo cmp -s "$work/psa" "$psa_path"; then
+    sudo install -d -m 0700 "$(dirname "$psa_path")"
+    sudo install -m 0600 "$work/psa" "$psa_path"
     changed=1
   fi
 fi
