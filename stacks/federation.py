@@ -172,6 +172,7 @@ def homelab_federation(
                 keep_alive=ollama_settings.keep_alive,
                 max_loaded_models=ollama_settings.max_loaded_models,
                 memory_gib=ollama_settings.memory_gib,
+                cpu_limit=offload.cpu,
                 provider_cluster_id=remote.cluster_id,
                 client_namespaces=(OPEN_WEBUI_NAMESPACE, *ollama_settings.client_namespaces),
             ),

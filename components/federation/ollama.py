@@ -41,14 +41,22 @@ from components.federation.liqo import (
     VIRTUAL_NODE_TAINT_KEY,
 )
 from components.federation.model_store import MODELS_CLAIM, render_models_claim
-from components.kube.charts import BUSYBOX_IMAGE
+from components.kube.charts import BUSYBOX_IMAGE, digest_skip
 from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS, outage_tolerations
 from components.kube.objects import Manifest, app_labels, declare, render_service
+from components.kube.security import (
+    checkov_skips,
+    container_security_context,
+    pod_security_context,
+)
 from components.nebula.config import OLLAMA_PORT
 
 APP = "ollama"
 MODELS_PATH = "/models"
-HOME_PATH = "/root/.ollama"
+# Ollama writes its key pair under $HOME/.ollama (ollama/ollama auth/auth.go@v0.32.15, keyPath):
+# as a non-root UID with a read-only root, HOME is an emptyDir of its own.
+HOME_PATH = "/home/ollama"
+TMP_PATH = "/tmp"  # noqa: S108 - an emptyDir mounted there, not a shared host /tmp
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 # Liqo: label the namespace before offloading it, so no pod is scheduled locally meanwhile
 # (https://docs.liqo.io/en/stable/usage/namespace-offloading.html).
@@ -77,15 +85,7 @@ def render_verify_models_container() -> Manifest:
         "image": BUSYBOX_IMAGE,
         "command": ["/bin/sh", "-c", VERIFY_MODELS_SCRIPT.read_text(), "verify-models"],
         "args": [MODELS_PATH],
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": MODELS_READER_ID,
-            "runAsGroup": MODELS_READER_ID,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": container_security_context(MODELS_READER_ID),
         "resources": {
             "requests": {"cpu": "100m", "memory": "32Mi"},
             "limits": {"cpu": "1", "memory": "64Mi"},
@@ -105,6 +105,9 @@ class OllamaSettings:
     """Liqo cluster id of the AWS cluster (from the aws-gpu stack's outputs)."""
     client_namespaces: Sequence[str]
     """Namespaces (homelab) whose pods may call Ollama: Open WebUI's and configured ones."""
+    cpu_limit: str = "4"
+    """CPU limit of the Ollama container: the CPUs the peering offers (offload.cpu), the most
+    the pod can get on the virtual node anyway."""
 
 
 def render_namespace(namespace: str) -> Manifest:
@@ -157,7 +160,10 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
             # idle (a GPU that costs nothing while idle), and the first start waits for models
             # to be put in the bucket. Awaiting it would fail `pulumi up` after 10 minutes and
             # retry on every later `up` until the worker runs.
-            "annotations": dict(SKIP_AWAIT),
+            "annotations": {
+                **SKIP_AWAIT,
+                **checkov_skips({**digest_skip(settings.image), **digest_skip(BUSYBOX_IMAGE)}),
+            },
         },
         "spec": {
             "replicas": 1,
@@ -205,18 +211,25 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
                     ],
                     # Resolved on the AWS cluster, where k3s registers the nvidia runtime.
                     "runtimeClassName": NVIDIA_RUNTIME_CLASS,
-                    "securityContext": {"fsGroup": MODELS_READER_ID},
+                    # No API token: Ollama never calls a Kubernetes API, and Liqo would otherwise
+                    # hand the offloaded pod a token of the homelab's API (liqotech/liqo
+                    # docs/advanced/kubernetes-api.md@v1.2.0).
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security_context(fs_group=MODELS_READER_ID),
                     "initContainers": [render_verify_models_container()],
                     "containers": [
                         {
                             "name": APP,
                             "image": settings.image,
                             "args": ["serve"],
+                            # Non-root UID; the models group comes from fsGroup.
+                            "securityContext": container_security_context(),
                             "ports": [
                                 {"name": "http", "containerPort": OLLAMA_PORT, "protocol": "TCP"}
                             ],
                             "env": [
                                 {"name": "OLLAMA_HOST", "value": f"0.0.0.0:{OLLAMA_PORT}"},
+                                {"name": "HOME", "value": HOME_PATH},
                                 {"name": "OLLAMA_KEEP_ALIVE", "value": settings.keep_alive},
                                 {"name": "OLLAMA_MODELS", "value": MODELS_PATH},
                                 # The models tree is read-only: never prune at start-up.
@@ -228,7 +241,19 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
                             ],
                             "resources": {
                                 "requests": {"cpu": "2", "memory": memory, GPU_RESOURCE: 1},
-                                "limits": {"memory": memory, GPU_RESOURCE: 1},
+                                "limits": {
+                                    "cpu": settings.cpu_limit,
+                                    "memory": memory,
+                                    GPU_RESOURCE: 1,
+                                },
+                            },
+                            # The API answers while a model loads (its own goroutine), so a
+                            # failing /api/version means a hung server, not a busy one.
+                            "livenessProbe": {
+                                "httpGet": {"path": "/api/version", "port": "http"},
+                                "periodSeconds": 30,
+                                "timeoutSeconds": 5,
+                                "failureThreshold": 4,
                             },
                             "readinessProbe": {
                                 "httpGet": {"path": "/api/tags", "port": "http"},
@@ -242,8 +267,8 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
                             },
                             "volumeMounts": [
                                 {"name": "models", "mountPath": MODELS_PATH, "readOnly": True},
-                                # Ollama writes its key pair under $HOME/.ollama.
                                 {"name": "home", "mountPath": HOME_PATH},
+                                {"name": "tmp", "mountPath": TMP_PATH},
                             ],
                         }
                     ],
@@ -253,6 +278,7 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
                             "persistentVolumeClaim": {"claimName": MODELS_CLAIM, "readOnly": True},
                         },
                         {"name": "home", "emptyDir": {"sizeLimit": "1Gi"}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
                     ],
                 },
             },

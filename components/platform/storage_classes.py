@@ -27,9 +27,15 @@ from components.kube.charts import (
     BUSYBOX_IMAGE,
     LOCAL_PATH_PROVISIONER_IMAGE,
     NFS_SUBDIR_PROVISIONER,
+    digest_skip,
     helm_release,
 )
 from components.kube.objects import Manifest, declare
+from components.kube.security import (
+    checkov_skips,
+    container_security_context,
+    pod_security_context,
+)
 
 NFS_CLASS = "nfs-client"
 LOCAL_CLASS = "local-path"
@@ -165,7 +171,22 @@ def render_scratch_provisioner(scratch_path: str) -> list[Manifest]:
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": SCRATCH_APP, "namespace": ns, "labels": labels},
+            "metadata": {
+                "name": SCRATCH_APP,
+                "namespace": ns,
+                "labels": labels,
+                "annotations": checkov_skips(
+                    {
+                        **digest_skip(LOCAL_PATH_PROVISIONER_IMAGE),
+                        "CKV_K8S_38": "the provisioner watches claims and creates volumes and "
+                        "helper pods through the Kubernetes API with its service account token",
+                        "CKV_K8S_8": "local-path-provisioner serves no health endpoint "
+                        "(rancher/local-path-provisioner deploy/local-path-storage.yaml@v0.0.31 "
+                        "has no probes); the container exits on failure and is restarted",
+                        "CKV_K8S_9": "no readiness endpoint either, and nothing sends it traffic",
+                    }
+                ),
+            },
             "spec": {
                 "replicas": 1,
                 "selector": {"matchLabels": labels},
@@ -173,10 +194,14 @@ def render_scratch_provisioner(scratch_path: str) -> list[Manifest]:
                     "metadata": {"labels": labels},
                     "spec": {
                         "serviceAccountName": SCRATCH_APP,
+                        # The provisioner itself only talks to the API and reads its config;
+                        # the helper pods it starts (busybox, helperPod.yaml) write the host path.
+                        "securityContext": pod_security_context(),
                         "containers": [
                             {
                                 "name": "provisioner",
                                 "image": LOCAL_PATH_PROVISIONER_IMAGE,
+                                "securityContext": container_security_context(),
                                 "command": [
                                     "local-path-provisioner",
                                     "start",
@@ -199,7 +224,7 @@ def render_scratch_provisioner(scratch_path: str) -> list[Manifest]:
                                 ],
                                 "resources": {
                                     "requests": {"cpu": "10m", "memory": "32Mi"},
-                                    "limits": {"memory": "128Mi"},
+                                    "limits": {"cpu": "200m", "memory": "128Mi"},
                                 },
                                 "volumeMounts": [{"name": "config", "mountPath": "/etc/config/"}],
                             }

@@ -10,6 +10,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from components.kube.charts import parse_image
+
 PROJECT = "hybridgpu"
 """Config namespace: the project name in Pulumi.yaml."""
 
@@ -109,13 +111,9 @@ def _address_or_host_name(value: str) -> str:
 
 
 def _pinned_image(value: str) -> str:
-    name, _, tag = value.rpartition(":")
-    if "@sha256:" in value:
-        return value
-    if not name or "/" in tag or tag in ("", "latest"):
-        raise ValueError(
-            f"'{value}' is not a pinned image; give an exact tag (repo/image:1.2.3) or a digest"
-        )
+    """An exact tag, and where known the digest (``repo/image:1.2.3@sha256:<64 hex>``): the
+    digest is checked for form here (components/kube/charts.py ImagePin)."""
+    parse_image(value)
     return value
 
 
