@@ -17,7 +17,7 @@ from components.aws.model_bucket import ModelBucket, ModelBucketArgs
 from components.aws.network import AwsNetwork, AwsNetworkArgs
 from components.aws.node_iam import NodeRole, NodeRoleArgs
 from components.aws.parameters import SecureParameters, SecureParametersArgs
-from components.federation.ollama import model_directories
+from components.federation.model_store import model_directories
 from components.k3s.kubeconfig import KubeconfigFetch, KubeconfigFetchArgs
 from components.nebula.ca import NebulaCa
 from components.nebula.config import K3S_API_PORT, default_policy
@@ -274,8 +274,8 @@ def main() -> None:
             root_volume_gib=worker.root_volume_gib,
             user_data=aws_nodes.bootstrap(config, "gpu-worker", heal=False),
             # Mountpoint for S3 v2 reads the role's credentials from IMDS inside its pod, one
-            # hop behind the node (mountpoint-s3-csi-driver docs/UPGRADING_TO_V2.md); other pods
-            # are kept from IMDS by a NetworkPolicy in every namespace they run in.
+            # hop behind the node (mountpoint-s3-csi-driver docs/UPGRADING_TO_V2.md); every other
+            # pod is kept from IMDS by the node's IMDS guard (components/aws/imds_guard.py).
             imds_hop_limit=2,
             spot=aws_nodes.spot_options(config),
             cost_tags=default_tags(config),

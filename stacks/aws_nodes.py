@@ -19,6 +19,7 @@ import pulumi_aws as aws
 import pulumi_command as command
 import pulumi_random as random
 
+from components.aws import imds_guard
 from components.aws.cloud_init import (
     AGENT_PATH,
     INSTALL_K3S_PATH,
@@ -32,8 +33,6 @@ from components.aws.cloud_init import (
     server_agent_token_file,
     ssh_files,
 )
-from components.aws.imds_guard import MOUNTPOINT_NAMESPACE, guard_files
-from components.aws.imds_guard import UNIT as IMDS_GUARD_UNIT
 from components.aws.k3s_node import AmiQuery, AwsK3sNode, SpotOptions
 from components.aws.node_files import FileSpec, NodeFiles, NodeFilesArgs
 from components.base.files import NodeFile
@@ -338,11 +337,11 @@ def control_node_files(
                 ),
                 *server_agent_token_spec(agent_password),
                 # No pod on the control node needs IMDS (hop limit 1 already): no exception.
-                *specs(guard_files(str(network.aws_pod_cidr)), prefix="imds/"),
+                *specs(imds_guard.guard_files(str(network.aws_pod_cidr)), prefix="imds/"),
             ],
             run=[
                 # The IMDS rule is in place before an installer can start k3s (first boot).
-                ["systemctl", "enable", "--now", IMDS_GUARD_UNIT],
+                ["systemctl", "enable", "--now", imds_guard.UNIT],
                 [INSTALL_SCRIPT_PATH],
                 [INSTALL_K3S_PATH],
                 # Agents upgrade after the server: drain them first (heal gives them back).
@@ -386,15 +385,15 @@ def worker_files(
                     token=agent_token,
                 ),
                 *specs(
-                    guard_files(
+                    imds_guard.guard_files(
                         str(config.project.network.aws_pod_cidr),
-                        allowed_namespaces=(MOUNTPOINT_NAMESPACE,),
+                        allowed_namespaces=(imds_guard.MOUNTPOINT_NAMESPACE,),
                     ),
                     prefix="imds/",
                 ),
             ],
             # The IMDS rule is in place before the installer can start k3s (first boot).
-            run=[["systemctl", "enable", "--now", IMDS_GUARD_UNIT], [INSTALL_K3S_PATH]],
+            run=[["systemctl", "enable", "--now", imds_guard.UNIT], [INSTALL_K3S_PATH]],
             enable=["k3s-agent.service"],
         ),
         opts=pulumi.ResourceOptions(provider=provider, depends_on=[after]),

@@ -16,13 +16,17 @@ import yaml
 
 from components.kube.charts import (
     BUSYBOX,
+    CUDA_SAMPLE,
     IMAGES,
+    KUBE_VIP,
     OLLAMA,
     OPEN_WEBUI,
     ImagePin,
     digest_skip,
     parse_image,
+    with_digest,
 )
+from tests.upstream_data import kubernetes_objects
 from tools.mocks import Registration
 from tools.offline import StackRun
 
@@ -231,3 +235,31 @@ def test_each_node_role_reads_only_its_own_ssm_path(aws_gpu_run: StackRun) -> No
         for resource in resources:
             path = resource.split(":parameter", 1)[1]
             assert path in (f"/hybridgpu/aws-gpu/{role}", f"/hybridgpu/aws-gpu/{role}/*"), path
+
+
+def test_a_configured_digest_reaches_the_objects_and_drops_their_digest_skip(
+    valid_fixture_runs: dict[str, StackRun],
+) -> None:
+    """homelab-ollama-clients configures digests for the CUDA sample and the provisioner: the
+    objects pull by tag and digest, and no longer skip checkov's digest checks."""
+    run = valid_fixture_runs["homelab-ollama-clients"]
+    objects = dict(kubernetes_objects(run))
+    job = objects["cuda-validation-k3s-gpu-1"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == CUDA_SAMPLE.ref + "@sha256:" + "1" * 64
+    assert "annotations" not in job["metadata"]
+    provisioner = objects["storage-scratch-deployment"]
+    (container,) = provisioner["spec"]["template"]["spec"]["containers"]
+    assert container["image"].endswith(":v0.0.31@sha256:" + "2" * 64)
+    skipped = " ".join(provisioner["metadata"]["annotations"].values())
+    assert "CKV_K8S_43" not in skipped
+    assert "CKV_K8S_38" in skipped
+
+
+def test_with_digest_keeps_the_tag() -> None:
+    assert with_digest(KUBE_VIP, None) == "ghcr.io/kube-vip/kube-vip:v1.0.4"
+    assert with_digest(KUBE_VIP, "sha256:" + "a" * 64) == (
+        "ghcr.io/kube-vip/kube-vip:v1.0.4@sha256:" + "a" * 64
+    )
+    with pytest.raises(ValueError, match="is not sha256"):
+        with_digest(KUBE_VIP, "sha256:abc")

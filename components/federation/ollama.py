@@ -41,30 +41,22 @@ from components.federation.liqo import (
     VIRTUAL_NODE_TAINT_KEY,
 )
 from components.federation.model_store import MODELS_CLAIM, render_models_claim
+from components.kube import security
 from components.kube.charts import BUSYBOX_IMAGE, digest_skip
 from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS, outage_tolerations
 from components.kube.objects import Manifest, app_labels, declare, render_service
-from components.kube.security import (
-    checkov_skips,
-    container_security_context,
-    pod_security_context,
-)
 from components.nebula.config import OLLAMA_PORT
 
 APP = "ollama"
 MODELS_PATH = "/models"
-# Ollama writes its key pair under $HOME/.ollama (ollama/ollama auth/auth.go@v0.32.15, keyPath):
-# as a non-root UID with a read-only root, HOME is an emptyDir of its own.
+# Writable emptyDirs under a read-only root: HOME, where Ollama writes its key pair
+# ($HOME/.ollama, ollama/ollama auth/auth.go@v0.32.15 keyPath), and /tmp.
 HOME_PATH = "/home/ollama"
-TMP_PATH = "/tmp"  # noqa: S108 - an emptyDir mounted there, not a shared host /tmp
+SCRATCH = {"home": HOME_PATH, "tmp": "/tmp"}  # noqa: S108 - emptyDirs, not the host's /tmp
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 # Liqo: label the namespace before offloading it, so no pod is scheduled locally meanwhile
 # (https://docs.liqo.io/en/stable/usage/namespace-offloading.html).
 SCHEDULING_ENABLED_LABEL = "liqo.io/scheduling-enabled"
-# What Ollama's server creates under OLLAMA_MODELS when it starts (ollama/ollama server/routes.go
-# Serve: manifest.BlobsPath creates blobs/, and the manifests/ tree beside it). On the read-only
-# S3 mount it cannot, so the aws-gpu stack creates both prefixes in the bucket.
-MODEL_DIRECTORIES = ("blobs/", "manifests/")
 # pulumi-kubernetes: "If the 'pulumi.com/skipAwait' annotation is true, the ready condition will
 # no-op" (provider/pkg/metadata/annotations.go, AnnotationSkipAwait, GetReadyCondition).
 SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
@@ -77,15 +69,15 @@ VERIFY_MODELS_SCRIPT = Path(__file__).with_name("verify_models.sh")
 MODELS_READER_ID = 65534
 
 
-def render_verify_models_container() -> Manifest:
+def render_verify_models_container(image: str = BUSYBOX_IMAGE) -> Manifest:
     """Init container: Ollama starts only if every blob hashes to its name and every manifest's
     blobs exist with their sizes (verify_models.sh, read-only, as an unprivileged user)."""
     return {
         "name": "verify-models",
-        "image": BUSYBOX_IMAGE,
+        "image": image,
         "command": ["/bin/sh", "-c", VERIFY_MODELS_SCRIPT.read_text(), "verify-models"],
         "args": [MODELS_PATH],
-        "securityContext": container_security_context(MODELS_READER_ID),
+        "securityContext": security.container_security_context(MODELS_READER_ID),
         "resources": {
             "requests": {"cpu": "100m", "memory": "32Mi"},
             "limits": {"cpu": "1", "memory": "64Mi"},
@@ -105,9 +97,9 @@ class OllamaSettings:
     """Liqo cluster id of the AWS cluster (from the aws-gpu stack's outputs)."""
     client_namespaces: Sequence[str]
     """Namespaces (homelab) whose pods may call Ollama: Open WebUI's and configured ones."""
+    verify_image: str = BUSYBOX_IMAGE
     cpu_limit: str = "4"
-    """CPU limit of the Ollama container: the CPUs the peering offers (offload.cpu), the most
-    the pod can get on the virtual node anyway."""
+    """The CPUs the peering offers (offload.cpu): the most the pod gets on the virtual node."""
 
 
 def render_namespace(namespace: str) -> Manifest:
@@ -149,6 +141,11 @@ def render_offloading(namespace: str, provider_cluster_id: pulumi.Input[str]) ->
 def render_deployment(settings: OllamaSettings) -> Manifest:
     label_key, label_value = VIRTUAL_NODE_LABEL
     memory = f"{settings.memory_gib}Gi"
+    limits = {"cpu": settings.cpu_limit, "memory": memory, GPU_RESOURCE: 1}
+    skips = security.checkov_skips(
+        {**digest_skip(settings.image), **digest_skip(settings.verify_image)}
+    )
+    scratch_mounts, scratch_volumes = security.scratch_volumes(SCRATCH)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -160,10 +157,7 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
             # idle (a GPU that costs nothing while idle), and the first start waits for models
             # to be put in the bucket. Awaiting it would fail `pulumi up` after 10 minutes and
             # retry on every later `up` until the worker runs.
-            "annotations": {
-                **SKIP_AWAIT,
-                **checkov_skips({**digest_skip(settings.image), **digest_skip(BUSYBOX_IMAGE)}),
-            },
+            "annotations": {**SKIP_AWAIT, **skips},
         },
         "spec": {
             "replicas": 1,
@@ -211,19 +205,17 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
                     ],
                     # Resolved on the AWS cluster, where k3s registers the nvidia runtime.
                     "runtimeClassName": NVIDIA_RUNTIME_CLASS,
-                    # No API token: Ollama never calls a Kubernetes API, and Liqo would otherwise
-                    # hand the offloaded pod a token of the homelab's API (liqotech/liqo
-                    # docs/advanced/kubernetes-api.md@v1.2.0).
+                    # No API token: Ollama calls none, and Liqo would hand the offloaded pod one
+                    # of the homelab's API (liqotech/liqo docs/advanced/kubernetes-api.md@v1.2.0).
                     "automountServiceAccountToken": False,
-                    "securityContext": pod_security_context(fs_group=MODELS_READER_ID),
-                    "initContainers": [render_verify_models_container()],
+                    "securityContext": security.pod_security_context(fs_group=MODELS_READER_ID),
+                    "initContainers": [render_verify_models_container(settings.verify_image)],
                     "containers": [
                         {
                             "name": APP,
                             "image": settings.image,
                             "args": ["serve"],
-                            # Non-root UID; the models group comes from fsGroup.
-                            "securityContext": container_security_context(),
+                            "securityContext": security.container_security_context(),
                             "ports": [
                                 {"name": "http", "containerPort": OLLAMA_PORT, "protocol": "TCP"}
                             ],
@@ -241,20 +233,10 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
                             ],
                             "resources": {
                                 "requests": {"cpu": "2", "memory": memory, GPU_RESOURCE: 1},
-                                "limits": {
-                                    "cpu": settings.cpu_limit,
-                                    "memory": memory,
-                                    GPU_RESOURCE: 1,
-                                },
+                                "limits": limits,
                             },
-                            # The API answers while a model loads (its own goroutine), so a
-                            # failing /api/version means a hung server, not a busy one.
-                            "livenessProbe": {
-                                "httpGet": {"path": "/api/version", "port": "http"},
-                                "periodSeconds": 30,
-                                "timeoutSeconds": 5,
-                                "failureThreshold": 4,
-                            },
+                            # Answered while a model loads too: failing means hung, not busy.
+                            "livenessProbe": security.http_liveness("/api/version"),
                             "readinessProbe": {
                                 "httpGet": {"path": "/api/tags", "port": "http"},
                                 "periodSeconds": 10,
@@ -267,8 +249,7 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
                             },
                             "volumeMounts": [
                                 {"name": "models", "mountPath": MODELS_PATH, "readOnly": True},
-                                {"name": "home", "mountPath": HOME_PATH},
-                                {"name": "tmp", "mountPath": TMP_PATH},
+                                *scratch_mounts,
                             ],
                         }
                     ],
@@ -277,8 +258,7 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
                             "name": "models",
                             "persistentVolumeClaim": {"claimName": MODELS_CLAIM, "readOnly": True},
                         },
-                        {"name": "home", "emptyDir": {"sizeLimit": "1Gi"}},
-                        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                        *scratch_volumes,
                     ],
                 },
             },
@@ -389,11 +369,6 @@ class Ollama(pulumi.ComponentResource):
         )
         self.url = f"http://{APP}.{namespace_name}.svc.cluster.local:{OLLAMA_PORT}"
         self.register_outputs({"url": self.url})
-
-
-def model_directories(prefix: str) -> tuple[str, ...]:
-    """Bucket keys of the directories Ollama needs under the models prefix."""
-    return tuple(f"{prefix}{directory}" for directory in MODEL_DIRECTORIES)
 
 
 def bind_volume(volume: Mapping[str, Any], claim_uid: str) -> Any:

@@ -21,7 +21,9 @@ from components.kube.security import (
     NON_ROOT_UID,
     checkov_skips,
     container_security_context,
+    http_liveness,
     pod_security_context,
+    scratch_volumes,
 )
 from components.platform.storage_classes import LOCAL_CLASS
 
@@ -35,7 +37,7 @@ DATA_PATH = "/app/backend/data"
 HOME_PATH = "/home/open-webui"
 TMP_PATH = "/tmp"  # noqa: S108 - an emptyDir mounted there
 STATIC_PATH = "/var/lib/open-webui/static"
-SCRATCH_MOUNTS = (("home", HOME_PATH), ("tmp", TMP_PATH), ("static", STATIC_PATH))
+SCRATCH = {"home": HOME_PATH, "tmp": TMP_PATH, "static": STATIC_PATH}
 SECRET_NAME = "open-webui-secrets"  # noqa: S105 - a Secret object name, not a credential
 
 
@@ -91,6 +93,7 @@ def render_deployment(namespace: str, image: str, admin_email: str) -> Manifest:
         {"name": name, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": name}}}
         for name in SECRET_ENV
     ]
+    writable_mounts, writable_volumes = scratch_volumes(SCRATCH)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -151,12 +154,7 @@ def render_deployment(namespace: str, image: str, admin_email: str) -> Manifest:
                                 "requests": {"cpu": "250m", "memory": "1Gi"},
                                 "limits": {"cpu": "2", "memory": "4Gi"},
                             },
-                            "livenessProbe": {
-                                "httpGet": {"path": "/health", "port": "http"},
-                                "periodSeconds": 30,
-                                "timeoutSeconds": 5,
-                                "failureThreshold": 4,
-                            },
+                            "livenessProbe": http_liveness("/health"),
                             "readinessProbe": {
                                 "httpGet": {"path": "/health", "port": "http"},
                                 "periodSeconds": 10,
@@ -168,13 +166,13 @@ def render_deployment(namespace: str, image: str, admin_email: str) -> Manifest:
                             },
                             "volumeMounts": [
                                 {"name": "data", "mountPath": DATA_PATH},
-                                *({"name": n, "mountPath": path} for n, path in SCRATCH_MOUNTS),
+                                *writable_mounts,
                             ],
                         }
                     ],
                     "volumes": [
                         {"name": "data", "persistentVolumeClaim": {"claimName": f"{APP}-data"}},
-                        *({"name": n, "emptyDir": {"sizeLimit": "1Gi"}} for n, _ in SCRATCH_MOUNTS),
+                        *writable_volumes,
                     ],
                 },
             },

@@ -193,6 +193,13 @@ BUSYBOX_IMAGE = BUSYBOX.ref
 KUBE_VIP_IMAGE = KUBE_VIP.ref
 
 
+def with_digest(pin: ImagePin, digest: str | None) -> str:
+    """``pin``'s reference, with ``digest`` (an operator's verified override) when given."""
+    if digest is None:
+        return pin.ref
+    return ImagePin(pin.repository, pin.tag, digest, "configured").ref
+
+
 def digest_skip(image: str) -> dict[str, str]:
     """checkov skips for a pod using ``image`` when it has no digest: the digest check and the
     pull-policy check (which passes for digests: an IfNotPresent pull of a digest is exact)."""

@@ -64,3 +64,24 @@ def checkov_skips(reasons: Mapping[str, str]) -> dict[str, str]:
             raise ValueError(f"checkov skip {check_id}: reason must be non-empty, without '='")
         annotations[f"{SKIP_ANNOTATION_PREFIX}{index}"] = f"{check_id}={reason}"
     return annotations
+
+
+def http_liveness(path: str, port: str = "http") -> dict[str, Any]:
+    """A liveness probe that restarts a server whose HTTP endpoint stopped answering for two
+    minutes (started servers only: the startup probe holds it off until then)."""
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": 30,
+        "timeoutSeconds": 5,
+        "failureThreshold": 4,
+    }
+
+
+def scratch_volumes(
+    mounts: Mapping[str, str], size: str = "1Gi"
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumeMounts, volumes) of emptyDirs ``{name: path}``: the only writable places of a
+    container with a read-only root."""
+    volume_mounts = [{"name": name, "mountPath": path} for name, path in mounts.items()]
+    volumes = [{"name": name, "emptyDir": {"sizeLimit": size}} for name in mounts]
+    return volume_mounts, volumes

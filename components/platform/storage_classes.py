@@ -66,7 +66,11 @@ def render_nfs_values(server: str, path: str, mount_options: Sequence[str]) -> d
     }
 
 
-def render_scratch_provisioner(scratch_path: str) -> list[Manifest]:
+def render_scratch_provisioner(
+    scratch_path: str,
+    provisioner_image: str = LOCAL_PATH_PROVISIONER_IMAGE,
+    helper_image: str = BUSYBOX_IMAGE,
+) -> list[Manifest]:
     """The provisioner's objects (rancher/local-path-provisioner's deploy manifest, reduced to
     one path and renamed so it never answers for k3s's ``local-path`` class)."""
     ns = SCRATCH_NAMESPACE
@@ -81,7 +85,7 @@ def render_scratch_provisioner(scratch_path: str) -> list[Manifest]:
             "priorityClassName": "system-node-critical",
             "tolerations": [{"operator": "Exists"}],
             "containers": [
-                {"name": "helper-pod", "image": BUSYBOX_IMAGE, "imagePullPolicy": "IfNotPresent"}
+                {"name": "helper-pod", "image": helper_image, "imagePullPolicy": "IfNotPresent"}
             ],
         },
     }
@@ -177,7 +181,7 @@ def render_scratch_provisioner(scratch_path: str) -> list[Manifest]:
                 "labels": labels,
                 "annotations": checkov_skips(
                     {
-                        **digest_skip(LOCAL_PATH_PROVISIONER_IMAGE),
+                        **digest_skip(provisioner_image),
                         "CKV_K8S_38": "the provisioner watches claims and creates volumes and "
                         "helper pods through the Kubernetes API with its service account token",
                         "CKV_K8S_8": "local-path-provisioner serves no health endpoint "
@@ -200,7 +204,7 @@ def render_scratch_provisioner(scratch_path: str) -> list[Manifest]:
                         "containers": [
                             {
                                 "name": "provisioner",
-                                "image": LOCAL_PATH_PROVISIONER_IMAGE,
+                                "image": provisioner_image,
                                 "securityContext": container_security_context(),
                                 "command": [
                                     "local-path-provisioner",
@@ -219,7 +223,7 @@ def render_scratch_provisioner(scratch_path: str) -> list[Manifest]:
                                         },
                                     },
                                     {"name": "SERVICE_ACCOUNT_NAME", "value": SCRATCH_APP},
-                                    {"name": "HELPER_IMAGE", "value": BUSYBOX_IMAGE},
+                                    {"name": "HELPER_IMAGE", "value": helper_image},
                                     {"name": "CONFIG_MOUNT_PATH", "value": "/etc/config/"},
                                 ],
                                 "resources": {
@@ -265,6 +269,8 @@ class StorageClassesArgs:
     scratch_path: str
     gpu_node_label: tuple[str, str]
     """(key, value) every GPU worker carries: where ``fast-scratch`` volumes may live."""
+    provisioner_image: str = LOCAL_PATH_PROVISIONER_IMAGE
+    helper_image: str = BUSYBOX_IMAGE
 
 
 class StorageClasses(pulumi.ComponentResource):
@@ -283,7 +289,9 @@ class StorageClasses(pulumi.ComponentResource):
             opts=child,
         )
         provisioner: list[pulumi.Resource] = []
-        for manifest in render_scratch_provisioner(args.scratch_path):
+        for manifest in render_scratch_provisioner(
+            args.scratch_path, args.provisioner_image, args.helper_image
+        ):
             kind = manifest["kind"].lower()
             provisioner.append(
                 declare(

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from components.kube.charts import parse_image
+from components.kube.charts import DIGEST_PATTERN, parse_image
 
 PROJECT = "hybridgpu"
 """Config namespace: the project name in Pulumi.yaml."""
@@ -124,6 +124,8 @@ SshPublicKey = Annotated[str, AfterValidator(_ssh_public_key)]
 HostName = Annotated[str, AfterValidator(_host_name)]
 AddressOrHostName = Annotated[str, AfterValidator(_address_or_host_name)]
 PinnedImage = Annotated[str, AfterValidator(_pinned_image)]
+ImageDigest = Annotated[str, Field(pattern=DIGEST_PATTERN.pattern)]
+"""A registry manifest digest, ``sha256:<64 lowercase hex>``."""
 Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN.pattern)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
