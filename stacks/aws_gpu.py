@@ -17,12 +17,12 @@ from components.aws.model_bucket import ModelBucket, ModelBucketArgs
 from components.aws.network import AwsNetwork, AwsNetworkArgs
 from components.aws.node_iam import NodeRole, NodeRoleArgs
 from components.aws.parameters import SecureParameters, SecureParametersArgs
-from components.federation.ollama import model_directories
+from components.federation.model_store import model_directories
 from components.k3s.kubeconfig import KubeconfigFetch, KubeconfigFetchArgs
 from components.nebula.ca import NebulaCa
 from components.nebula.config import K3S_API_PORT, default_policy
 from components.nebula.host import NebulaHost
-from stacks import aws_nodes, mesh
+from stacks import aws_capacity, aws_nodes, mesh
 from stacks.backups import aws_backups
 from stacks.config import (
     STACK_AWS_GPU,
@@ -88,8 +88,10 @@ def main() -> None:
             ).names[0]
         )
     )
-    worker_type = aws_nodes.offered_instance_type(provider, settings.gpu_worker.instance_type, zone)
-    worker_market = aws_nodes.spot_price_check(provider, settings.gpu_worker, zone)
+    worker_type = aws_capacity.offered_instance_type(
+        provider, settings.gpu_worker.instance_type, zone
+    )
+    worker_market = aws_capacity.spot_price_check(provider, settings.gpu_worker, zone)
     network = AwsNetwork(
         "network",
         AwsNetworkArgs(
@@ -276,8 +278,8 @@ def main() -> None:
             root_volume_gib=worker.root_volume_gib,
             user_data=aws_nodes.bootstrap(config, "gpu-worker", heal=False),
             # Mountpoint for S3 v2 reads the role's credentials from IMDS inside its pod, one
-            # hop behind the node (mountpoint-s3-csi-driver docs/UPGRADING_TO_V2.md); other pods
-            # are kept from IMDS by a NetworkPolicy in every namespace they run in.
+            # hop behind the node (mountpoint-s3-csi-driver docs/UPGRADING_TO_V2.md); every other
+            # pod is kept from IMDS by the node's IMDS guard (components/aws/imds_guard.py).
             imds_hop_limit=2,
             spot=aws_nodes.spot_options(config),
             cost_tags=default_tags(config),

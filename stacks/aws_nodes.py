@@ -12,13 +12,13 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_command as command
 import pulumi_random as random
 
+from components.aws import imds_guard
 from components.aws.cloud_init import (
     AGENT_PATH,
     INSTALL_K3S_PATH,
@@ -46,7 +46,7 @@ from components.kube.labels import (
     gpu_node_labels,
 )
 from components.nebula.install import INSTALL_SCRIPT_PATH, NebulaFiles, node_files
-from stacks.config import AmiSelector, AwsGpuConfig, ConfigError, GpuWorkerSettings, key
+from stacks.config import AmiSelector, AwsGpuConfig
 from stacks.pod_security import aws_admission_config
 
 NEBULA_PLACEHOLDER = NebulaFiles(config_yaml="", ca_pem="", cert_pem="", key_pem="")
@@ -235,70 +235,6 @@ def control_private_ip(config: AwsGpuConfig) -> str:
     return str(list(config.project.network.aws_subnet_cidr.hosts())[9])
 
 
-def offered_instance_type(
-    provider: aws.Provider, instance_type: str, zone: pulumi.Input[str]
-) -> pulumi.Output[str]:
-    """``instance_type`` once EC2 confirms it is offered in ``zone``; a clear error otherwise,
-    before the worker is registered (not every GPU type exists in every zone)."""
-    offerings = aws.ec2.get_instance_type_offerings_output(
-        location_type="availability-zone",
-        filters=pulumi.Output.from_input(zone).apply(
-            lambda where: [
-                aws.ec2.GetInstanceTypeOfferingsFilterArgs(
-                    name="instance-type", values=[instance_type]
-                ),
-                aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="location", values=[where]),
-            ]
-        ),
-        opts=pulumi.InvokeOutputOptions(provider=provider),
-    )
-
-    def check(values: list[Any]) -> str:
-        offered, where = values
-        if instance_type not in (offered or []):
-            raise ConfigError(
-                f"{key('aws')}.gpuWorker.instanceType: {instance_type} is not offered in "
-                f"{where}; pick another type or set {key('aws')}.availabilityZone to a zone that "
-                f"offers it (aws ec2 describe-instance-type-offerings --location-type "
-                f"availability-zone --filters Name=instance-type,Values={instance_type})"
-            )
-        return instance_type
-
-    return pulumi.Output.all(offerings.instance_types, zone).apply(check)
-
-
-def spot_price_check(
-    provider: aws.Provider, worker: GpuWorkerSettings, zone: pulumi.Input[str]
-) -> pulumi.Output[str]:
-    """For a spot worker with a price cap: warn when the zone's current spot price is above the
-    cap, naming both (the request would wait unfulfilled, status ``price-too-low``,
-    https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-request-status.html). A warning, not
-    an error: prices move, and a running worker's unrelated ``up`` must not be blocked by a spike.
-    Resolves to the market, so the worker can be gated on it."""
-    if worker.market != "spot" or worker.spot.max_price_usd_per_hour is None:
-        return pulumi.Output.from_input(worker.market)
-    cap = float(worker.spot.max_price_usd_per_hour)
-    price = aws.ec2.get_spot_price_output(
-        instance_type=worker.instance_type,
-        availability_zone=zone,
-        filters=[aws.ec2.GetSpotPriceFilterArgs(name="product-description", values=["Linux/UNIX"])],
-        opts=pulumi.InvokeOutputOptions(provider=provider),
-    )
-
-    def check(values: list[Any]) -> str:
-        current, where = values
-        if current and float(current) > cap:
-            pulumi.log.warn(
-                f"{key('aws')}.gpuWorker.spot.maxPriceUsdPerHour: {cap} is below the current spot "
-                f"price of {worker.instance_type} in {where} ({current} USD/h): a new request "
-                "stays unfulfilled (price-too-low) until the price falls; raise the cap, leave it "
-                "unset (capped at the on-demand price), or use market: on-demand"
-            )
-        return worker.market
-
-    return pulumi.Output.all(price.spot_price, zone).apply(check)
-
-
 def control_node_files(
     config: AwsGpuConfig,
     *,
@@ -340,8 +276,12 @@ def control_node_files(
                 *server_agent_token_spec(agent_password),
                 *specs([audit_policy_file()]),
                 *specs([pod_security_file(aws_admission_config(config))]),
+                # No pod on the control node needs IMDS (hop limit 1 already): no exception.
+                *specs(imds_guard.guard_files(str(network.aws_pod_cidr)), prefix="imds/"),
             ],
             run=[
+                # The IMDS rule is in place before an installer can start k3s (first boot).
+                ["systemctl", "enable", "--now", imds_guard.UNIT],
                 [INSTALL_SCRIPT_PATH],
                 [INSTALL_K3S_PATH],
                 # Agents upgrade after the server: drain them first (heal gives them back).
@@ -384,8 +324,16 @@ def worker_files(
                     ),
                     token=agent_token,
                 ),
+                *specs(
+                    imds_guard.guard_files(
+                        str(config.project.network.aws_pod_cidr),
+                        allowed_namespaces=(imds_guard.MOUNTPOINT_NAMESPACE,),
+                    ),
+                    prefix="imds/",
+                ),
             ],
-            run=[[INSTALL_K3S_PATH]],
+            # The IMDS rule is in place before the installer can start k3s (first boot).
+            run=[["systemctl", "enable", "--now", imds_guard.UNIT], [INSTALL_K3S_PATH]],
             enable=["k3s-agent.service"],
         ),
         opts=pulumi.ResourceOptions(provider=provider, depends_on=[after]),

@@ -27,6 +27,7 @@ from components.federation.offload_admission import (
 from components.federation.ollama import Ollama, OllamaArgs, OllamaSettings
 from components.federation.open_webui import OpenWebUi, OpenWebUiArgs
 from components.k3s.config import k3s_api_url
+from components.kube.charts import BUSYBOX, with_digest
 from components.kube.labels import (
     CONTROL_NODE_LABEL,
     CONTROL_PLANE_TAINT,
@@ -196,6 +197,8 @@ def homelab_federation(
                 keep_alive=ollama_settings.keep_alive,
                 max_loaded_models=ollama_settings.max_loaded_models,
                 memory_gib=ollama_settings.memory_gib,
+                cpu_limit=offload.cpu,
+                verify_image=with_digest(BUSYBOX, homelab.image_digests.busybox),
                 provider_cluster_id=remote.cluster_id,
                 client_namespaces=(OPEN_WEBUI_NAMESPACE, *ollama_settings.client_namespaces),
             ),

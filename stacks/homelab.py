@@ -14,6 +14,7 @@ import pulumi_random as random
 from components.k3s.cluster import K3sCluster, K3sClusterArgs
 from components.k3s.config import K3sClusterSettings, K3sNode, cluster_dns_ip, server_taints
 from components.k3s.vip import VipSettings
+from components.kube.charts import KUBE_VIP, with_digest
 from components.kube.labels import GPU_NODE_LABEL
 from components.nebula.config import default_policy
 from components.nebula.host import NebulaHost
@@ -196,7 +197,13 @@ def cluster_settings(config: HomelabConfig) -> K3sClusterSettings:
         service_cidr=str(network.homelab_service_cidr),
         cluster_dns=cluster_dns_ip(str(network.homelab_service_cidr)),
         disable=homelab.k3s.disable,
-        vip=VipSettings(str(vip), homelab.k3s.vip_interface) if vip is not None else None,
+        vip=VipSettings(
+            str(vip),
+            homelab.k3s.vip_interface,
+            image=with_digest(KUBE_VIP, homelab.image_digests.kube_vip),
+        )
+        if vip is not None
+        else None,
         etcd_snapshots=etcd_snapshots(homelab),
         pod_security=homelab_admission_config(config),
     )

@@ -15,7 +15,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components.kube.charts import CUDA_SAMPLE_IMAGE
+from components.kube.charts import BUSYBOX, CUDA_SAMPLE, LOCAL_PATH_PROVISIONER, with_digest
 from components.kube.labels import CONTROL_PLANE_TAINT, GPU_NODE_LABEL
 from components.kube.network_policies import NamespaceIsolation, NamespaceIsolationArgs
 from components.platform import cuda_validation, storage_classes
@@ -74,6 +74,10 @@ def homelab_platform(config: HomelabConfig, provider: k8s.Provider) -> HomelabPl
             nfs_mount_options=platform.nfs.mount_options,
             scratch_path=platform.scratch_path,
             gpu_node_label=GPU_NODE_LABEL,
+            provisioner_image=with_digest(
+                LOCAL_PATH_PROVISIONER, homelab.image_digests.local_path_provisioner
+            ),
+            helper_image=with_digest(BUSYBOX, homelab.image_digests.busybox),
         ),
         opts=on_cluster,
     )
@@ -109,7 +113,7 @@ def homelab_platform(config: HomelabConfig, provider: k8s.Provider) -> HomelabPl
         "cuda-validation",
         CudaValidationArgs(
             nodes=[vm.name for vm in homelab.gpu_workers],
-            image=CUDA_SAMPLE_IMAGE,
+            image=with_digest(CUDA_SAMPLE, homelab.image_digests.cuda_sample),
             wait_for=[gpu_operator.release],
         ),
         opts=on_cluster,

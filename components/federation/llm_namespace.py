@@ -12,16 +12,11 @@ from components.kube.objects import Manifest
 SCHEDULING_ENABLED_LABEL = "liqo.io/scheduling-enabled"
 
 
-# Pod Security of the LLM namespace, on both clusters (the pod exists in both). Ollama's
-# container runs as root (its home is /root/.ollama) without a seccomp profile or a capability
-# drop, which "restricted" refuses; raise it to "restricted" once the pod complies
-# (tests/test_pod_security.py fails when it does and the level stayed lower).
-POD_SECURITY_LEVEL: Level = "baseline"
-POD_SECURITY_REASON = (
-    "Ollama's container runs as root without a seccomp profile or capability drop; the AWS "
-    "side is also held by the offload admission policy (no privileged, host namespaces, "
-    "hostPath, added capabilities; a GPU claim)"
-)
+# Pod Security of the LLM namespace, on both clusters (the pod exists in both): Ollama's pod is
+# hardened to "restricted" (tests/test_pod_security.py checks it meets the level); the AWS side
+# is also held by the offload admission policy.
+POD_SECURITY_LEVEL: Level = "restricted"
+POD_SECURITY_REASON = ""
 
 
 def render_namespace(namespace: str) -> Manifest:

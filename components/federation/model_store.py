@@ -26,6 +26,15 @@ NAMESPACE = "kube-system"
 MODELS_CLAIM = "ollama-models"
 # Capacity is required by the API but ignored by the driver (an S3 bucket has no size).
 NOMINAL_CAPACITY = "1Ti"
+# What Ollama's server creates under OLLAMA_MODELS when it starts (ollama/ollama server/routes.go
+# Serve: manifest.BlobsPath creates blobs/, and the manifests/ tree beside it). On the read-only
+# S3 mount it cannot, so the aws-gpu stack creates both prefixes in the bucket.
+MODEL_DIRECTORIES = ("blobs/", "manifests/")
+
+
+def model_directories(prefix: str) -> tuple[str, ...]:
+    """Bucket keys of the directories Ollama needs under the models prefix."""
+    return tuple(f"{prefix}{directory}" for directory in MODEL_DIRECTORIES)
 
 
 def render_csi_values() -> dict[str, Any]:

@@ -42,20 +42,23 @@ from components.federation.liqo import (
 )
 from components.federation.llm_namespace import render_namespace, render_remote_namespace
 from components.federation.model_store import MODELS_CLAIM, render_models_claim
-from components.kube.charts import BUSYBOX_IMAGE
+from components.federation.ollama_policies import (
+    APP,
+    render_homelab_policy,
+    render_remote_policy,
+)
+from components.kube import security
+from components.kube.charts import BUSYBOX_IMAGE, digest_skip
 from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS, outage_tolerations
 from components.kube.objects import Manifest, app_labels, declare, render_service
 from components.nebula.config import OLLAMA_PORT
 from components.platform.teams import render_gpu_quota
 
-APP = "ollama"
 MODELS_PATH = "/models"
-HOME_PATH = "/root/.ollama"
-NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
-# What Ollama's server creates under OLLAMA_MODELS when it starts (ollama/ollama server/routes.go
-# Serve: manifest.BlobsPath creates blobs/, and the manifests/ tree beside it). On the read-only
-# S3 mount it cannot, so the aws-gpu stack creates both prefixes in the bucket.
-MODEL_DIRECTORIES = ("blobs/", "manifests/")
+# Writable emptyDirs under a read-only root: HOME, where Ollama writes its key pair
+# ($HOME/.ollama, ollama/ollama auth/auth.go@v0.32.15 keyPath), and /tmp.
+HOME_PATH = "/home/ollama"
+SCRATCH = {"home": HOME_PATH, "tmp": "/tmp"}  # noqa: S108 - emptyDirs, not the host's /tmp
 # pulumi-kubernetes: "If the 'pulumi.com/skipAwait' annotation is true, the ready condition will
 # no-op" (provider/pkg/metadata/annotations.go, AnnotationSkipAwait, GetReadyCondition).
 SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
@@ -68,23 +71,15 @@ VERIFY_MODELS_SCRIPT = Path(__file__).with_name("verify_models.sh")
 MODELS_READER_ID = 65534
 
 
-def render_verify_models_container() -> Manifest:
+def render_verify_models_container(image: str = BUSYBOX_IMAGE) -> Manifest:
     """Init container: Ollama starts only if every blob hashes to its name and every manifest's
     blobs exist with their sizes (verify_models.sh, read-only, as an unprivileged user)."""
     return {
         "name": "verify-models",
-        "image": BUSYBOX_IMAGE,
+        "image": image,
         "command": ["/bin/sh", "-c", VERIFY_MODELS_SCRIPT.read_text(), "verify-models"],
         "args": [MODELS_PATH],
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": MODELS_READER_ID,
-            "runAsGroup": MODELS_READER_ID,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": security.container_security_context(MODELS_READER_ID),
         "resources": {
             "requests": {"cpu": "100m", "memory": "32Mi"},
             "limits": {"cpu": "1", "memory": "64Mi"},
@@ -104,6 +99,9 @@ class OllamaSettings:
     """Liqo cluster id of the AWS cluster (from the aws-gpu stack's outputs)."""
     client_namespaces: Sequence[str]
     """Namespaces (homelab) whose pods may call Ollama: Open WebUI's and configured ones."""
+    verify_image: str = BUSYBOX_IMAGE
+    cpu_limit: str = "4"
+    """The CPUs the peering offers (offload.cpu): the most the pod gets on the virtual node."""
 
 
 def render_offloading(namespace: str, provider_cluster_id: pulumi.Input[str]) -> Manifest:
@@ -137,6 +135,11 @@ def render_offloading(namespace: str, provider_cluster_id: pulumi.Input[str]) ->
 def render_deployment(settings: OllamaSettings) -> Manifest:
     label_key, label_value = VIRTUAL_NODE_LABEL
     memory = f"{settings.memory_gib}Gi"
+    limits = {"cpu": settings.cpu_limit, "memory": memory, GPU_RESOURCE: 1}
+    skips = security.checkov_skips(
+        {**digest_skip(settings.image), **digest_skip(settings.verify_image)}
+    )
+    scratch_mounts, scratch_volumes = security.scratch_volumes(SCRATCH)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -148,7 +151,7 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
             # idle (a GPU that costs nothing while idle), and the first start waits for models
             # to be put in the bucket. Awaiting it would fail `pulumi up` after 10 minutes and
             # retry on every later `up` until the worker runs.
-            "annotations": dict(SKIP_AWAIT),
+            "annotations": {**SKIP_AWAIT, **skips},
         },
         "spec": {
             "replicas": 1,
@@ -198,21 +201,25 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
                         # RemoteTolerations), so this holds on both clusters.
                         *outage_tolerations(),
                     ],
-                    "automountServiceAccountToken": False,  # it never calls a Kubernetes API
                     # Resolved on the AWS cluster, where k3s registers the nvidia runtime.
                     "runtimeClassName": NVIDIA_RUNTIME_CLASS,
-                    "securityContext": {"fsGroup": MODELS_READER_ID},
-                    "initContainers": [render_verify_models_container()],
+                    # No API token: Ollama calls none, and Liqo would hand the offloaded pod one
+                    # of the homelab's API (liqotech/liqo docs/advanced/kubernetes-api.md@v1.2.0).
+                    "automountServiceAccountToken": False,
+                    "securityContext": security.pod_security_context(fs_group=MODELS_READER_ID),
+                    "initContainers": [render_verify_models_container(settings.verify_image)],
                     "containers": [
                         {
                             "name": APP,
                             "image": settings.image,
                             "args": ["serve"],
+                            "securityContext": security.container_security_context(),
                             "ports": [
                                 {"name": "http", "containerPort": OLLAMA_PORT, "protocol": "TCP"}
                             ],
                             "env": [
                                 {"name": "OLLAMA_HOST", "value": f"0.0.0.0:{OLLAMA_PORT}"},
+                                {"name": "HOME", "value": HOME_PATH},
                                 {"name": "OLLAMA_KEEP_ALIVE", "value": settings.keep_alive},
                                 {"name": "OLLAMA_MODELS", "value": MODELS_PATH},
                                 # The models tree is read-only: never prune at start-up.
@@ -224,8 +231,10 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
                             ],
                             "resources": {
                                 "requests": {"cpu": "2", "memory": memory, GPU_RESOURCE: 1},
-                                "limits": {"memory": memory, GPU_RESOURCE: 1},
+                                "limits": limits,
                             },
+                            # Answered while a model loads too: failing means hung, not busy.
+                            "livenessProbe": security.http_liveness("/api/version"),
                             "readinessProbe": {
                                 "httpGet": {"path": "/api/tags", "port": "http"},
                                 "periodSeconds": 10,
@@ -238,8 +247,7 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
                             },
                             "volumeMounts": [
                                 {"name": "models", "mountPath": MODELS_PATH, "readOnly": True},
-                                # Ollama writes its key pair under $HOME/.ollama.
-                                {"name": "home", "mountPath": HOME_PATH},
+                                *scratch_mounts,
                             ],
                         }
                     ],
@@ -248,44 +256,12 @@ def render_deployment(settings: OllamaSettings) -> Manifest:
                             "name": "models",
                             "persistentVolumeClaim": {"claimName": MODELS_CLAIM, "readOnly": True},
                         },
-                        {"name": "home", "emptyDir": {"sizeLimit": "1Gi"}},
+                        *scratch_volumes,
                     ],
                 },
             },
         },
     }
-
-
-def _ollama_policy(namespace: str, sources: list[dict[str, Any]]) -> Manifest:
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": f"{APP}-clients", "namespace": namespace},
-        "spec": {
-            "podSelector": {"matchLabels": app_labels(APP)},
-            "policyTypes": ["Ingress"],
-            "ingress": [{"from": sources, "ports": [{"protocol": "TCP", "port": OLLAMA_PORT}]}],
-        },
-    }
-
-
-def render_homelab_policy(namespace: str, client_namespaces: Sequence[str]) -> Manifest:
-    """Homelab side: only pods of the client namespaces may reach Ollama."""
-    if not client_namespaces:
-        raise ValueError("client_namespaces is empty; Open WebUI's namespace at least")
-    return _ollama_policy(
-        namespace,
-        [
-            {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: ns}}}
-            for ns in sorted(set(client_namespaces))
-        ],
-    )
-
-
-def render_remote_policy(namespace: str, proxy_source_cidr: str) -> Manifest:
-    """AWS side, where the pod actually runs (and where the policy is enforced; Liqo does not
-    reflect NetworkPolicies): only the proxy's source range reaches the Ollama port."""
-    return _ollama_policy(namespace, [{"ipBlock": {"cidr": proxy_source_cidr}}])
 
 
 @dataclass(frozen=True)
@@ -365,11 +341,6 @@ class Ollama(pulumi.ComponentResource):
         )
         self.url = f"http://{APP}.{namespace_name}.svc.cluster.local:{OLLAMA_PORT}"
         self.register_outputs({"url": self.url})
-
-
-def model_directories(prefix: str) -> tuple[str, ...]:
-    """Bucket keys of the directories Ollama needs under the models prefix."""
-    return tuple(f"{prefix}{directory}" for directory in MODEL_DIRECTORIES)
 
 
 def bind_volume(volume: Mapping[str, Any], claim_uid: str) -> Any:

@@ -16,21 +16,36 @@ from dataclasses import dataclass
 import pulumi
 
 from components.k3s.pod_security import Level, with_level
+from components.kube.charts import digest_skip
 from components.kube.objects import Manifest, app_labels, declare, render_service
+from components.kube.security import (
+    NON_ROOT_UID,
+    checkov_skips,
+    container_security_context,
+    http_liveness,
+    pod_security_context,
+    scratch_volumes,
+)
 from components.platform.storage_classes import LOCAL_CLASS
 
 APP = "open-webui"
 HTTP_PORT = 8080
 DATA_PATH = "/app/backend/data"
+# Writable places besides the data volume, for a non-root UID on a read-only root: HOME (caches
+# of Python libraries), /tmp, and STATIC_DIR, into which Open WebUI copies its frontend's static
+# files at every start (open-webui/open-webui backend/open_webui/config.py@v0.11.3, STATIC_DIR;
+# default backend/open_webui/static inside the image).
+HOME_PATH = "/home/open-webui"
+TMP_PATH = "/tmp"  # noqa: S108 - an emptyDir mounted there
+STATIC_PATH = "/var/lib/open-webui/static"
+SCRATCH = {"home": HOME_PATH, "tmp": TMP_PATH, "static": STATIC_PATH}
 SECRET_NAME = "open-webui-secrets"  # noqa: S105 - a Secret object name, not a credential
 
 
-# Open WebUI's image runs as root, without a seccomp profile or a capability drop, which
-# "restricted" refuses; raise the level once its pod complies (tests/test_pod_security.py).
-POD_SECURITY_LEVEL: Level = "baseline"
-POD_SECURITY_REASON = (
-    "Open WebUI's container runs as root without a seccomp profile or capability drop"
-)
+# Open WebUI's pod is hardened to "restricted" (non-root, seccomp, no capabilities);
+# tests/test_pod_security.py checks it meets the level.
+POD_SECURITY_LEVEL: Level = "restricted"
+POD_SECURITY_REASON = ""
 
 
 def render_namespace(namespace: str) -> Manifest:
@@ -89,10 +104,23 @@ def render_deployment(namespace: str, image: str, admin_email: str) -> Manifest:
         {"name": name, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": name}}}
         for name in SECRET_ENV
     ]
+    writable_mounts, writable_volumes = scratch_volumes(SCRATCH)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": APP, "namespace": namespace, "labels": app_labels(APP)},
+        "metadata": {
+            "name": APP,
+            "namespace": namespace,
+            "labels": app_labels(APP),
+            "annotations": checkov_skips(
+                {
+                    **digest_skip(image),
+                    "CKV_K8S_35": "Open WebUI reads its secret key and admin password and the "
+                    "LLM key only from environment variables (no file variant in "
+                    "backend/open_webui/env.py); they come from a Secret (secretKeyRef)",
+                }
+            ),
+        },
         "spec": {
             "replicas": 1,
             # SQLite on a ReadWriteOnce volume: one writer at a time.
@@ -101,15 +129,23 @@ def render_deployment(namespace: str, image: str, admin_email: str) -> Manifest:
             "template": {
                 "metadata": {"labels": app_labels(APP)},
                 "spec": {
+                    # Open WebUI does not call the Kubernetes API.
+                    "automountServiceAccountToken": False,
+                    # The data volume is a local-path directory made mode 0777 by the
+                    # provisioner's setup script, so any UID writes it.
+                    "securityContext": pod_security_context(fs_group=NON_ROOT_UID),
                     "containers": [
                         {
                             "name": APP,
                             "image": image,
+                            "securityContext": container_security_context(),
                             "ports": [
                                 {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}
                             ],
                             "env": [
                                 {"name": "WEBUI_AUTH", "value": "True"},
+                                {"name": "HOME", "value": HOME_PATH},
+                                {"name": "STATIC_DIR", "value": STATIC_PATH},
                                 # Settings come from here on every start, not from the database
                                 # copy Open WebUI would otherwise keep after the first one.
                                 {"name": "ENABLE_PERSISTENT_CONFIG", "value": "False"},
@@ -127,8 +163,9 @@ def render_deployment(namespace: str, image: str, admin_email: str) -> Manifest:
                             ],
                             "resources": {
                                 "requests": {"cpu": "250m", "memory": "1Gi"},
-                                "limits": {"memory": "4Gi"},
+                                "limits": {"cpu": "2", "memory": "4Gi"},
                             },
+                            "livenessProbe": http_liveness("/health"),
                             "readinessProbe": {
                                 "httpGet": {"path": "/health", "port": "http"},
                                 "periodSeconds": 10,
@@ -138,11 +175,15 @@ def render_deployment(namespace: str, image: str, admin_email: str) -> Manifest:
                                 "periodSeconds": 10,
                                 "failureThreshold": 60,
                             },
-                            "volumeMounts": [{"name": "data", "mountPath": DATA_PATH}],
+                            "volumeMounts": [
+                                {"name": "data", "mountPath": DATA_PATH},
+                                *writable_mounts,
+                            ],
                         }
                     ],
                     "volumes": [
-                        {"name": "data", "persistentVolumeClaim": {"claimName": f"{APP}-data"}}
+                        {"name": "data", "persistentVolumeClaim": {"claimName": f"{APP}-data"}},
+                        *writable_volumes,
                     ],
                 },
             },

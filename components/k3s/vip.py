@@ -35,6 +35,8 @@ class VipSettings:
     """The VIP on the LAN (also on every server's certificate)."""
     interface: str = "eth0"
     """NIC the VIP is added to: Proxmox's cloud-init names the first network device ``eth0``."""
+    image: str = KUBE_VIP_IMAGE
+    """kube-vip's image reference (tag, and digest when one is configured)."""
 
     def __post_init__(self) -> None:
         ipaddress.IPv4Address(self.address)
@@ -68,7 +70,7 @@ def render_manifests(vip: VipSettings) -> list[Manifest]:
     account = {"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}
     container = {
         "name": NAME,
-        "image": KUBE_VIP_IMAGE,
+        "image": vip.image,
         "imagePullPolicy": "IfNotPresent",
         "args": ["manager"],
         "env": [{"name": k, "value": v} for k, v in render_env(vip).items()],

@@ -8,6 +8,7 @@ pulumi/pulumi-kubernetes#1826) and waits for it (``atomic`` rolls a failed upgra
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -61,23 +62,153 @@ RANCHER = Chart("https://releases.rancher.com/server-charts/stable", "rancher", 
 # https://github.com/cert-manager/cert-manager/releases (Rancher's ingress certificates)
 CERT_MANAGER = Chart("https://charts.jetstack.io", "cert-manager", "v1.19.1")
 
-# https://github.com/ollama/ollama/releases
-OLLAMA_IMAGE = "docker.io/ollama/ollama:0.32.15"
-# https://github.com/open-webui/open-webui/releases
-OPEN_WEBUI_IMAGE = "ghcr.io/open-webui/open-webui:v0.11.3"
+DIGEST_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class ImagePin:
+    """A container image pinned by tag AND, where one could be verified, by digest.
+
+    ``digest`` is the registry's manifest (index) digest of exactly ``repository:tag``; the
+    runtime then pulls those bytes or fails, whatever the tag points to later. ``provenance``
+    says where the digest was read, or why there is none yet: a digest is never made up. An
+    image without a digest is pinned by tag only (a re-pushed tag changes what runs); the
+    operator can add the digest through config (``parse_image`` of an override) and checkov's
+    image-digest check (CKV_K8S_43) is skipped, with this reason, on objects that use it."""
+
+    repository: str
+    tag: str
+    digest: str | None
+    provenance: str
+
+    def __post_init__(self) -> None:
+        if not self.repository or "@" in self.repository:
+            raise ValueError(f"image repository '{self.repository}' is empty or has a digest")
+        if not self.tag or self.tag == "latest" or "/" in self.tag or "@" in self.tag:
+            raise ValueError(
+                f"image '{self.repository}' needs an exact tag (not '{self.tag}' or latest)"
+            )
+        if self.digest is not None and not DIGEST_PATTERN.match(self.digest):
+            raise ValueError(
+                f"image {self.repository}:{self.tag}: digest '{self.digest}' is not "
+                "sha256:<64 lowercase hex digits>"
+            )
+
+    @property
+    def ref(self) -> str:
+        """``repository:tag@sha256:...`` (or ``repository:tag`` without a digest): the tag
+        stays for readers, the digest is what the runtime enforces."""
+        base = f"{self.repository}:{self.tag}"
+        return f"{base}@{self.digest}" if self.digest else base
+
+
+def parse_image(ref: str, provenance: str = "configured") -> ImagePin:
+    """``repo/name:tag`` or ``repo/name:tag@sha256:<hex>`` as an :class:`ImagePin`; raises
+    ValueError naming what is wrong (no tag, ``latest``, a malformed digest)."""
+    base, at, digest = ref.partition("@")
+    repository, colon, tag = base.rpartition(":")
+    if not colon or "/" in tag:
+        raise ValueError(
+            f"'{ref}' is not a pinned image; give an exact tag and, where known, the digest "
+            "(repo/image:1.2.3@sha256:<64 hex>)"
+        )
+    return ImagePin(repository, tag, digest if at else None, provenance)
+
+
+_NO_UPSTREAM_DIGEST = (
+    "no digest published upstream for this tag and none verifiable offline; "
+    "add it by config after checking it (crane digest REF)"
+)
+
+# https://github.com/ollama/ollama/releases. Ollama publishes no digests; this one is the
+# index digest four independent public repositories pin for exactly 0.32.15 (renovate-managed,
+# i.e. read from the registry), found with the code corpus; no conflicting value was found.
+OLLAMA = ImagePin(
+    "docker.io/ollama/ollama",
+    "0.32.15",
+    "sha256:57d60e686821ea81a7748a3ec8141308c8b8f95b27105713954abf7a6529e700",
+    "agreed by 4 independent third-party pins of this tag (not published by upstream)",
+)
+# https://github.com/open-webui/open-webui/releases. Public pins of v0.11.3 disagree (41daa0cf..,
+# 751b6177.., and 9cd136ef.. labelled the linux/amd64 entry), so none is taken.
+OPEN_WEBUI = ImagePin(
+    "ghcr.io/open-webui/open-webui",
+    "v0.11.3",
+    None,
+    "public pins of this tag disagree (index vs platform digests); " + _NO_UPSTREAM_DIGEST,
+)
 # CUDA vectorAdd sample the GPU Operator docs use to check a node
 # (https://docs.nvidia.com/datacenter/cloud-native/gpu-operator/latest/getting-started.html).
-CUDA_SAMPLE_IMAGE = "nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0-ubuntu22.04"
+CUDA_SAMPLE = ImagePin(
+    "nvcr.io/nvidia/k8s/cuda-sample",
+    "vectoradd-cuda12.5.0-ubuntu22.04",
+    None,
+    "NGC lists digests only in its web catalog; " + _NO_UPSTREAM_DIGEST,
+)
 # JupyterHub single-user image: Jupyter Docker Stacks' CUDA PyTorch build, which ships
 # jupyterhub-singleuser (NGC's PyTorch image, the source design's, does not).
-JUPYTER_GPU_IMAGE = "quay.io/jupyter/pytorch-notebook:cuda12-2025-10-20"
+JUPYTER_GPU = ImagePin(
+    "quay.io/jupyter/pytorch-notebook", "cuda12-2025-10-20", None, _NO_UPSTREAM_DIGEST
+)
 # Second local-path provisioner serving only fast-scratch (k3s owns and rewrites its own one).
-LOCAL_PATH_PROVISIONER_IMAGE = "docker.io/rancher/local-path-provisioner:v0.0.31"
-BUSYBOX_IMAGE = "docker.io/library/busybox:1.37.0"
+LOCAL_PATH_PROVISIONER = ImagePin(
+    "docker.io/rancher/local-path-provisioner", "v0.0.31", None, _NO_UPSTREAM_DIGEST
+)
+# Docker official image: docker-library/repo-info publishes each tag's index digest
+# (docker-library/repo-info repos/busybox/remote/1.37.0.md@01a7054230d50b3dccaf8d579f161c522be8c9f0,
+# "docker pull busybox@sha256:9db7b599...", OCI index, 17 platforms).
+BUSYBOX = ImagePin(
+    "docker.io/library/busybox",
+    "1.37.0",
+    "sha256:9db7b59979c38555a39def84a31fb98b5296952f9e3afd4f6f11f05b07adfab0",
+    "docker-library/repo-info repos/busybox/remote/1.37.0.md@01a7054",
+)
 # The homelab API VIP: kube-vip of kube-vip/helm-charts kube-vip-0.9.9 (appVersion v1.0.4), as a
 # k3s auto-deployed manifest (components/k3s/vip.py), since it must run before Pulumi can reach
-# the API through the VIP.
-KUBE_VIP_IMAGE = "ghcr.io/kube-vip/kube-vip:v1.0.4"
+# the API through the VIP. One third-party pin of v1.0.4 exists (5e0d817b..), uncorroborated.
+KUBE_VIP = ImagePin(
+    "ghcr.io/kube-vip/kube-vip",
+    "v1.0.4",
+    None,
+    "a single uncorroborated third-party pin; " + _NO_UPSTREAM_DIGEST,
+)
+
+IMAGES: Mapping[str, ImagePin] = {
+    "ollama": OLLAMA,
+    "open-webui": OPEN_WEBUI,
+    "cuda-sample": CUDA_SAMPLE,
+    "jupyter-gpu": JUPYTER_GPU,
+    "local-path-provisioner": LOCAL_PATH_PROVISIONER,
+    "busybox": BUSYBOX,
+    "kube-vip": KUBE_VIP,
+}
+"""Every image the program sets itself (chart-internal images are the charts' business)."""
+
+OLLAMA_IMAGE = OLLAMA.ref
+OPEN_WEBUI_IMAGE = OPEN_WEBUI.ref
+CUDA_SAMPLE_IMAGE = CUDA_SAMPLE.ref
+JUPYTER_GPU_IMAGE = JUPYTER_GPU.ref
+LOCAL_PATH_PROVISIONER_IMAGE = LOCAL_PATH_PROVISIONER.ref
+BUSYBOX_IMAGE = BUSYBOX.ref
+KUBE_VIP_IMAGE = KUBE_VIP.ref
+
+
+def with_digest(pin: ImagePin, digest: str | None) -> str:
+    """``pin``'s reference, with ``digest`` (an operator's verified override) when given."""
+    if digest is None:
+        return pin.ref
+    return ImagePin(pin.repository, pin.tag, digest, "configured").ref
+
+
+def digest_skip(image: str) -> dict[str, str]:
+    """checkov skips for a pod using ``image`` when it has no digest: the digest check and the
+    pull-policy check (which passes for digests: an IfNotPresent pull of a digest is exact)."""
+    pin = parse_image(image)
+    if pin.digest is not None:
+        return {}
+    reason = f"{pin.repository}:{pin.tag} has no verified digest ({pin.provenance})"
+    reason = reason.replace("=", ":")
+    return {"CKV_K8S_43": reason, "CKV_K8S_15": reason}
 
 
 def liqo_chart(version: str) -> Chart:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import pulumi
 
-from components.kube.charts import JUPYTERHUB, helm_release
+from components.kube.charts import JUPYTERHUB, helm_release, parse_image
 from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS
 from components.platform.storage_classes import LOCAL_CLASS, NFS_CLASS, SCRATCH_CLASS
 
@@ -121,7 +121,9 @@ def render_jupyterhub_values(
     scratch_gib: int,
 ) -> dict[str, Any]:
     """Chart values (jupyterhub/values.yaml of the pinned chart), secrets excluded."""
-    image_name, _, image_tag = image.rpartition(":")
+    pin = parse_image(image)
+    # z2jh joins name and tag with ':' (kubespawner image), so a digest rides in the tag.
+    image_name, image_tag = pin.repository, pin.ref.removeprefix(f"{pin.repository}:")
     return {
         "hub": {
             "config": render_authenticator_config(auth, f"https://{hostname}/hub/oauth_callback"),

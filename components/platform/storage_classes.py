@@ -28,9 +28,15 @@ from components.kube.charts import (
     BUSYBOX_IMAGE,
     LOCAL_PATH_PROVISIONER_IMAGE,
     NFS_SUBDIR_PROVISIONER,
+    digest_skip,
     helm_release,
 )
 from components.kube.objects import Manifest, declare
+from components.kube.security import (
+    checkov_skips,
+    container_security_context,
+    pod_security_context,
+)
 
 NFS_CLASS = "nfs-client"
 LOCAL_CLASS = "local-path"
@@ -61,7 +67,11 @@ def render_nfs_values(server: str, path: str, mount_options: Sequence[str]) -> d
     }
 
 
-def render_scratch_provisioner(scratch_path: str) -> list[Manifest]:
+def render_scratch_provisioner(
+    scratch_path: str,
+    provisioner_image: str = LOCAL_PATH_PROVISIONER_IMAGE,
+    helper_image: str = BUSYBOX_IMAGE,
+) -> list[Manifest]:
     """The provisioner's objects (rancher/local-path-provisioner's deploy manifest, reduced to
     one path and renamed so it never answers for k3s's ``local-path`` class)."""
     ns = SCRATCH_NAMESPACE
@@ -76,7 +86,7 @@ def render_scratch_provisioner(scratch_path: str) -> list[Manifest]:
             "priorityClassName": "system-node-critical",
             "tolerations": [{"operator": "Exists"}],
             "containers": [
-                {"name": "helper-pod", "image": BUSYBOX_IMAGE, "imagePullPolicy": "IfNotPresent"}
+                {"name": "helper-pod", "image": helper_image, "imagePullPolicy": "IfNotPresent"}
             ],
         },
     }
@@ -171,7 +181,22 @@ def render_scratch_provisioner(scratch_path: str) -> list[Manifest]:
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": SCRATCH_APP, "namespace": ns, "labels": labels},
+            "metadata": {
+                "name": SCRATCH_APP,
+                "namespace": ns,
+                "labels": labels,
+                "annotations": checkov_skips(
+                    {
+                        **digest_skip(provisioner_image),
+                        "CKV_K8S_38": "the provisioner watches claims and creates volumes and "
+                        "helper pods through the Kubernetes API with its service account token",
+                        "CKV_K8S_8": "local-path-provisioner serves no health endpoint "
+                        "(rancher/local-path-provisioner deploy/local-path-storage.yaml@v0.0.31 "
+                        "has no probes); the container exits on failure and is restarted",
+                        "CKV_K8S_9": "no readiness endpoint either, and nothing sends it traffic",
+                    }
+                ),
+            },
             "spec": {
                 "replicas": 1,
                 "selector": {"matchLabels": labels},
@@ -179,10 +204,14 @@ def render_scratch_provisioner(scratch_path: str) -> list[Manifest]:
                     "metadata": {"labels": labels},
                     "spec": {
                         "serviceAccountName": SCRATCH_APP,
+                        # The provisioner itself only talks to the API and reads its config;
+                        # the helper pods it starts (busybox, helperPod.yaml) write the host path.
+                        "securityContext": pod_security_context(),
                         "containers": [
                             {
                                 "name": "provisioner",
-                                "image": LOCAL_PATH_PROVISIONER_IMAGE,
+                                "image": provisioner_image,
+                                "securityContext": container_security_context(),
                                 "command": [
                                     "local-path-provisioner",
                                     "start",
@@ -200,12 +229,12 @@ def render_scratch_provisioner(scratch_path: str) -> list[Manifest]:
                                         },
                                     },
                                     {"name": "SERVICE_ACCOUNT_NAME", "value": SCRATCH_APP},
-                                    {"name": "HELPER_IMAGE", "value": BUSYBOX_IMAGE},
+                                    {"name": "HELPER_IMAGE", "value": helper_image},
                                     {"name": "CONFIG_MOUNT_PATH", "value": "/etc/config/"},
                                 ],
                                 "resources": {
                                     "requests": {"cpu": "10m", "memory": "32Mi"},
-                                    "limits": {"memory": "128Mi"},
+                                    "limits": {"cpu": "200m", "memory": "128Mi"},
                                 },
                                 "volumeMounts": [{"name": "config", "mountPath": "/etc/config/"}],
                             }
@@ -246,6 +275,8 @@ class StorageClassesArgs:
     scratch_path: str
     gpu_node_label: tuple[str, str]
     """(key, value) every GPU worker carries: where ``fast-scratch`` volumes may live."""
+    provisioner_image: str = LOCAL_PATH_PROVISIONER_IMAGE
+    helper_image: str = BUSYBOX_IMAGE
 
 
 class StorageClasses(pulumi.ComponentResource):
@@ -264,7 +295,9 @@ class StorageClasses(pulumi.ComponentResource):
             opts=child,
         )
         provisioner: list[pulumi.Resource] = []
-        for manifest in render_scratch_provisioner(args.scratch_path):
+        for manifest in render_scratch_provisioner(
+            args.scratch_path, args.provisioner_image, args.helper_image
+        ):
             kind = manifest["kind"].lower()
             provisioner.append(
                 declare(

@@ -10,6 +10,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from components.kube.charts import DIGEST_PATTERN, parse_image
+
 PROJECT = "hybridgpu"
 """Config namespace: the project name in Pulumi.yaml."""
 
@@ -109,13 +111,9 @@ def _address_or_host_name(value: str) -> str:
 
 
 def _pinned_image(value: str) -> str:
-    name, _, tag = value.rpartition(":")
-    if "@sha256:" in value:
-        return value
-    if not name or "/" in tag or tag in ("", "latest"):
-        raise ValueError(
-            f"'{value}' is not a pinned image; give an exact tag (repo/image:1.2.3) or a digest"
-        )
+    """An exact tag, and where known the digest (``repo/image:1.2.3@sha256:<64 hex>``): the
+    digest is checked for form here (components/kube/charts.py ImagePin)."""
+    parse_image(value)
     return value
 
 
@@ -126,6 +124,8 @@ SshPublicKey = Annotated[str, AfterValidator(_ssh_public_key)]
 HostName = Annotated[str, AfterValidator(_host_name)]
 AddressOrHostName = Annotated[str, AfterValidator(_address_or_host_name)]
 PinnedImage = Annotated[str, AfterValidator(_pinned_image)]
+ImageDigest = Annotated[str, Field(pattern=DIGEST_PATTERN.pattern)]
+"""A registry manifest digest, ``sha256:<64 lowercase hex>``."""
 Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN.pattern)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 

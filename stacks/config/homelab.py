@@ -19,7 +19,12 @@ from stacks.config.fields import (
     SshPublicKey,
     key,
 )
-from stacks.config.homelab_apps import OllamaSettings, OpenWebUiSettings, PlatformSettings
+from stacks.config.homelab_apps import (
+    ImageDigests,
+    OllamaSettings,
+    OpenWebUiSettings,
+    PlatformSettings,
+)
 from stacks.config.operations import BackupSettings, TeamSettings, check_teams
 from stacks.config.project import ProjectSettings
 
@@ -197,8 +202,9 @@ class HomelabSettings(Model):
     open_webui: OpenWebUiSettings
     platform: PlatformSettings
     teams: tuple[TeamSettings, ...] = ()
-    backups: BackupSettings = BackupSettings()
     """Namespaces with quotas and edit rights for their members (README "Day-N operations")."""
+    backups: BackupSettings = BackupSettings()
+    image_digests: ImageDigests = ImageDigests()
 
     @field_validator("control_planes")
     @classmethod

@@ -17,9 +17,22 @@ from stacks.config.fields import (
     AddressOrHostName,
     DnsLabel,
     HostName,
+    ImageDigest,
     Model,
     PinnedImage,
 )
+
+
+class ImageDigests(Model):
+    """Digests for the images the program pins without one it could verify (components/kube/
+    charts.py IMAGES says why each lacks one): add the registry's digest of exactly the pinned
+    tag once checked (e.g. ``crane digest REPO:TAG``); the tag stays in the reference. Ollama,
+    Open WebUI and the Jupyter image take a full ``repo:tag@sha256:...`` in their ``image``."""
+
+    cuda_sample: ImageDigest | None = None
+    local_path_provisioner: ImageDigest | None = None
+    busybox: ImageDigest | None = None
+    kube_vip: ImageDigest | None = None
 
 
 class OllamaSettings(Model):
