@@ -19,7 +19,12 @@ from stacks.config.fields import (
     SshPublicKey,
     key,
 )
-from stacks.config.homelab_apps import OllamaSettings, OpenWebUiSettings, PlatformSettings
+from stacks.config.homelab_apps import (
+    MonitoringSettings,
+    OllamaSettings,
+    OpenWebUiSettings,
+    PlatformSettings,
+)
 from stacks.config.project import ProjectSettings
 
 
@@ -195,6 +200,8 @@ class HomelabSettings(Model):
     ollama: OllamaSettings = OllamaSettings()
     open_webui: OpenWebUiSettings
     platform: PlatformSettings
+    monitoring: MonitoringSettings | None = None
+    """Prometheus, Alertmanager and Grafana; absent: no monitoring stack."""
 
     @field_validator("control_planes")
     @classmethod
