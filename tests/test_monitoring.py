@@ -202,7 +202,10 @@ def test_dashboards_cover_gpu_ollama_and_aws_billing() -> None:
     for metric in ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_GPU_TEMP"):
         assert metric in gpu
     assert 'site=~"$site"' in gpu
-    assert "gpu_waker_requests_total" in " ".join(_exprs(dashboards["ollama"]))
+    ollama = " ".join(_exprs(dashboards["ollama"]))
+    assert "gpu_waker_requests_total" in ollama
+    assert "gpu_waker_upstream_first_byte_seconds_bucket" in ollama  # latency
+    assert "gpu_waker_upstream_duration_seconds_bucket" in ollama
     billed = [
         p for p in dashboards["aws-worker"]["panels"] if p["title"].startswith("Hours billed")
     ]
