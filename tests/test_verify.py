@@ -301,3 +301,52 @@ def test_the_cli_prints_the_table_and_exits_non_zero_on_a_failure(
         verify.main(["homelab", "--outputs", f"homelab={homelab}", "--outputs", f"aws-gpu={aws}"])
         == 0
     )
+
+
+def test_aws_gpu_with_the_worker_stopped_checks_the_control_node_and_skips_the_rest(
+    serve: Any,
+) -> None:
+    """The AWS cluster: the GPU worker is NotReady while gpu-waker has it stopped; that is no
+    failure, and nothing wakes it."""
+    replies = healthy()
+    items = replies[NODES]["items"]
+    control = copy.deepcopy(items[0])
+    control["metadata"]["name"] = "ip-10-100-1-10"
+    worker = copy.deepcopy(items[1])
+    worker["metadata"]["name"] = "ip-10-100-1-20"
+    worker["metadata"]["labels"]["gpu-type"] = "nvidia-t4"
+    (ready,) = [c for c in worker["status"]["conditions"] if c["type"] == "Ready"]
+    ready.update(status="Unknown", reason="NodeStatusUnknown")
+    replies[NODES]["items"] = [control, worker]
+    replies["/apis/storage.k8s.io/v1/storageclasses"]["items"] = [
+        sc
+        for sc in replies["/apis/storage.k8s.io/v1/storageclasses"]["items"]
+        if sc["metadata"]["name"] == "local-path"
+    ]
+    replies["/healthz"]["state"] = "stopped"
+    server = serve(FakeApi(replies))
+    outputs = {
+        "adminKubeconfig": kubeconfig(server),
+        "gpuWorkerGpuType": "nvidia-t4",
+        "gpuWorkerGpuCount": 1,
+        "gpuWakerUrl": server,
+        "gpuWakerToken": "t0ken",
+    }
+    (site,) = verify.build_sites(["aws-gpu"], {"aws-gpu": outputs}, TIMEOUT)
+    results = by_check(verify.verify_site(site, lambda _: None))
+    assert results["nodes-ready"].status == PASS
+    assert results["nodes-ready"].reason == "Ready: ip-10-100-1-10"
+    for name in ("gpus-allocatable", "device-plugin-pods", "ollama-tags"):
+        assert results[name].status == SKIP, results[name]
+        assert "stopped" in results[name].reason
+    assert results["storage-local-path"].status == PASS
+    # The same cluster with the worker reported ready: its NotReady node is a failure.
+    replies["/healthz"]["state"] = "ready"
+    (site,) = verify.build_sites(
+        ["aws-gpu"],
+        {"aws-gpu": {**outputs, "adminKubeconfig": kubeconfig(serve(FakeApi(replies)))}},
+        TIMEOUT,
+    )
+    results = by_check(verify.verify_site(site, lambda _: None))
+    assert results["nodes-ready"].status == FAIL
+    assert "ip-10-100-1-20 NotReady" in results["nodes-ready"].reason

@@ -65,7 +65,7 @@ def check_nodes(site: Site) -> Result:
                 problems.append(f"{name} NotReady: {why}")
     if problems:
         return Result(site.name, "nodes-ready", FAIL, "; ".join(problems), investigate)
-    return Result(site.name, "nodes-ready", PASS, f"{len(names)} nodes Ready", investigate)
+    return Result(site.name, "nodes-ready", PASS, f"Ready: {', '.join(names)}", investigate)
 
 
 @named("gpus-allocatable")
