@@ -41,6 +41,7 @@ class FakeApi:
     created: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     claims: dict[str, int] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
@@ -64,6 +65,9 @@ def _handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
                 api.claims[name] = seen + 1
                 phase = api.claim_phases[min(seen, len(api.claim_phases) - 1)]
                 self._send(200, {"kind": "PersistentVolumeClaim", "status": {"phase": phase}})
+                return
+            if self.path.startswith("/api/v1/namespaces/default/events?fieldSelector="):
+                self._send(200, {"kind": "EventList", "items": api.events})
                 return
             if self.path not in api.replies:
                 self._send(404, {"kind": "Status", "status": "Failure", "code": 404,
@@ -209,12 +213,25 @@ def test_a_failed_cuda_job_fails_with_its_logs_command(serve: Any) -> None:
 
 
 def test_a_claim_stuck_pending_fails_and_is_cleaned_up(serve: Any) -> None:
-    api = FakeApi(healthy(), claim_phases=["Pending"])
+    waiting = (
+        "waiting for a volume to be created, either by external provisioner "
+        '"cluster.local/nfs-subdir-external-provisioner" or manually created by system '
+        "administrator"
+    )
+    events = [
+        {"reason": "ExternalProvisioning", "message": waiting, "lastTimestamp": T}
+        for T in ("2026-12-02T10:00:01Z", "2026-12-02T10:00:03Z")
+    ]
+    events[0]["message"] = "an older message"
+    api = FakeApi(healthy(), claim_phases=["Pending"], events=events)
     started = time.monotonic()
     results = by_check(run_verify(serve(api), timeout=4.0))
     for name in ("storage-nfs-client", "storage-fast-scratch", "storage-local-path"):
         assert results[name].status == FAIL
-        assert results[name].reason == "throwaway claim stayed Pending for 2 s"
+        assert results[name].reason == f"throwaway claim stayed Pending for 2 s: {waiting}"
+        assert "get events --field-selector involvedObject.name=hybridgpu-verify-" in (
+            results[name].investigate
+        )
     assert time.monotonic() - started < 3 * 4.0 + 20
     deleted = [p for p in api.deleted if "/persistentvolumeclaims/" in p]
     assert len(deleted) == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -65,8 +66,9 @@ def make_storage_check(storage_class: dict[str, Any]) -> Callable[[Site], Result
         suffix = f"{int(time.time()) % 100000}-{os.getpid() % 1000}"
         claim = f"hybridgpu-verify-{name}-{suffix}"[:63].rstrip("-")
         base = f"/api/v1/namespaces/{VERIFY_NAMESPACE}"
+        # The claim is gone afterwards; the provisioner's events about it stay for an hour.
         investigate = site.kubectl(
-            f"get storageclass {name}; kubectl describe pvc -l hybridgpu/verify"
+            f"-n {VERIFY_NAMESPACE} get events --field-selector involvedObject.name={claim}"
         )
         with _cleanup(site, [f"{base}/pods/{claim}", f"{base}/persistentvolumeclaims/{claim}"]):
             site.kube.request("POST", f"{base}/persistentvolumeclaims", _claim(claim, name))
@@ -82,6 +84,7 @@ def make_storage_check(storage_class: dict[str, Any]) -> Callable[[Site], Result
                 if phase == "Bound" or time.monotonic() >= deadline:
                     break
                 time.sleep(1.0)
+            why = "" if phase == "Bound" else _last_event(site, claim)
         check_name = f"storage-{name}"
         if phase != "Bound":
             waited = site.timeout / 2
@@ -89,13 +92,26 @@ def make_storage_check(storage_class: dict[str, Any]) -> Callable[[Site], Result
                 site.name,
                 check_name,
                 FAIL,
-                f"throwaway claim stayed {phase or 'unknown'} for {waited:.0f} s",
+                f"throwaway claim stayed {phase or 'unknown'} for {waited:.0f} s{why}",
                 investigate,
             )
         return Result(site.name, check_name, PASS, "a throwaway claim bound (deleted)", investigate)
 
     check.__dict__["label"] = f"storage-{name}"
     return check
+
+
+def _last_event(site: Site, claim: str) -> str:
+    """``: <message>`` of the newest event about the claim (the provisioner's reason), or ''."""
+    path = f"/api/v1/namespaces/{VERIFY_NAMESPACE}/events?fieldSelector=" + urllib.parse.quote(
+        f"involvedObject.name={claim}"
+    )
+    try:
+        events = site.kube.get(path)["items"]
+    except (VerifyError, KeyError, TypeError):
+        return ""
+    events.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    return f": {events[-1].get('message', '').strip()}" if events else ""
 
 
 @contextmanager
