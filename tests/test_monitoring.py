@@ -28,6 +28,7 @@ from components.platform.monitoring import (
 from tests.real_tools import require, run
 from tests.upstream_data import chart_data
 from tools.offline import StackRun
+from tools.plan import resource_tree
 
 ROOT = Path(__file__).parent.parent
 UNIT_TESTS = Path(__file__).parent / "promtool" / "alerts.test.yaml"
@@ -369,3 +370,23 @@ def test_retention_shorter_than_a_month_is_rejected(days: int) -> None:
         )
     ok = MonitoringSettings.model_validate({"grafanaHostname": "g.lab.example"})
     assert ok.retention_days == 35
+
+
+def test_the_offline_plan_lists_monitoring_exporters_dashboards_and_rules(
+    aws_gpu_run: StackRun, homelab_run: StackRun
+) -> None:
+    homelab = "\n".join(resource_tree(homelab_run))
+    for line in (
+        "hybridgpu:platform:Monitoring  monitoring",
+        "kubernetes:helm.sh/v3:Release  monitoring-release",
+        "kubernetes:monitoring.coreos.com/v1:PrometheusRule  monitoring-alerts",
+        "kubernetes:core/v1:ConfigMap  monitoring-dashboard-gpus",
+        "kubernetes:core/v1:ConfigMap  monitoring-dashboard-ollama",
+        "kubernetes:core/v1:ConfigMap  monitoring-dashboard-aws-worker",
+        f"{SCRAPE}  monitoring-scrape-aws-dcgm-exporter",
+        f"{SCRAPE}  monitoring-scrape-gpu-waker",
+    ):
+        assert line in homelab, line
+    aws = "\n".join(resource_tree(aws_gpu_run))
+    assert "hybridgpu:platform:DcgmExporter  dcgm-exporter" in aws
+    assert "kubernetes:core/v1:Service  dcgm-exporter-node-port" in aws
