@@ -33,7 +33,7 @@ from stacks.config import (
 )
 from stacks.federation import ProviderSide, homelab_federation
 from stacks.outputs import AwsGpuReference, export_stack_outputs
-from stacks.platform import homelab_platform
+from stacks.platform import AwsScrapeTargets, homelab_platform
 from stacks.pod_security import homelab_admission_config
 from stacks.renewal import RenewalClock
 
@@ -326,7 +326,14 @@ def main() -> None:
         cluster_identifier=config.homelab.federation.cluster_id,
         opts=pulumi.ResourceOptions(depends_on=cluster.ready),
     )
-    platform = homelab_platform(config, homelab_k8s)
+    platform = homelab_platform(
+        config,
+        homelab_k8s,
+        AwsScrapeTargets(
+            control_node_overlay_ip=aws_gpu.require("controlNodeOverlayIp"),
+            gpu_waker_token=aws_gpu.require("gpuWakerToken"),
+        ),
+    )
     homelab_snapshot_store(config.homelab, aws_gpu, pulumi.ResourceOptions(provider=homelab_k8s))
     federation = homelab_federation(
         config,
@@ -365,5 +372,7 @@ def main() -> None:
             "openWebuiAdminPassword": federation.open_webui_admin_password,
             "jupyterhubUrl": platform.jupyterhub_url,
             "cudaValidation": platform.cuda_validation,
+            "grafanaUrl": platform.grafana_url,
+            "grafanaAdminPassword": platform.grafana_admin_password,
         },
     )

@@ -130,6 +130,14 @@ HOMELAB_OUTPUTS: tuple[OutputSpec, ...] = (
         "cudaValidation",
         "GPU worker -> {job, namespace, logs}: the CUDA check of each node and how to read it.",
     ),
+    OutputSpec(
+        "grafanaUrl", "Grafana, through the Traefik ingress (null without homelab.monitoring)."
+    ),
+    OutputSpec(
+        "grafanaAdminPassword",
+        "Password of Grafana's 'admin' account (generated; null without homelab.monitoring).",
+        secret=True,
+    ),
 )
 
 CONTRACTS: Mapping[str, tuple[OutputSpec, ...]] = {

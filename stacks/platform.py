@@ -2,9 +2,10 @@
 
 homelab: the way in (MetalLB + Traefik's address), GPU Operator, the ``nfs-client`` /
 ``fast-scratch`` storage classes, JupyterHub, one CUDA validation Job per GPU worker, optional
-Rancher, the teams' namespaces with quotas and RBAC.
-aws-gpu: the NVIDIA device plugin (the AMI has driver + toolkit) and the Node Termination
-Handler that drains the GPU worker on a spot interruption notice.
+Rancher, the teams' namespaces with quotas and RBAC, monitoring (``hybridgpu:homelab.monitoring``).
+aws-gpu: the NVIDIA device plugin (the AMI has driver + toolkit), the Node Termination
+Handler that drains the GPU worker on a spot interruption notice, and the DCGM exporter the
+homelab Prometheus scrapes over the mesh.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import pulumi_random as random
 from components.kube.charts import BUSYBOX, CUDA_SAMPLE, LOCAL_PATH_PROVISIONER, with_digest
 from components.kube.labels import CONTROL_PLANE_TAINT, GPU_NODE_LABEL
 from components.kube.network_policies import NamespaceIsolation, NamespaceIsolationArgs
+from components.nebula.config import DCGM_EXPORTER_NODEPORT, GPU_WAKER_PORT
 from components.platform import cuda_validation, storage_classes
 from components.platform.cuda_validation import CudaValidation, CudaValidationArgs
+from components.platform.dcgm_exporter import DcgmExporter, DcgmExporterArgs
 from components.platform.gpu_operator import GpuOperator, GpuOperatorArgs
 from components.platform.jupyterhub import Authenticator, JupyterHub, JupyterHubArgs
 from components.platform.lan_load_balancer import LanLoadBalancer, LanLoadBalancerArgs
+from components.platform.monitoring import SITE_HOMELAB, Monitoring, MonitoringArgs
 from components.platform.node_termination_handler import (
     NodeTerminationHandler,
     NodeTerminationHandlerArgs,
@@ -43,9 +47,21 @@ class HomelabPlatform:
     ingress: pulumi.Resource
     """MetalLB and Traefik's fixed address: what web apps' Ingresses wait for."""
     ingress_address: str
+    grafana_url: str | None
+    grafana_admin_password: pulumi.Output[str] | None
 
 
-def homelab_platform(config: HomelabConfig, provider: k8s.Provider) -> HomelabPlatform:
+@dataclass(frozen=True)
+class AwsScrapeTargets:
+    """What the homelab Prometheus needs of the aws-gpu stack (its outputs)."""
+
+    control_node_overlay_ip: pulumi.Input[str]
+    gpu_waker_token: pulumi.Input[str]
+
+
+def homelab_platform(
+    config: HomelabConfig, provider: k8s.Provider, aws: AwsScrapeTargets
+) -> HomelabPlatform:
     homelab = config.homelab
     platform = homelab.platform
     on_cluster = pulumi.ResourceOptions(provider=provider)
@@ -59,12 +75,44 @@ def homelab_platform(config: HomelabConfig, provider: k8s.Provider) -> HomelabPl
         ),
         opts=on_cluster,
     )
+    monitoring = None
+    grafana_password = None
+    settings = homelab.monitoring
+    if settings is not None:
+        # Generated once, kept (secret) in state; exported as grafanaAdminPassword.
+        grafana_password = random.RandomPassword(
+            "grafana-admin-password", length=32, special=False
+        ).result
+        monitoring = Monitoring(
+            "monitoring",
+            MonitoringArgs(
+                grafana_hostname=settings.grafana_hostname,
+                tls_secret=settings.tls_secret,
+                admin_password=grafana_password,
+                retention_days=settings.retention_days,
+                storage_gib=settings.storage_gib,
+                storage_class=settings.storage_class,
+                alertmanager_storage_gib=settings.alertmanager_storage_gib,
+                aws_overlay_ip=aws.control_node_overlay_ip,
+                gpu_waker_token=aws.gpu_waker_token,
+                dcgm_node_port=DCGM_EXPORTER_NODEPORT,
+                gpu_waker_port=GPU_WAKER_PORT,
+                node_taints=(CONTROL_PLANE_TAINT,),
+                ingress_ready=[ingress],
+            ),
+            opts=on_cluster,
+        )
     gpu_operator = GpuOperator(
         "gpu-operator",
         GpuOperatorArgs(
-            driver=platform.gpu_operator.driver, tolerate_taints=(CONTROL_PLANE_TAINT,)
+            driver=platform.gpu_operator.driver,
+            tolerate_taints=(CONTROL_PLANE_TAINT,),
+            site_label=SITE_HOMELAB if monitoring is not None else None,
         ),
-        opts=on_cluster,
+        # The operator creates its DCGM ServiceMonitor only if the CRD is there already.
+        opts=pulumi.ResourceOptions(
+            provider=provider, depends_on=[monitoring.release] if monitoring is not None else []
+        ),
     )
     storage = StorageClasses(
         "storage",
@@ -150,6 +198,8 @@ def homelab_platform(config: HomelabConfig, provider: k8s.Provider) -> HomelabPl
         gpu_stack=gpu_operator.release,
         ingress=ingress,
         ingress_address=ingress.ingress_address,
+        grafana_url=monitoring.url if monitoring is not None else None,
+        grafana_admin_password=grafana_password,
     )
 
 
@@ -187,5 +237,10 @@ def aws_platform(provider: k8s.Provider) -> None:
     NodeTerminationHandler(
         "node-termination-handler",
         NodeTerminationHandlerArgs(node_selector=selector),
+        opts=on_cluster,
+    )
+    DcgmExporter(
+        "dcgm-exporter",
+        DcgmExporterArgs(node_selector=selector, node_port=DCGM_EXPORTER_NODEPORT),
         opts=on_cluster,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 from components.federation import liqo
 from components.k3s.pod_security import SYSTEM_EXEMPTIONS, render_admission_config
 from components.platform import (
+    dcgm_exporter,
     gpu_operator,
     jupyterhub,
     lan_load_balancer,
@@ -46,6 +47,10 @@ def aws_exemptions() -> dict[str, str]:
         **LIQO,
         nvidia_device_plugin.NAMESPACE: (
             "the device plugin registers on the kubelet's device-plugin socket (a hostPath)"
+        ),
+        dcgm_exporter.NAMESPACE: (
+            "the DCGM exporter reads the kubelet's pod-resources socket (a hostPath) and needs "
+            "SYS_ADMIN for DCGM's profiling metrics"
         ),
     }
 

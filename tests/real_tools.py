@@ -20,6 +20,7 @@ INSTALL_HINT = {
     "ip": "apt-get install iproute2",
     "ping": "apt-get install iputils-ping",
     "busybox": "apt-get install busybox",
+    "promtool": "apt-get install prometheus",
 }
 
 

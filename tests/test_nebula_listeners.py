@@ -60,6 +60,12 @@ def control_node_listeners(aws_gpu_run: StackRun, homelab_run: StackRun) -> set[
     assert "--gw-server-service-type NodePort" in script
     (nodeport,) = re.findall(r"--gw-server-service-nodeport (\d+)", script)
     listeners.add((int(nodeport), "udp"))
+    # Every NodePort Service the aws-gpu stack declares (the DCGM exporter's), served the same way.
+    for service in aws_gpu_run.by_type("kubernetes:core/v1:Service"):
+        spec = service.plain_inputs.get("spec", {})
+        if spec.get("type") == "NodePort":
+            for port in spec["ports"]:
+                listeners.add((int(port["nodePort"]), str(port.get("protocol", "TCP")).lower()))
     return listeners
 
 

@@ -61,6 +61,16 @@ METALLB = Chart("https://metallb.github.io/metallb", "metallb", "0.16.1")
 RANCHER = Chart("https://releases.rancher.com/server-charts/stable", "rancher", "2.14.4")
 # https://github.com/cert-manager/cert-manager/releases (Rancher's ingress certificates)
 CERT_MANAGER = Chart("https://charts.jetstack.io", "cert-manager", "v1.19.1")
+# https://github.com/prometheus-community/helm-charts/releases (homelab monitoring: Prometheus,
+# Alertmanager, Grafana 12.11.1 chart, node exporter, kube-state-metrics, operator CRDs).
+KUBE_PROMETHEUS_STACK = Chart(
+    "https://prometheus-community.github.io/helm-charts", "kube-prometheus-stack", "88.5.3"
+)
+# https://github.com/NVIDIA/dcgm-exporter/releases (tag 4.5.3-4.8.2: DCGM 4.5.3, exporter 4.8.2):
+# GPU metrics of the AWS worker, where the device plugin runs instead of the GPU Operator.
+DCGM_EXPORTER = Chart(
+    "https://nvidia.github.io/dcgm-exporter/helm-charts", "dcgm-exporter", "4.8.2"
+)
 
 DIGEST_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
 

@@ -40,6 +40,9 @@ SSH_PORT = 22
 # only way into Ollama from the homelab. Ollama's own port is never opened on the mesh: its pod
 # is reached through Liqo's tunnel, and only the proxy may call it (AWS-side NetworkPolicy).
 GPU_WAKER_PORT = 11435
+# The AWS GPU worker's DCGM exporter as a NodePort of the AWS cluster, scraped by the homelab
+# Prometheus on the control node's overlay address (components/platform/dcgm_exporter.py).
+DCGM_EXPORTER_NODEPORT = 30940
 # Liqo's default pod-network CIDRs for remapping (liqotech/liqo@v1.2.0 deployments/liqo/values.yaml:
 # ipam.externalCIDR 10.70.0.0/16, ipam.internalCIDR 10.80.0.0/16): routes Liqo installs on every
 # node, never a path Nebula may dial a peer on.
@@ -123,6 +126,13 @@ def default_policy(liqo_gateway_port: int = LIQO_GATEWAY_NODEPORT) -> tuple[Fire
             ("homelab",),
             ("aws",),
             "gpu-waker (Ollama behind a token, wakes the GPU worker), for the homelab only",
+        ),
+        FirewallRule(
+            DCGM_EXPORTER_NODEPORT,
+            "tcp",
+            ("homelab",),
+            ("aws",),
+            "AWS GPU worker's DCGM exporter (NodePort), scraped by the homelab Prometheus",
         ),
         FirewallRule(K3S_API_PORT, "tcp", ("admin",), ("aws",), "AWS k3s API for the operator"),
         FirewallRule(SSH_PORT, "tcp", ("admin",), ("aws",), "SSH for the operator"),

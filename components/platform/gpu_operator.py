@@ -22,7 +22,7 @@ DriverMode = Literal["operator", "preinstalled"]
 
 
 def render_gpu_operator_values(
-    *, driver: DriverMode, tolerate_taints: tuple[str, ...]
+    *, driver: DriverMode, tolerate_taints: tuple[str, ...], site_label: str | None = None
 ) -> dict[str, Any]:
     """Chart values (deployments/gpu-operator/values.yaml of the pinned version). The runtime is
     detected by the operator (``operator.defaultRuntime`` is gone since v25.3); the toolkit env
@@ -31,6 +31,19 @@ def render_gpu_operator_values(
         # GPU nodes are often tainted for GPU work only; the operands must still run there.
         {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
     ]
+    # With the homelab Prometheus (site_label set), the operator creates a ServiceMonitor for its
+    # DCGM exporter; the relabeling tags every GPU series with its site, as the AWS scrape does.
+    service_monitor: dict[str, Any] = (
+        {
+            "enabled": True,
+            "relabelings": [
+                {"targetLabel": "site", "replacement": site_label, "action": "replace"}
+            ],
+        }
+        if site_label is not None
+        # No Prometheus operator CRDs on the cluster to receive a ServiceMonitor.
+        else {"enabled": False}
+    )
     return {
         "driver": {"enabled": driver == "operator"},
         "toolkit": {
@@ -48,8 +61,7 @@ def render_gpu_operator_values(
         },
         "devicePlugin": {"enabled": True},
         "gfd": {"enabled": True},
-        # No ServiceMonitor: the cluster has no Prometheus operator CRDs to receive it.
-        "dcgmExporter": {"enabled": True, "serviceMonitor": {"enabled": False}},
+        "dcgmExporter": {"enabled": True, "serviceMonitor": service_monitor},
         "daemonsets": {"tolerations": tolerations},
         "node-feature-discovery": {"worker": {"tolerations": tolerations}},
     }
@@ -60,6 +72,8 @@ class GpuOperatorArgs:
     driver: DriverMode
     tolerate_taints: tuple[str, ...] = ()
     """The project's node taints (``key=value:Effect``) the operands must tolerate."""
+    site_label: str | None = None
+    """Set when the cluster has Prometheus: the ``site`` label of the DCGM exporter's series."""
 
 
 class GpuOperator(pulumi.ComponentResource):
@@ -68,7 +82,7 @@ class GpuOperator(pulumi.ComponentResource):
     ) -> None:
         super().__init__("hybridgpu:platform:GpuOperator", name, None, opts)
         self.values = render_gpu_operator_values(
-            driver=args.driver, tolerate_taints=args.tolerate_taints
+            driver=args.driver, tolerate_taints=args.tolerate_taints, site_label=args.site_label
         )
         self.release = helm_release(
             f"{name}-release",

@@ -21,6 +21,7 @@ from stacks.config.fields import (
 )
 from stacks.config.homelab_apps import (
     ImageDigests,
+    MonitoringSettings,
     OllamaSettings,
     OpenWebUiSettings,
     PlatformSettings,
@@ -205,6 +206,8 @@ class HomelabSettings(Model):
     """Namespaces with quotas and edit rights for their members (README "Day-N operations")."""
     backups: BackupSettings = BackupSettings()
     image_digests: ImageDigests = ImageDigests()
+    monitoring: MonitoringSettings | None = None
+    """Prometheus, Alertmanager and Grafana; absent: no monitoring stack."""
 
     @field_validator("control_planes")
     @classmethod

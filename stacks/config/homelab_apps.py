@@ -1,5 +1,5 @@
 """The homelab stack's app and platform sections (``hybridgpu:homelab``): Ollama, Open WebUI,
-GPU Operator, NFS, JupyterHub, Rancher."""
+GPU Operator, NFS, JupyterHub, Rancher, monitoring."""
 
 from __future__ import annotations
 
@@ -149,3 +149,34 @@ class PlatformSettings(Model):
     """Where each GPU worker mounts its scratch disk (the ``fast-scratch`` class)."""
     jupyterhub: JupyterHubSettings
     rancher: RancherSettings = RancherSettings()
+
+
+MONTH_DAYS = 31
+"""The longest month: the AWS dashboard's "hours billed this month" reads that far back."""
+
+
+class MonitoringSettings(Model):
+    """Prometheus, Alertmanager and Grafana (kube-prometheus-stack) in the homelab; the section's
+    presence turns them on."""
+
+    grafana_hostname: HostName
+    """Host name of Grafana on the Traefik ingress (like openWebui.hostname)."""
+    tls_secret: DnsLabel | None = None
+    """TLS secret for that host name in the ``monitoring`` namespace; without it Traefik serves its
+    default certificate on the websecure entry point."""
+    retention_days: int = Field(default=35, ge=1, le=3650)
+    """How long Prometheus keeps samples (``prometheus.prometheusSpec.retention``)."""
+    storage_gib: int = Field(default=50, ge=5, le=10000)
+    """Size of Prometheus's volume; samples are also dropped once 90 % of it is used."""
+    storage_class: Literal["nfs-client", "local-path"] = "nfs-client"
+    """Class of Prometheus's and Alertmanager's volumes (see README, Monitoring, on NFS)."""
+    alertmanager_storage_gib: int = Field(default=2, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _month_of_history(self) -> MonitoringSettings:
+        if self.retention_days < MONTH_DAYS:
+            raise ValueError(
+                f"retentionDays: {self.retention_days} is shorter than a month; allowed: "
+                f"{MONTH_DAYS}..3650 (the AWS worker dashboard sums the hours billed this month)"
+            )
+        return self

@@ -241,3 +241,16 @@ def test_model_lists_are_served_from_cache_while_stopped(moto_ec2: MotoEc2) -> N
             assert moto_ec2.state() == "stopped"
 
     run(scenario)
+
+
+def test_ollama_latency_is_measured_for_use_not_for_model_lists(moto_ec2: MotoEc2) -> None:
+    async def scenario() -> None:
+        async with world(moto_ec2) as w:
+            assert (await chat(w)).status == 200
+            assert (await w.client.get(f"{w.waker.url}/api/tags", headers=AUTH)).status == 200
+            text = await (await w.client.get(f"{w.waker.url}/metrics", headers=AUTH)).text()
+            # One chat measured; the model list is not use.
+            assert "gpu_waker_upstream_first_byte_seconds_count 1.0" in text
+            assert "gpu_waker_upstream_duration_seconds_count 1.0" in text
+
+    run(scenario)

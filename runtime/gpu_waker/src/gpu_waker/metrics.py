@@ -51,6 +51,20 @@ class Metrics:
         self.in_flight = Gauge(
             "gpu_waker_requests_in_flight", "Requests being forwarded to Ollama", registry=r
         )
+        # Ollama's own latency as clients see it (Ollama exposes no Prometheus metrics): only
+        # requests that are use (chat, generate, embeddings), not model lists.
+        self.upstream_first_byte = Histogram(
+            "gpu_waker_upstream_first_byte_seconds",
+            "From forwarding a request to Ollama's response headers (model load, prompt)",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "gpu_waker_upstream_duration_seconds",
+            "From forwarding a request to the last byte of Ollama's reply (streams included)",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200),
+            registry=r,
+        )
         self.requests = Counter(
             "gpu_waker_requests_total", "Client requests by outcome", ["outcome"], registry=r
         )

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram
 
 from gpu_waker.controller import PowerController, WakeError
 
@@ -180,6 +181,12 @@ async def _forward(
     controller = state.controller
     activity = (request.method, request.path) not in METADATA_ROUTES
     controller.request_started(activity=activity)
+    started = time.monotonic()
+
+    def observe(histogram: Histogram) -> None:
+        if activity:
+            histogram.observe(time.monotonic() - started)
+
     try:
         try:
             exchange = await state.session.request(
@@ -191,6 +198,7 @@ async def _forward(
             )
         except aiohttp.ClientConnectionError as err:
             raise UpstreamUnreachable(err) from err
+        observe(controller.metrics.upstream_first_byte)
         async with exchange as upstream:
             headers = forward_headers(upstream.headers)
             length = upstream.content_length
@@ -202,6 +210,7 @@ async def _forward(
                         upstream.status, upstream.headers.get("Content-Type", ""), data
                     )
                 controller.metrics.requests.labels("forwarded").inc()
+                observe(controller.metrics.upstream_duration)
                 return web.Response(status=upstream.status, body=data, headers=headers)
             response = web.StreamResponse(status=upstream.status, headers=headers)
             await response.prepare(request)
@@ -214,6 +223,7 @@ async def _forward(
                 await response.write(chunk)
             await response.write_eof()
             controller.metrics.requests.labels("forwarded").inc()
+            observe(controller.metrics.upstream_duration)
             return response
     finally:
         controller.request_finished(activity=activity)

@@ -1,0 +1,332 @@
+"""Monitoring in the homelab: kube-prometheus-stack (Prometheus, Alertmanager, Grafana, node
+exporter, kube-state-metrics), the project's alerts and dashboards as code, and the scrape jobs
+that reach the AWS side over the Nebula overlay.
+
+AWS metrics are scraped, not pushed: the targets are few and fixed (the GPU worker's DCGM
+exporter through a NodePort on the control node's overlay address, and gpu-waker there), the
+homelab already reaches the control node over the mesh, and Prometheus's own ``up`` then says
+whether the AWS side answers. Remote-write would need a second Prometheus (agent) on AWS and a
+port into the homelab instead.
+
+Files beside this module: ``monitoring_files/alerts.rules.yaml`` (a Prometheus rule file, the
+PrometheusRule's ``spec``) and ``monitoring_files/dashboards/*.json`` (Grafana dashboards,
+provisioned by Grafana's dashboard sidecar from ConfigMaps carrying its label)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+
+from components.k3s.pod_security import with_level
+from components.kube.charts import KUBE_PROMETHEUS_STACK, helm_release
+from components.kube.labels import GPU_RESOURCE, toleration
+from components.kube.objects import Manifest, declare
+
+FILES = Path(__file__).parent / "monitoring_files"
+RULES_FILE = FILES / "alerts.rules.yaml"
+DASHBOARDS_DIR = FILES / "dashboards"
+NAMESPACE = "monitoring"
+RELEASE = "monitoring"
+GRAFANA_ADMIN_SECRET = "grafana-admin"  # noqa: S105 - a Secret object name, not a credential
+GPU_WAKER_SECRET = "gpu-waker-scrape"  # noqa: S105 - a Secret object name, not a credential
+# Grafana's dashboard sidecar loads ConfigMaps carrying this label (kube-prometheus-stack
+# 88.5.3 values.yaml grafana.sidecar.dashboards.label / labelValue).
+DASHBOARD_LABEL = ("grafana_dashboard", "1")
+# The job names the alerts and dashboards refer to (alerts.rules.yaml: PrometheusTargetDown).
+AWS_DCGM_JOB = "aws-dcgm-exporter"
+GPU_WAKER_JOB = "gpu-waker"
+SITE_HOMELAB = "homelab"
+SITE_AWS = "aws"
+RETENTION_SHARE = 0.9
+"""Prometheus drops the oldest blocks once the TSDB reaches this share of its volume (before
+the time limit), so a full volume never stops ingestion."""
+
+
+def load_rule_groups() -> list[dict[str, Any]]:
+    return yaml.safe_load(RULES_FILE.read_text())["groups"]
+
+
+def dashboard_files() -> list[Path]:
+    return sorted(DASHBOARDS_DIR.glob("*.json"))
+
+
+def retention_size(storage_gib: int) -> str:
+    """Prometheus's ``--storage.tsdb.retention.size`` units are powers of 1024 ("GB" = GiB,
+    prometheus/prometheus cmd/prometheus/main.go, units.Base2Bytes)."""
+    return f"{int(storage_gib * RETENTION_SHARE)}GB"
+
+
+def _claim(storage_class: str, gib: int) -> dict[str, Any]:
+    return {
+        "volumeClaimTemplate": {
+            "spec": {
+                "storageClassName": storage_class,
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": f"{gib}Gi"}},
+            }
+        }
+    }
+
+
+def render_values(
+    *,
+    grafana_hostname: str,
+    tls_secret: str | None,
+    retention_days: int,
+    storage_gib: int,
+    storage_class: str,
+    alertmanager_storage_gib: int,
+    node_taints: Sequence[str],
+) -> dict[str, Any]:
+    """kube-prometheus-stack values (prometheus-community/helm-charts
+    charts/kube-prometheus-stack/values.yaml@kube-prometheus-stack-88.5.3)."""
+    ingress: dict[str, Any] = {
+        "enabled": True,
+        "ingressClassName": "traefik",
+        # HTTPS only, like Open WebUI: Traefik's websecure entry point.
+        "annotations": {"traefik.ingress.kubernetes.io/router.entrypoints": "websecure"},
+        "hosts": [grafana_hostname],
+        "path": "/",
+    }
+    if tls_secret is not None:
+        ingress["tls"] = [{"hosts": [grafana_hostname], "secretName": tls_secret}]
+    # Node exporter runs on every node, GPU workers (tainted for GPU work) and control planes too.
+    node_tolerations = [toleration(t) for t in node_taints] + [
+        {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    return {
+        # k3s runs etcd, the controller manager, scheduler and kube-proxy inside its own process
+        # with metrics on 127.0.0.1 only: scraping them from a pod fails, and their default rules
+        # would alert on targets that cannot exist.
+        "kubeEtcd": {"enabled": False},
+        "kubeControllerManager": {"enabled": False},
+        "kubeScheduler": {"enabled": False},
+        "kubeProxy": {"enabled": False},
+        "defaultRules": {
+            "rules": {
+                "etcd": False,
+                "kubeControllerManager": False,
+                "kubeSchedulerAlerting": False,
+                "kubeSchedulerRecording": False,
+                "kubeProxy": False,
+                "windows": False,
+            }
+        },
+        "prometheus-node-exporter": {"tolerations": node_tolerations},
+        "prometheus": {
+            "prometheusSpec": {
+                "retention": f"{retention_days}d",
+                "retentionSize": retention_size(storage_gib),
+                "storageSpec": _claim(storage_class, storage_gib),
+                # Select every rule, monitor and scrape config in the cluster, not only those
+                # carrying this release's label (the GPU Operator's ServiceMonitor, ours).
+                "ruleSelectorNilUsesHelmValues": False,
+                "serviceMonitorSelectorNilUsesHelmValues": False,
+                "podMonitorSelectorNilUsesHelmValues": False,
+                "probeSelectorNilUsesHelmValues": False,
+                "scrapeConfigSelectorNilUsesHelmValues": False,
+            }
+        },
+        "alertmanager": {
+            "alertmanagerSpec": {"storage": _claim(storage_class, alertmanager_storage_gib)}
+        },
+        "grafana": {
+            # Login required: the admin account from a Secret the program writes (generated
+            # password). Anonymous access and sign-up stay at Grafana's defaults, both off
+            # (grafana/grafana conf/defaults.ini [auth.anonymous] enabled = false, [users]
+            # allow_sign_up = false); the chart's grafana.ini sets neither (test_monitoring).
+            "admin": {
+                "existingSecret": GRAFANA_ADMIN_SECRET,
+                "userKey": "admin-user",
+                "passwordKey": "admin-password",
+            },
+            "ingress": ingress,
+            # Stateless: dashboards and the data source are provisioned, the admin comes from
+            # the Secret; nothing needs a volume.
+            "persistence": {"enabled": False},
+            "sidecar": {
+                "dashboards": {
+                    "enabled": True,
+                    "label": DASHBOARD_LABEL[0],
+                    "labelValue": DASHBOARD_LABEL[1],
+                    "searchNamespace": "ALL",
+                }
+            },
+        },
+    }
+
+
+def render_namespace() -> Manifest:
+    return with_level(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        "privileged",
+        "prometheus-node-exporter runs in the host's network and PID namespaces with hostPath "
+        "mounts of /proc, /sys and /",
+    )
+
+
+def render_admin_secret(password: pulumi.Input[str]) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": GRAFANA_ADMIN_SECRET, "namespace": NAMESPACE},
+        "type": "Opaque",
+        "stringData": {"admin-user": "admin", "admin-password": password},
+    }
+
+
+def render_rule(groups: list[dict[str, Any]]) -> Manifest:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": "hybridgpu-alerts",
+            "namespace": NAMESPACE,
+            "labels": {"app.kubernetes.io/part-of": "hybridgpu"},
+        },
+        "spec": {"groups": groups},
+    }
+
+
+def render_dashboard(path: Path) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"dashboard-{path.stem}",
+            "namespace": NAMESPACE,
+            "labels": {DASHBOARD_LABEL[0]: DASHBOARD_LABEL[1]},
+        },
+        "data": {path.name: path.read_text()},
+    }
+
+
+def render_waker_secret(token: pulumi.Input[str]) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": GPU_WAKER_SECRET, "namespace": NAMESPACE},
+        "type": "Opaque",
+        "stringData": {"token": token},
+    }
+
+
+def render_scrape_configs(
+    overlay_ip: pulumi.Input[str], dcgm_node_port: int, waker_port: int
+) -> list[Manifest]:
+    """The AWS targets, on the control node's overlay address: the GPU worker's DCGM exporter
+    (NodePort, kube-proxy forwards to the worker) and gpu-waker (``/metrics`` behind its token).
+    ScrapeConfig is the Prometheus Operator's CRD for targets outside the cluster."""
+
+    def scrape(name: str, job: str, port: int, extra: dict[str, Any]) -> Manifest:
+        return {
+            "apiVersion": "monitoring.coreos.com/v1alpha1",
+            "kind": "ScrapeConfig",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {
+                "jobName": job,
+                "scrapeInterval": "30s",
+                "staticConfigs": [
+                    {
+                        "targets": [pulumi.Output.concat(overlay_ip, f":{port}")],
+                        "labels": {"site": SITE_AWS},
+                    }
+                ],
+                **extra,
+            },
+        }
+
+    return [
+        scrape("aws-dcgm-exporter", AWS_DCGM_JOB, dcgm_node_port, {"metricsPath": "/metrics"}),
+        scrape(
+            "gpu-waker",
+            GPU_WAKER_JOB,
+            waker_port,
+            {
+                "metricsPath": "/metrics",
+                "authorization": {
+                    "type": "Bearer",
+                    "credentials": {"name": GPU_WAKER_SECRET, "key": "token"},
+                },
+            },
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class MonitoringArgs:
+    grafana_hostname: str
+    admin_password: pulumi.Input[str]
+    retention_days: int
+    storage_gib: int
+    storage_class: str
+    alertmanager_storage_gib: int
+    aws_overlay_ip: pulumi.Input[str]
+    """The AWS control node's Nebula address (DCGM NodePort and gpu-waker)."""
+    gpu_waker_token: pulumi.Input[str]
+    dcgm_node_port: int
+    gpu_waker_port: int
+    tls_secret: str | None = None
+    node_taints: tuple[str, ...] = ()
+    ingress_ready: Sequence[pulumi.Resource] = ()
+
+
+class Monitoring(pulumi.ComponentResource):
+    def __init__(
+        self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("hybridgpu:platform:Monitoring", name, None, opts)
+        namespace = declare(
+            f"{name}-namespace", render_namespace(), pulumi.ResourceOptions(parent=self)
+        )
+        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
+        admin = declare(
+            f"{name}-grafana-admin",
+            render_admin_secret(pulumi.Output.secret(args.admin_password)),
+            in_namespace,
+        )
+        self.values = render_values(
+            grafana_hostname=args.grafana_hostname,
+            tls_secret=args.tls_secret,
+            retention_days=args.retention_days,
+            storage_gib=args.storage_gib,
+            storage_class=args.storage_class,
+            alertmanager_storage_gib=args.alertmanager_storage_gib,
+            node_taints=args.node_taints,
+        )
+        self.release = helm_release(
+            f"{name}-release",
+            release_name=RELEASE,
+            chart=KUBE_PROMETHEUS_STACK,
+            namespace=NAMESPACE,
+            values=self.values,
+            create_namespace=False,
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[namespace, admin, *args.ingress_ready]
+            ),
+        )
+        # Custom resources need the chart's CRDs: after the release.
+        after_release = pulumi.ResourceOptions(parent=self, depends_on=[self.release])
+        declare(f"{name}-alerts", render_rule(load_rule_groups()), after_release)
+        for path in dashboard_files():
+            declare(f"{name}-dashboard-{path.stem}", render_dashboard(path), in_namespace)
+        waker_secret = declare(
+            f"{name}-gpu-waker-token",
+            render_waker_secret(pulumi.Output.secret(args.gpu_waker_token)),
+            in_namespace,
+        )
+        for scrape in render_scrape_configs(
+            args.aws_overlay_ip, args.dcgm_node_port, args.gpu_waker_port
+        ):
+            declare(
+                f"{name}-scrape-{scrape['metadata']['name']}",
+                scrape,
+                pulumi.ResourceOptions(parent=self, depends_on=[self.release, waker_secret]),
+            )
+        self.url = f"https://{args.grafana_hostname}/"
+        self.register_outputs({"url": self.url})

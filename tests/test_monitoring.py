@@ -1,0 +1,392 @@
+"""Monitoring as code (issue #17): the alert rules pass the real ``promtool check rules`` and
+their ``promtool test rules`` unit tests (each alert fires on a failing series and stays silent on
+a healthy one), every dashboard query parses with promtool, every dashboard validates against the
+dashboard schema, and the stacks wire Prometheus, Grafana and the AWS scrape targets as the
+README says."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from components.nebula.config import DCGM_EXPORTER_NODEPORT, GPU_WAKER_PORT, default_policy
+from components.platform import cuda_validation, monitoring
+from components.platform.monitoring import (
+    AWS_DCGM_JOB,
+    RULES_FILE,
+    dashboard_files,
+    load_rule_groups,
+    render_values,
+    retention_size,
+)
+from tests.real_tools import require, run
+from tests.upstream_data import chart_data
+from tools.offline import StackRun
+from tools.plan import resource_tree
+
+ROOT = Path(__file__).parent.parent
+UNIT_TESTS = Path(__file__).parent / "promtool" / "alerts.test.yaml"
+DASHBOARD_SCHEMA = Path(__file__).parent / "schemas" / "grafana-dashboard.schema.json"
+WAKER_METRICS = ROOT / "runtime" / "gpu_waker" / "src" / "gpu_waker" / "metrics.py"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
+SCRAPE = "kubernetes:monitoring.coreos.com/v1alpha1:ScrapeConfig"
+ALERTS = {
+    "NodeNotReady",
+    "GpuXidError",
+    "GpuMemoryExhausted",
+    "CudaValidationJobFailed",
+    "AwsGpuWorkerFailingToStart",
+    "PrometheusTargetDown",
+}
+# Grafana's built-in variables and ours, replaced by a value of the same kind before promtool
+# parses a dashboard query (https://grafana.com/docs/grafana/latest/datasources/prometheus/
+# template-variables/: $__rate_interval and $__range are durations, $site a regex).
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__interval": "1m",
+    "$__range": "1h",
+    "$site": ".*",
+}
+
+
+def promtool(*args: str | Path) -> Any:
+    return run(require("promtool"), *args, check=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Alert rules
+# ---------------------------------------------------------------------------------------------
+
+
+def test_rule_file_passes_promtool_check_rules() -> None:
+    result = promtool("check", "rules", RULES_FILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 7 rules found" in result.stdout
+
+
+def test_promtool_check_rules_can_fail(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.rules.yaml"
+    broken.write_text(
+        RULES_FILE.read_text().replace("== 0\n        for: 5m", "== \n        for: 5m")
+    )
+    result = promtool("check", "rules", broken)
+    assert result.returncode != 0
+    assert "parse error" in result.stdout + result.stderr
+
+
+def test_the_issue_alerts_are_exactly_the_rule_file_alerts() -> None:
+    names = {rule["alert"] for group in load_rule_groups() for rule in group["rules"]}
+    assert names == ALERTS
+
+
+def _unit_test_file(tmp_path: Path, rules: Path) -> Path:
+    tests = yaml.safe_load(UNIT_TESTS.read_text())
+    tests["rule_files"] = [str(rules)]
+    path = tmp_path / "alerts.test.yaml"
+    path.write_text(yaml.safe_dump(tests, sort_keys=False))
+    return path
+
+
+def test_alert_unit_tests_pass_promtool_test_rules(tmp_path: Path) -> None:
+    result = promtool("test", "rules", _unit_test_file(tmp_path, RULES_FILE))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
+    fires: set[str] = set()
+    silent: set[str] = set()
+    for case in yaml.safe_load(UNIT_TESTS.read_text())["tests"]:
+        for check in case["alert_rule_test"]:
+            (fires if check["exp_alerts"] else silent).add(check["alertname"])
+    assert fires == ALERTS
+    assert silent == ALERTS
+
+
+def test_unit_tests_fail_when_an_alert_is_broken(tmp_path: Path) -> None:
+    """The unit tests can fail: a NotReady threshold that never matches is caught."""
+    broken = tmp_path / "alerts.rules.yaml"
+    broken.write_text(
+        RULES_FILE.read_text().replace(
+            'kube_node_status_condition{condition="Ready",status="true"} == 0',
+            'kube_node_status_condition{condition="Ready",status="true"} == 2',
+        )
+    )
+    result = promtool("test", "rules", _unit_test_file(tmp_path, broken))
+    assert result.returncode != 0
+    assert "NodeNotReady" in result.stdout + result.stderr
+
+
+def test_rules_name_what_the_program_deploys() -> None:
+    text = RULES_FILE.read_text()
+    assert f'namespace="{cuda_validation.NAMESPACE}"' in text
+    assert f'job="{AWS_DCGM_JOB}"' in text
+    assert f'job!="{AWS_DCGM_JOB}"' in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Dashboards
+# ---------------------------------------------------------------------------------------------
+
+
+def _dashboards() -> dict[str, dict[str, Any]]:
+    return {path.stem: json.loads(path.read_text()) for path in dashboard_files()}
+
+
+def _exprs(dashboard: dict[str, Any]) -> list[str]:
+    return [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+
+
+def _as_rule_file(exprs: list[str]) -> str:
+    rules = []
+    for i, query in enumerate(exprs):
+        expr = query
+        for variable, value in GRAFANA_VARIABLES.items():
+            expr = expr.replace(variable, value)
+        assert "$" not in expr, f"unknown Grafana variable in: {query}"
+        rules.append({"record": f"dashboard:query_{i}", "expr": expr})
+    return yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]})
+
+
+def test_the_issue_dashboards_exist() -> None:
+    assert set(_dashboards()) == {"gpus", "ollama", "aws-worker"}
+
+
+def test_every_dashboard_query_parses_with_promtool(tmp_path: Path) -> None:
+    """promtool has no offline query parser of its own; each query becomes a recording rule,
+    which ``check rules`` parses with Prometheus's PromQL parser."""
+    exprs = [e for d in _dashboards().values() for e in _exprs(d)]
+    assert len(exprs) >= 15
+    path = tmp_path / "dashboards.rules.yaml"
+    path.write_text(_as_rule_file(exprs))
+    result = promtool("check", "rules", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(exprs)} rules found" in result.stdout
+
+
+def test_a_broken_dashboard_query_fails_promtool(tmp_path: Path) -> None:
+    path = tmp_path / "dashboards.rules.yaml"
+    path.write_text(_as_rule_file(["sum by (site (DCGM_FI_DEV_GPU_UTIL)"]))
+    assert promtool("check", "rules", path).returncode != 0
+
+
+def test_every_dashboard_validates_against_the_schema() -> None:
+    schema = json.loads(DASHBOARD_SCHEMA.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    for name, dashboard in _dashboards().items():
+        errors = list(jsonschema.Draft202012Validator(schema).iter_errors(dashboard))
+        assert not errors, f"{name}: {[e.message for e in errors]}"
+
+
+def test_the_schema_check_can_fail() -> None:
+    schema = json.loads(DASHBOARD_SCHEMA.read_text())
+    dashboard = _dashboards()["gpus"]
+    dashboard["panels"][0]["gridPos"]["w"] = 30
+    dashboard["panels"][1]["targets"][0].pop("refId")
+    dashboard["pannels"] = []
+    messages = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(dashboard)]
+    assert any("30 is greater than the maximum of 24" in m for m in messages)
+    assert any("'refId' is a required property" in m for m in messages)
+    assert any("'pannels' was unexpected" in m for m in messages)
+
+
+def test_dashboards_cover_gpu_ollama_and_aws_billing() -> None:
+    dashboards = _dashboards()
+    gpu = " ".join(_exprs(dashboards["gpus"]))
+    for metric in ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_GPU_TEMP"):
+        assert metric in gpu
+    assert 'site=~"$site"' in gpu
+    ollama = " ".join(_exprs(dashboards["ollama"]))
+    assert "gpu_waker_requests_total" in ollama
+    assert "gpu_waker_upstream_first_byte_seconds_bucket" in ollama  # latency
+    assert "gpu_waker_upstream_duration_seconds_bucket" in ollama
+    billed = [
+        p for p in dashboards["aws-worker"]["panels"] if p["title"].startswith("Hours billed")
+    ]
+    (panel,) = billed
+    assert panel["timeFrom"] == "now/M"  # this month so far
+    assert 'state=~"booting|ready"' in panel["targets"][0]["expr"]
+
+
+def test_gpu_waker_metrics_the_dashboards_and_rules_use_exist() -> None:
+    """Every gpu_waker_* name queried is one runtime/gpu_waker defines (histograms and counters
+    by their exposed suffixes)."""
+    defined = set(re.findall(r'"(gpu_waker_[a-z_]+)"', WAKER_METRICS.read_text()))
+    exposed = defined | {f"{n}_total" for n in defined} | {f"{n}_bucket" for n in defined}
+    queries = RULES_FILE.read_text() + " ".join(
+        e for d in _dashboards().values() for e in _exprs(d)
+    )
+    used = set(re.findall(r"gpu_waker_[a-z_]+", queries))
+    assert used, "no gpu-waker metric used"
+    assert used <= exposed, sorted(used - exposed)
+
+
+def test_gpu_waker_states_in_queries_are_states_it_reports() -> None:
+    states = set(
+        re.search(r"STATES = \(([^)]*)\)", WAKER_METRICS.read_text(), re.S)[1]  # type: ignore[index]
+        .replace('"', "")
+        .replace(",", " ")
+        .split()
+    )
+    queries = RULES_FILE.read_text() + json.dumps(_dashboards())
+    for match in re.findall(r'state=~?\\?"([a-z|]+)\\?"', queries):
+        assert set(match.split("|")) <= states, match
+
+
+# ---------------------------------------------------------------------------------------------
+# Values and the stacks
+# ---------------------------------------------------------------------------------------------
+
+
+def test_values_carry_retention_storage_and_the_grafana_ingress() -> None:
+    values = render_values(
+        grafana_hostname="grafana.lab.example",
+        tls_secret="grafana-tls",
+        retention_days=40,
+        storage_gib=100,
+        storage_class="nfs-client",
+        alertmanager_storage_gib=3,
+        node_taints=("node-role.kubernetes.io/control-plane=true:NoSchedule",),
+    )
+    spec = values["prometheus"]["prometheusSpec"]
+    assert spec["retention"] == "40d"
+    assert spec["retentionSize"] == "90GB"
+    claim = spec["storageSpec"]["volumeClaimTemplate"]["spec"]
+    assert claim["storageClassName"] == "nfs-client"
+    assert claim["resources"]["requests"]["storage"] == "100Gi"
+    alertmanager = values["alertmanager"]["alertmanagerSpec"]["storage"]["volumeClaimTemplate"]
+    assert alertmanager["spec"]["resources"]["requests"]["storage"] == "3Gi"
+    ingress = values["grafana"]["ingress"]
+    assert ingress["ingressClassName"] == "traefik"
+    assert ingress["annotations"] == {
+        "traefik.ingress.kubernetes.io/router.entrypoints": "websecure"
+    }
+    assert ingress["tls"] == [{"hosts": ["grafana.lab.example"], "secretName": "grafana-tls"}]
+    assert values["grafana"]["admin"]["existingSecret"] == monitoring.GRAFANA_ADMIN_SECRET
+    assert retention_size(5) == "4GB"
+
+
+def test_grafana_stays_closed_to_anonymous_users_and_sign_up() -> None:
+    """We rely on Grafana's defaults (anonymous off, sign-up off): the pinned chart's
+    grafana.ini must not turn either on."""
+    chart = chart_data("kube-prometheus-stack", "88.5.3")
+    assert chart is not None
+    ini = yaml.safe_load((chart.path / "charts" / "grafana" / "values.yaml").read_text())[
+        "grafana.ini"
+    ]
+    assert "auth.anonymous" not in ini
+    assert "users" not in ini
+
+
+def test_homelab_installs_monitoring_with_the_example_config(homelab_run: StackRun) -> None:
+    release = homelab_run.one(RELEASE, "monitoring-release").plain_inputs
+    assert release["chart"] == "kube-prometheus-stack"
+    assert release["version"] == "88.5.3"
+    spec = release["values"]["prometheus"]["prometheusSpec"]
+    assert spec["retention"] == "35d"
+    assert spec["storageSpec"]["volumeClaimTemplate"]["spec"]["storageClassName"] == "nfs-client"
+    dashboards = {
+        r.name: r.plain_inputs for r in homelab_run.by_type(CONFIG_MAP) if "dashboard" in r.name
+    }
+    assert set(dashboards) == {f"monitoring-dashboard-{p.stem}" for p in dashboard_files()}
+    for inputs in dashboards.values():
+        assert inputs["metadata"]["labels"] == {"grafana_dashboard": "1"}
+    assert homelab_run.exports["grafanaUrl"] == "https://grafana.lab.example/"
+    assert "grafanaAdminPassword" in homelab_run.secret_exports
+    assert homelab_run.exports["grafanaAdminPassword"]
+    operator = homelab_run.one(RELEASE, "gpu-operator-release").plain_inputs["values"]
+    monitor = operator["dcgmExporter"]["serviceMonitor"]
+    assert monitor["enabled"] is True
+    assert monitor["relabelings"] == [
+        {"targetLabel": "site", "replacement": "homelab", "action": "replace"}
+    ]
+
+
+def test_aws_targets_are_scraped_on_the_control_node_overlay_address(
+    homelab_run: StackRun,
+) -> None:
+    overlay = homelab_run.referenced["aws-gpu"].values["controlNodeOverlayIp"]
+    targets = {
+        r.plain_inputs["spec"]["jobName"]: r.plain_inputs["spec"]
+        for r in homelab_run.by_type(SCRAPE)
+    }
+    assert targets["aws-dcgm-exporter"]["staticConfigs"] == [
+        {"targets": [f"{overlay}:{DCGM_EXPORTER_NODEPORT}"], "labels": {"site": "aws"}}
+    ]
+    waker = targets["gpu-waker"]
+    assert waker["staticConfigs"][0]["targets"] == [f"{overlay}:{GPU_WAKER_PORT}"]
+    assert waker["authorization"]["credentials"] == {"name": "gpu-waker-scrape", "key": "token"}
+    secret = homelab_run.one("kubernetes:core/v1:Secret", "monitoring-gpu-waker-token")
+    assert "token" in json.dumps(secret.inputs)
+
+
+def test_aws_runs_the_dcgm_exporter_behind_the_node_port(aws_gpu_run: StackRun) -> None:
+    release = aws_gpu_run.one(RELEASE, "dcgm-exporter-release").plain_inputs
+    assert release["chart"] == "dcgm-exporter"
+    assert release["values"]["runtimeClassName"] == "nvidia"
+    assert release["values"]["serviceMonitor"] == {"enabled": False}
+    service = aws_gpu_run.one("kubernetes:core/v1:Service", "dcgm-exporter-node-port").plain_inputs
+    (port,) = service["spec"]["ports"]
+    assert port["nodePort"] == DCGM_EXPORTER_NODEPORT
+    assert service["spec"]["selector"] == {
+        "app.kubernetes.io/name": "dcgm-exporter",
+        "app.kubernetes.io/instance": "dcgm-exporter",
+    }
+
+
+def test_mesh_opens_exactly_the_dcgm_port_from_the_homelab_to_aws() -> None:
+    rules = [r for r in default_policy() if r.port == DCGM_EXPORTER_NODEPORT]
+    assert [(r.proto, r.from_groups, r.applies_to) for r in rules] == [
+        ("tcp", ("homelab",), ("aws",))
+    ]
+
+
+def test_without_monitoring_nothing_of_it_is_declared(
+    valid_fixture_runs: dict[str, StackRun],
+) -> None:
+    run = valid_fixture_runs["homelab-single-control-plane"]
+    assert not [r for r in run.registrations if "monitoring" in r.name]
+    assert run.exports["grafanaUrl"] is None
+    operator = run.one(RELEASE, "gpu-operator-release").plain_inputs["values"]
+    assert operator["dcgmExporter"]["serviceMonitor"] == {"enabled": False}
+
+
+@pytest.mark.parametrize("days", [30, 1])
+def test_retention_shorter_than_a_month_is_rejected(days: int) -> None:
+    from pydantic import ValidationError
+
+    from stacks.config.homelab_apps import MonitoringSettings
+
+    with pytest.raises(ValidationError, match="shorter than a month"):
+        MonitoringSettings.model_validate(
+            {"grafanaHostname": "g.lab.example", "retentionDays": days}
+        )
+    ok = MonitoringSettings.model_validate({"grafanaHostname": "g.lab.example"})
+    assert ok.retention_days == 35
+
+
+def test_the_offline_plan_lists_monitoring_exporters_dashboards_and_rules(
+    aws_gpu_run: StackRun, homelab_run: StackRun
+) -> None:
+    homelab = "\n".join(resource_tree(homelab_run))
+    for line in (
+        "hybridgpu:platform:Monitoring  monitoring",
+        "kubernetes:helm.sh/v3:Release  monitoring-release",
+        "kubernetes:monitoring.coreos.com/v1:PrometheusRule  monitoring-alerts",
+        "kubernetes:core/v1:ConfigMap  monitoring-dashboard-gpus",
+        "kubernetes:core/v1:ConfigMap  monitoring-dashboard-ollama",
+        "kubernetes:core/v1:ConfigMap  monitoring-dashboard-aws-worker",
+        f"{SCRAPE}  monitoring-scrape-aws-dcgm-exporter",
+        f"{SCRAPE}  monitoring-scrape-gpu-waker",
+    ):
+        assert line in homelab, line
+    aws = "\n".join(resource_tree(aws_gpu_run))
+    assert "hybridgpu:platform:DcgmExporter  dcgm-exporter" in aws
+    assert "kubernetes:core/v1:Service  dcgm-exporter-node-port" in aws
