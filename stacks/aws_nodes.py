@@ -62,7 +62,10 @@ def parameter_path_arn(provider: aws.Provider, region: str, path: str) -> pulumi
 
 
 def ssh_host_key(name: str, comment: str) -> pulumi.Output[HostKey]:
-    """A node's SSH host key, derived from a seed kept in state (secret)."""
+    """A machine's SSH host key, derived from a seed kept in state (secret). The seed is a
+    ``RandomBytes`` resource: created once, so every later ``up`` derives the same key, and a
+    replaced machine (same name) boots with the key its clients already pin. Removing the
+    machine from config removes its seed; adding it back gives a new key."""
     seed = random.RandomBytes(f"{name}-ssh-host-key-seed", length=32)
     return pulumi.Output.secret(
         seed.base64.apply(lambda s: host_key_from_seed(base64.b64decode(s), comment))

@@ -11,6 +11,7 @@ import pulumi_kubernetes as k8s
 import pulumi_proxmoxve as proxmoxve
 import pulumi_random as random
 
+from components.base.ssh_keys import HostKey
 from components.k3s.cluster import K3sCluster, K3sClusterArgs
 from components.k3s.config import K3sClusterSettings, K3sNode, cluster_dns_ip, server_taints
 from components.k3s.vip import VipSettings
@@ -20,6 +21,7 @@ from components.nebula.host import NebulaHost
 from components.proxmox.node_assets import GpuMapping, ProxmoxNodeAssets, ProxmoxNodeAssetsArgs
 from components.proxmox.vm import ProxmoxVm, ProxmoxVmArgs
 from stacks import mesh
+from stacks.aws_nodes import ssh_host_key
 from stacks.config import (
     STACK_HOMELAB,
     ConfigError,
@@ -104,7 +106,34 @@ def proxmox_provider(
     )
 
 
-def build_vms(config: HomelabConfig, provider: proxmoxve.Provider) -> dict[str, ProxmoxVm]:
+CONTROL_PLANE_HOST_KEY = "homelab-control-plane"
+"""The control planes share one SSH host key: cluster-level commands SSH to the API VIP, which
+any of them may hold, and pulumi-command pins exactly one key (hostKey). Sharing costs no
+separation: each control plane is an etcd member and holds the cluster's CA keys anyway."""
+
+
+def vm_host_keys(homelab: HomelabSettings) -> dict[str, pulumi.Output[HostKey]]:
+    """Each VM's SSH host key (secret; seeds in state, so stable across ups and kept by a
+    replaced VM): the control planes' shared key, one key per GPU worker."""
+    shared = ssh_host_key(CONTROL_PLANE_HOST_KEY, CONTROL_PLANE_HOST_KEY)
+    keys = {vm.name: shared for vm in homelab.control_planes}
+    keys.update({vm.name: ssh_host_key(vm.name, vm.name) for vm in homelab.gpu_workers})
+    return keys
+
+
+def public_keys(keys: dict[str, pulumi.Output[HostKey]]) -> dict[str, pulumi.Output[str]]:
+    """What SSH clients pin (``ssh-ed25519 AAAA...``); public, so not secret."""
+    return {
+        name: pulumi.Output.unsecret(key.apply(lambda k: k.public_key))
+        for name, key in keys.items()
+    }
+
+
+def build_vms(
+    config: HomelabConfig,
+    provider: proxmoxve.Provider,
+    host_keys: dict[str, pulumi.Output[HostKey]],
+) -> dict[str, ProxmoxVm]:
     """Shared assets per Proxmox node, then every VM. VMs depend only on their node's assets,
     never on each other, so Proxmox creates them in parallel. Control planes are protected:
     replacing or deleting one (an etcd member) needs `pulumi state unprotect` first."""
@@ -120,7 +149,6 @@ def build_vms(config: HomelabConfig, provider: proxmoxve.Provider) -> dict[str, 
                 image_checksum=homelab.image.checksum,
                 image_file_name=homelab.image.file_name,
                 image_datastore=homelab.proxmox.image_datastore,
-                snippets_datastore=homelab.proxmox.snippets_datastore,
                 gpu_mappings=[
                     GpuMapping(m.name, m.path, m.device_id, m.subsystem_id, m.iommu_group)
                     for m in homelab.pci_mappings
@@ -157,7 +185,8 @@ def build_vms(config: HomelabConfig, provider: proxmoxve.Provider) -> dict[str, 
                 search_domain=homelab.lan.search_domain,
                 ssh_user=homelab.ssh_user,
                 ssh_public_keys=homelab.ssh_public_keys,
-                vendor_data_file_id=node_assets.vendor_data_file_id,
+                snippets_datastore=homelab.proxmox.snippets_datastore,
+                host_key=host_keys[vm.name],
                 scratch_disk_gib=vm.scratch_disk_gib if isinstance(vm, GpuWorkerVm) else 0,
                 # The mappings' name outputs: the VM depends on them, so it is destroyed first.
                 gpu_mappings=()
@@ -234,6 +263,7 @@ def build_cluster(
     vms: dict[str, ProxmoxVm],
     nebula_hosts: dict[str, NebulaHost],
     after_checks: pulumi.Output[list[pulumi.Resource]],
+    host_keys: dict[str, pulumi.Output[str]],
 ) -> K3sCluster:
     homelab = config.homelab
     # Generated once, kept in state; alphanumeric (k3s-ansible's sample warns about specials).
@@ -256,6 +286,7 @@ def build_cluster(
             token=token,
             ssh_user=homelab.ssh_user,
             ssh_private_key=config.secrets.ssh_private_key,
+            host_keys=host_keys,
             machines={name: vm.vm for name, vm in vms.items()},
             wait_for=wait_for,
             cluster_name=homelab.federation.cluster_id,
@@ -287,7 +318,9 @@ def main() -> None:
             "the AWS models volume is bound to that namespace",
         ),
     )
-    vms = build_vms(config, proxmox_provider(config, after_checks))
+    host_keys = vm_host_keys(config.homelab)
+    pinned = public_keys(host_keys)
+    vms = build_vms(config, proxmox_provider(config, after_checks), host_keys)
     # Host certificates are signed with the CA the aws-gpu stack owns. Its key is read from
     # SSM at run time with the operator's AWS credentials (an invoke: its result is kept in no
     # state), so this stack's state never holds it.
@@ -300,9 +333,10 @@ def main() -> None:
         ca_key_pem=mesh_ca_key(aws_gpu),
         lighthouses=mesh.reject_overlay_clash(config.homelab, aws_gpu.require("nebulaLighthouses")),
         ssh_private_key=config.secrets.ssh_private_key,
+        host_keys=pinned,
         machines={name: vm.vm for name, vm in vms.items()},
     )
-    cluster = build_cluster(config, vms, nebula_hosts, after_checks)
+    cluster = build_cluster(config, vms, nebula_hosts, after_checks, pinned)
     settings = cluster_settings(config)
     # The platform and federation layers: the cluster's API, as admin, once every node is in.
     # The cluster id names the cluster, so a new API address (a VIP added later) updates the

@@ -1,0 +1,173 @@
+"""Verified hosts: every SSH connection the program makes pins the host key the program generated
+for that machine, and the machine is given exactly that key at first boot.
+
+pulumi-command ignores host keys unless ``hostKey`` is set (pulumi/pulumi-command
+provider/pkg/provider/remote/connection.go@v1.2.1: ``ssh.FixedHostKey`` and
+``HostKeyAlgorithms = [key type]`` when set, ``ssh.InsecureIgnoreHostKey()`` otherwise), so the
+checks below read the recorded registrations of both stacks: each connection's ``hostKey`` must
+equal the public key installed on the machine its ``host`` names (homelab: the VM's cloud-init
+vendor snippet; AWS: the node's ``ssh/host-key.pub`` file in SSM).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from components.base.ssh_keys import host_key_from_seed
+from components.proxmox.node_assets import render_vendor_data, vendor_snippet_name
+from stacks.homelab import CONTROL_PLANE_HOST_KEY
+from tests.real_tools import cloud_init_schema
+from tools.offline import StackRun
+
+SSH_TYPES = ("command:remote:Command", "command:remote:CopyToRemote")
+VM = "proxmoxve:index/vmLegacy:VmLegacy"
+SNIPPET = "proxmoxve:index/fileLegacy:FileLegacy"
+PARAMETER = "aws:ssm/parameter:Parameter"
+SEED = "random:index/randomBytes:RandomBytes"
+
+
+def ssh_connections(run: StackRun) -> list[tuple[str, str, str]]:
+    """(resource name, host, hostKey) of every SSH connection the run declares."""
+    found = []
+    for r in run.registrations:
+        if r.type in SSH_TYPES:
+            connection = r.plain_inputs["connection"]
+            found.append((r.name, str(connection["host"]), connection.get("hostKey") or ""))
+    return found
+
+
+def homelab_installed_keys(run: StackRun) -> dict[str, str]:
+    """VM name -> the public host key its vendor snippet installs, for snippets a VM boots."""
+    snippets = {r.urn: r for r in run.by_type(SNIPPET)}
+    keys = {}
+    for vm in run.by_type(VM):
+        name = vm.plain_inputs["name"]
+        (urn,) = vm.property_dependencies["initialization"]
+        snippet = snippets[urn]
+        raw = snippet.plain_inputs["sourceRaw"]
+        assert raw["fileName"] == vendor_snippet_name(name)
+        data = yaml.safe_load(raw["data"])
+        assert data["ssh_deletekeys"] is True
+        assert set(data["ssh_keys"]) == {
+            "ed25519_private",
+            "ed25519_public",
+        }
+        # What a client compares: type and key, without the comment.
+        keys[name] = " ".join(data["ssh_keys"]["ed25519_public"].split()[:2])
+    return keys
+
+
+def homelab_hosts(run: StackRun) -> dict[str, list[str]]:
+    """Address -> the VMs that may answer on it: each VM's own IP; the API endpoint (the VIP or
+    the first control plane) any control plane."""
+    hosts: dict[str, list[str]] = {}
+    for name, ip in run.exports["controlPlaneIps"].items():
+        hosts.setdefault(ip, []).append(name)
+    for name, worker in run.exports["gpuWorkers"].items():
+        hosts.setdefault(worker["ip"], []).append(name)
+    endpoint = urlparse(run.exports["k3sApiEndpoint"]).hostname
+    assert endpoint is not None
+    hosts.setdefault(endpoint, [])
+    hosts[endpoint] = sorted({*hosts[endpoint], *run.exports["controlPlaneIps"]})
+    return hosts
+
+
+def assert_homelab_pinned(run: StackRun) -> int:
+    installed = homelab_installed_keys(run)
+    hosts = homelab_hosts(run)
+    connections = ssh_connections(run)
+    assert connections, "the homelab reaches its VMs over SSH"
+    for name, host, pinned in connections:
+        assert pinned.startswith("ssh-ed25519 "), f"{name}: SSH to {host} pins no host key"
+        machines = hosts.get(host)
+        assert machines, f"{name}: {host} is no VM of the stack"
+        for machine in machines:
+            assert installed[machine] == pinned, (
+                f"{name}: pins {pinned[:40]}..., but {machine} ({host}) is given "
+                f"{installed[machine][:40]}..."
+            )
+    return len(connections)
+
+
+def test_every_homelab_ssh_connection_pins_the_vm_generated_key(homelab_run: StackRun) -> None:
+    count = assert_homelab_pinned(homelab_run)
+    # 7 VMs: per node install + membership (+ drain per agent), join token, Nebula, kubeconfig.
+    assert count >= 2 * 7
+
+
+def test_every_homelab_fixture_pins_too(valid_fixture_runs: dict[str, StackRun]) -> None:
+    """Single control plane without a VIP, Rancher, ...: the same rule in every valid shape."""
+    homelab = {n: r for n, r in valid_fixture_runs.items() if r.stack == "homelab"}
+    assert homelab
+    for run in homelab.values():
+        assert_homelab_pinned(run)
+
+
+def test_every_aws_ssh_connection_pins_the_node_generated_key(
+    aws_gpu_run: StackRun, valid_fixture_runs: dict[str, StackRun]
+) -> None:
+    runs = [aws_gpu_run, *(r for r in valid_fixture_runs.values() if r.stack == "aws-gpu")]
+    for run in runs:
+        installed = {
+            r.plain_inputs["name"].split("/")[3]: r.plain_inputs["value"].rsplit(" ", 1)[0]
+            for r in run.by_type(PARAMETER)
+            if r.plain_inputs["name"].endswith("/files/ssh/host-key.pub")
+        }
+        assert set(installed) == {"control-node", "gpu-worker"}
+        control_addresses = {
+            run.exports["controlNodeOverlayIp"],
+            run.exports["controlNodePublicIp"],
+        }
+        connections = ssh_connections(run)
+        assert connections
+        for name, host, pinned in connections:
+            assert host in control_addresses, f"{name}: SSH to {host}, not the control node"
+            assert pinned == installed["control-node"], f"{name}: pins {pinned[:40]}..."
+        assert run.exports["controlNodeSshHostKey"] == installed["control-node"]
+
+
+def test_control_planes_share_one_key_workers_each_their_own(homelab_run: StackRun) -> None:
+    installed = homelab_installed_keys(homelab_run)
+    cps = set(homelab_run.exports["controlPlaneIps"])
+    workers = set(homelab_run.exports["gpuWorkers"])
+    assert len({installed[n] for n in cps}) == 1
+    assert len({installed[n] for n in workers}) == len(workers)
+    assert not {installed[n] for n in workers} & {installed[n] for n in cps}
+    seeds = {r.name for r in homelab_run.by_type(SEED)}
+    assert f"{CONTROL_PLANE_HOST_KEY}-ssh-host-key-seed" in seeds
+    assert {f"{w}-ssh-host-key-seed" for w in workers} <= seeds
+
+
+def test_keys_are_stable_and_survive_a_vm_replacement(homelab_run: StackRun) -> None:
+    """Keys derive from RandomBytes seeds (created once, kept in state), never from the VM: a
+    replaced VM (same name) keeps its seed, so its new snippet carries the same key. Seeds are
+    top-level resources, so no VM replacement replaces them."""
+    for seed in homelab_run.by_type(SEED):
+        if seed.name.endswith("-ssh-host-key-seed"):
+            assert "$" not in seed.urn.split("::")[2], f"{seed.urn}: not top-level"
+            assert not seed.replace_with
+            assert not seed.deleted_with
+    # Same seed, same bytes (the OpenSSH check int is derived from the seed too).
+    seed = bytes(range(32))
+    assert host_key_from_seed(seed, "x") == host_key_from_seed(seed, "x")
+
+
+@pytest.mark.parametrize("comment", ["k3s-gpu-1", CONTROL_PLANE_HOST_KEY])
+def test_vendor_snippet_with_a_host_key_is_valid_cloud_init(tmp_path: Path, comment: str) -> None:
+    key = host_key_from_seed(bytes(32), comment)
+    document = render_vendor_data(key.private_openssh, key.public_line)
+    cloud_init_schema(document, tmp_path)
+    data = yaml.safe_load(document)
+    assert data["ssh_keys"]["ed25519_private"] == key.private_openssh
+    assert data["ssh_keys"]["ed25519_public"] == key.public_line.strip()
+
+
+def test_the_snippet_holding_a_private_key_is_secret(homelab_run: StackRun) -> None:
+    for snippet in homelab_run.by_type(SNIPPET):
+        assert "sourceRaw.data" in snippet.secret_inputs or "sourceRaw" in (
+            snippet.secret_inputs
+        ), f"{snippet.name}: host key in plain state ({snippet.secret_inputs})"
