@@ -113,20 +113,45 @@ separation: each control plane is an etcd member and holds the cluster's CA keys
 
 
 def vm_host_keys(homelab: HomelabSettings) -> dict[str, pulumi.Output[HostKey]]:
-    """Each VM's SSH host key (secret; seeds in state, so stable across ups and kept by a
-    replaced VM): the control planes' shared key, one key per GPU worker."""
-    shared = ssh_host_key(CONTROL_PLANE_HOST_KEY, CONTROL_PLANE_HOST_KEY)
-    keys = {vm.name: shared for vm in homelab.control_planes}
-    keys.update({vm.name: ssh_host_key(vm.name, vm.name) for vm in homelab.gpu_workers})
+    """Each VM's generated SSH host key (secret; seeds in state, so stable across ups and kept by
+    a replaced VM): the control planes' shared key, one key per GPU worker. VMs listed in
+    ``existingHostKeys`` get none: they keep the key they have."""
+    existing = homelab.existing_host_keys
+    keys: dict[str, pulumi.Output[HostKey]] = {}
+    if any(vm.name not in existing for vm in homelab.control_planes):
+        shared = ssh_host_key(CONTROL_PLANE_HOST_KEY, CONTROL_PLANE_HOST_KEY)
+        keys.update({vm.name: shared for vm in homelab.control_planes if vm.name not in existing})
+    keys.update(
+        {
+            vm.name: ssh_host_key(vm.name, vm.name)
+            for vm in homelab.gpu_workers
+            if vm.name not in existing
+        }
+    )
     return keys
 
 
-def public_keys(keys: dict[str, pulumi.Output[HostKey]]) -> dict[str, pulumi.Output[str]]:
-    """What SSH clients pin (``ssh-ed25519 AAAA...``); public, so not secret."""
-    return {
+def pinned_host_keys(
+    homelab: HomelabSettings, keys: dict[str, pulumi.Output[HostKey]]
+) -> dict[str, pulumi.Input[str]]:
+    """What SSH clients pin per VM (``ssh-ed25519 AAAA...``, public, so not secret): the
+    generated key, or the one configured for a VM that predates generated keys."""
+    pinned: dict[str, pulumi.Input[str]] = {
         name: pulumi.Output.unsecret(key.apply(lambda k: k.public_key))
         for name, key in keys.items()
     }
+    for name, line in homelab.existing_host_keys.items():
+        pinned[name] = " ".join(line.split()[:2])
+    return pinned
+
+
+def cluster_ssh_host(homelab: HomelabSettings, settings: K3sClusterSettings) -> str:
+    """Where cluster-level commands SSH to: the API endpoint (the VIP, held by any control
+    plane), which needs one key on every control plane. With a control plane that predates
+    generated keys they differ, so these commands go to the first control plane itself."""
+    if any(vm.name in homelab.existing_host_keys for vm in homelab.control_planes):
+        return str(homelab.control_planes[0].ip)
+    return settings.api_endpoint
 
 
 def build_vms(
@@ -149,6 +174,12 @@ def build_vms(
                 image_checksum=homelab.image.checksum,
                 image_file_name=homelab.image.file_name,
                 image_datastore=homelab.proxmox.image_datastore,
+                shared_snippet_datastore=homelab.proxmox.snippets_datastore
+                if any(
+                    vm.proxmox_node == node and vm.name in homelab.existing_host_keys
+                    for vm in homelab.all_vms
+                )
+                else None,
                 gpu_mappings=[
                     GpuMapping(m.name, m.path, m.device_id, m.subsystem_id, m.iommu_group)
                     for m in homelab.pci_mappings
@@ -186,7 +217,10 @@ def build_vms(
                 ssh_user=homelab.ssh_user,
                 ssh_public_keys=homelab.ssh_public_keys,
                 snippets_datastore=homelab.proxmox.snippets_datastore,
-                host_key=host_keys[vm.name],
+                host_key=host_keys.get(vm.name),
+                existing_vendor_data_file_id=node_assets.shared_vendor_data_file_id
+                if vm.name in homelab.existing_host_keys
+                else None,
                 scratch_disk_gib=vm.scratch_disk_gib if isinstance(vm, GpuWorkerVm) else 0,
                 # The mappings' name outputs: the VM depends on them, so it is destroyed first.
                 gpu_mappings=()
@@ -263,7 +297,7 @@ def build_cluster(
     vms: dict[str, ProxmoxVm],
     nebula_hosts: dict[str, NebulaHost],
     after_checks: pulumi.Output[list[pulumi.Resource]],
-    host_keys: dict[str, pulumi.Output[str]],
+    host_keys: dict[str, pulumi.Input[str]],
 ) -> K3sCluster:
     homelab = config.homelab
     # Generated once, kept in state; alphanumeric (k3s-ansible's sample warns about specials).
@@ -287,6 +321,7 @@ def build_cluster(
             ssh_user=homelab.ssh_user,
             ssh_private_key=config.secrets.ssh_private_key,
             host_keys=host_keys,
+            api_ssh_host=cluster_ssh_host(homelab, cluster_settings(config)),
             machines={name: vm.vm for name, vm in vms.items()},
             wait_for=wait_for,
             cluster_name=homelab.federation.cluster_id,
@@ -319,7 +354,7 @@ def main() -> None:
         ),
     )
     host_keys = vm_host_keys(config.homelab)
-    pinned = public_keys(host_keys)
+    pinned = pinned_host_keys(config.homelab, host_keys)
     vms = build_vms(config, proxmox_provider(config, after_checks), host_keys)
     # Host certificates are signed with the CA the aws-gpu stack owns. Its key is read from
     # SSM at run time with the operator's AWS credentials (an invoke: its result is kept in no

@@ -18,11 +18,16 @@ import pytest
 import yaml
 
 from components.base.ssh_keys import host_key_from_seed
-from components.proxmox.node_assets import render_vendor_data, vendor_snippet_name
+from components.proxmox.node_assets import (
+    SHARED_SNIPPET_NAME,
+    render_vendor_data,
+    vendor_snippet_name,
+)
 from stacks.homelab import CONTROL_PLANE_HOST_KEY
 from tests.real_tools import cloud_init_schema
 from tools.offline import StackRun
 
+FIXTURES = Path(__file__).parent / "fixtures" / "valid"
 SSH_TYPES = ("command:remote:Command", "command:remote:CopyToRemote")
 VM = "proxmoxve:index/vmLegacy:VmLegacy"
 SNIPPET = "proxmoxve:index/fileLegacy:FileLegacy"
@@ -40,8 +45,18 @@ def ssh_connections(run: StackRun) -> list[tuple[str, str, str]]:
     return found
 
 
-def homelab_installed_keys(run: StackRun) -> dict[str, str]:
-    """VM name -> the public host key its vendor snippet installs, for snippets a VM boots."""
+def existing_keys(fixture: str | None) -> dict[str, str]:
+    """``existingHostKeys`` a valid fixture sets (the example config sets none)."""
+    if fixture is None:
+        return {}
+    document = yaml.safe_load((FIXTURES / f"{fixture}.yaml").read_text())
+    return dict((document.get("set") or {}).get("hybridgpu:homelab.existingHostKeys") or {})
+
+
+def homelab_installed_keys(run: StackRun, existing: dict[str, str]) -> dict[str, str]:
+    """VM name -> the public host key the VM has: the one its own vendor snippet installs, or
+    for a VM that boots from the node-wide snippet (it predates generated keys) the one
+    configured in ``existingHostKeys``."""
     snippets = {r.urn: r for r in run.by_type(SNIPPET)}
     keys = {}
     for vm in run.by_type(VM):
@@ -49,6 +64,11 @@ def homelab_installed_keys(run: StackRun) -> dict[str, str]:
         (urn,) = vm.property_dependencies["initialization"]
         snippet = snippets[urn]
         raw = snippet.plain_inputs["sourceRaw"]
+        if name in existing:
+            assert raw["fileName"] == SHARED_SNIPPET_NAME, f"{name} must keep its boot snippet"
+            assert "ssh_keys" not in raw["data"]
+            keys[name] = " ".join(existing[name].split()[:2])
+            continue
         assert raw["fileName"] == vendor_snippet_name(name)
         data = yaml.safe_load(raw["data"])
         assert data["ssh_deletekeys"] is True
@@ -64,6 +84,7 @@ def homelab_installed_keys(run: StackRun) -> dict[str, str]:
 def homelab_hosts(run: StackRun) -> dict[str, list[str]]:
     """Address -> the VMs that may answer on it: each VM's own IP; the API endpoint (the VIP or
     the first control plane) any control plane."""
+
     hosts: dict[str, list[str]] = {}
     for name, ip in run.exports["controlPlaneIps"].items():
         hosts.setdefault(ip, []).append(name)
@@ -76,8 +97,8 @@ def homelab_hosts(run: StackRun) -> dict[str, list[str]]:
     return hosts
 
 
-def assert_homelab_pinned(run: StackRun) -> int:
-    installed = homelab_installed_keys(run)
+def assert_homelab_pinned(run: StackRun, fixture: str | None = None) -> int:
+    installed = homelab_installed_keys(run, existing_keys(fixture))
     hosts = homelab_hosts(run)
     connections = ssh_connections(run)
     assert connections, "the homelab reaches its VMs over SSH"
@@ -103,8 +124,9 @@ def test_every_homelab_fixture_pins_too(valid_fixture_runs: dict[str, StackRun])
     """Single control plane without a VIP, Rancher, ...: the same rule in every valid shape."""
     homelab = {n: r for n, r in valid_fixture_runs.items() if r.stack == "homelab"}
     assert homelab
-    for run in homelab.values():
-        assert_homelab_pinned(run)
+    for name, run in homelab.items():
+        assert_homelab_pinned(run, name)
+    assert "homelab-existing-host-keys" in homelab
 
 
 def test_every_aws_ssh_connection_pins_the_node_generated_key(
@@ -131,7 +153,7 @@ def test_every_aws_ssh_connection_pins_the_node_generated_key(
 
 
 def test_control_planes_share_one_key_workers_each_their_own(homelab_run: StackRun) -> None:
-    installed = homelab_installed_keys(homelab_run)
+    installed = homelab_installed_keys(homelab_run, {})
     cps = set(homelab_run.exports["controlPlaneIps"])
     workers = set(homelab_run.exports["gpuWorkers"])
     assert len({installed[n] for n in cps}) == 1
@@ -171,3 +193,27 @@ def test_the_snippet_holding_a_private_key_is_secret(homelab_run: StackRun) -> N
         assert "sourceRaw.data" in snippet.secret_inputs or "sourceRaw" in (
             snippet.secret_inputs
         ), f"{snippet.name}: host key in plain state ({snippet.secret_inputs})"
+
+
+def test_vms_that_predate_generated_keys_keep_their_snippet_and_cluster_commands_skip_the_vip(
+    valid_fixture_runs: dict[str, StackRun],
+) -> None:
+    """Day 2 for a stack created before generated host keys: the VMs listed in
+    ``existingHostKeys`` keep the node-wide snippet (same id, so no replacement) and are pinned
+    to their configured key; with a control plane among them, cluster-level commands SSH to the
+    first control plane itself (the VIP's holder could answer with another key)."""
+    run = valid_fixture_runs["homelab-existing-host-keys"]
+    (shared,) = [
+        s
+        for s in run.by_type(SNIPPET)
+        if s.plain_inputs["sourceRaw"]["fileName"] == SHARED_SNIPPET_NAME
+    ]
+    assert shared.name == "pve1-assets-vendor-data"  # the name the snippet always had
+    first_ip = run.exports["controlPlaneIps"]["k3s-cp-1"]
+    drains = [r for r in run.by_type("command:remote:Command") if r.name.endswith("-drain")]
+    assert drains
+    for drain in drains:
+        assert drain.plain_inputs["connection"]["host"] == first_ip
+    seeds = {r.name for r in run.by_type(SEED)}
+    assert "k3s-gpu-1-ssh-host-key-seed" not in seeds
+    assert "k3s-gpu-2-ssh-host-key-seed" in seeds

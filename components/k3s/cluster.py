@@ -64,6 +64,9 @@ class K3sClusterArgs:
     all servers must serve the same host key."""
     machines: Mapping[str, pulumi.Resource]
     """Node name -> its VM: a node's commands are replaced with it and skipped on its delete."""
+    api_ssh_host: str | None = None
+    """Where cluster-level commands SSH to (pinned with the first server's key); default: the
+    API endpoint."""
     wait_for: Mapping[str, Sequence[pulumi.Resource]] = field(default_factory=dict)
     """Node name -> resources that must exist first (e.g. its Nebula install)."""
     cluster_name: str = "homelab"
@@ -156,7 +159,8 @@ class K3sCluster(pulumi.ComponentResource):
         key = args.ssh_private_key
         first_server = upgrade_order(args.nodes)[0]
         api_host_key = args.host_keys[first_server.name]
-        on_control_host = connection(settings.api_endpoint, args.ssh_user, key, api_host_key)
+        api_ssh_host = args.api_ssh_host or settings.api_endpoint
+        on_control_host = connection(api_ssh_host, args.ssh_user, key, api_host_key)
         first_token = pulumi.Output.secret(args.token)
         join_token: pulumi.Output[str] | None = None
         previous: remote.Command | None = None
@@ -236,7 +240,7 @@ class K3sCluster(pulumi.ComponentResource):
         fetch = KubeconfigFetch(
             f"{name}-kubeconfig",
             KubeconfigFetchArgs(
-                host=settings.api_endpoint,
+                host=api_ssh_host,
                 user=args.ssh_user,
                 private_key=key,
                 host_key=api_host_key,

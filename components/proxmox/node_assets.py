@@ -19,6 +19,20 @@ import pulumi
 import pulumi_proxmoxve as proxmoxve
 import yaml
 
+SHARED_SNIPPET_NAME = "hybridgpu-vendor.yaml"
+"""The vendor snippet VMs created before per-VM host keys boot with (guest agent only)."""
+
+
+def render_shared_vendor_data() -> str:
+    """The node-wide vendor data of VMs that predate per-VM host keys: the guest agent only.
+    Kept, unchanged, while such a VM exists: Proxmox rebuilds a VM's cloud-init drive from this
+    file when the VM starts."""
+    config = {
+        "packages": ["qemu-guest-agent"],
+        "runcmd": [["systemctl", "enable", "--now", "qemu-guest-agent"]],
+    }
+    return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False)
+
 
 def vendor_snippet_name(vm_name: str) -> str:
     """One snippet per VM: it carries that VM's SSH host key and nothing of any other VM's."""
@@ -62,10 +76,14 @@ class ProxmoxNodeAssetsArgs:
     image_file_name: str
     image_datastore: str
     gpu_mappings: Sequence[GpuMapping] = ()
+    shared_snippet_datastore: str | None = None
+    """Keep the node-wide vendor snippet here (VMs with ``existingHostKeys`` boot from it);
+    None when no VM on the node needs it."""
 
 
 class ProxmoxNodeAssets(pulumi.ComponentResource):
     image_file_id: pulumi.Output[str]
+    shared_vendor_data_file_id: pulumi.Output[str] | None
     mappings: dict[str, proxmoxve.hardware.mapping.Pci]
 
     def __init__(
@@ -91,6 +109,21 @@ class ProxmoxNodeAssets(pulumi.ComponentResource):
             overwrite_unmanaged=True,
             opts=replace_in_place,
         )
+        self.shared_vendor_data_file_id = None
+        if args.shared_snippet_datastore is not None:
+            # Same name, file and content as before per-VM snippets: its id does not change, so
+            # the VMs booting from it are not replaced (initialization.vendorDataFileId).
+            shared = proxmoxve.FileLegacy(
+                f"{name}-vendor-data",
+                node_name=args.node_name,
+                datastore_id=args.shared_snippet_datastore,
+                content_type="snippets",
+                source_raw=proxmoxve.FileLegacySourceRawArgs(
+                    data=render_shared_vendor_data(), file_name=SHARED_SNIPPET_NAME
+                ),
+                opts=replace_in_place,
+            )
+            self.shared_vendor_data_file_id = shared.id
         self.mappings = {
             m.name: proxmoxve.hardware.mapping.Pci(
                 f"{name}-pci-{m.name}",
