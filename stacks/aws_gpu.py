@@ -14,6 +14,8 @@ from components.aws.cloud_init import (
 )
 from components.aws.k3s_node import AwsK3sNode, AwsK3sNodeArgs
 from components.aws.model_bucket import ModelBucket, ModelBucketArgs
+from components.aws.model_bucket_policy import ModelBucketPolicy, ModelBucketPolicyArgs
+from components.aws.model_uploader import ModelUploader, ModelUploaderArgs
 from components.aws.network import AwsNetwork, AwsNetworkArgs
 from components.aws.node_iam import NodeRole, NodeRoleArgs
 from components.aws.parameters import SecureParameters, SecureParametersArgs
@@ -63,6 +65,44 @@ def aws_provider(config: AwsGpuConfig) -> aws.Provider:
     )
 
 
+def model_access(
+    config: AwsGpuConfig,
+    provider: aws.Provider,
+    network: AwsNetwork,
+    models: ModelBucket,
+    gpu_role: NodeRole,
+) -> ModelUploader:
+    """Only the uploader role writes models; the GPU worker's role reads them only through the
+    VPC's S3 endpoint (README "Model integrity")."""
+    settings = config.aws
+    on_aws = pulumi.ResourceOptions(provider=provider)
+    uploader = ModelUploader(
+        "model-uploader",
+        ModelUploaderArgs(
+            bucket_arn=models.arn,
+            prefix=settings.model_store.prefix,
+            trusted_principals=aws_nodes.uploader_principals(provider, settings.model_bucket),
+        ),
+        opts=on_aws,
+    )
+    if network.s3_endpoint_id is None:
+        raise ValueError("the network has no S3 endpoint: give it the region")
+    ModelBucketPolicy(
+        "models",
+        ModelBucketPolicyArgs(
+            bucket_id=models.bucket_id,
+            bucket_arn=models.arn,
+            uploader_role_arn=uploader.role_arn,
+            reader_role_arns=[gpu_role.role.arn],
+            vpc_endpoint_id=network.s3_endpoint_id,
+            stack_keys=models.directory_keys,
+            moved_from=models,
+        ),
+        opts=pulumi.ResourceOptions(provider=provider, depends_on=models.settled),
+    )
+    return uploader
+
+
 def main() -> None:
     config = load_aws_gpu_config()
     network_plan = config.project.network
@@ -97,6 +137,7 @@ def main() -> None:
             availability_zone=zone,
             admin_cidrs=[str(cidr) for cidr in settings.admin_cidrs],
             nebula_port=config.project.nebula.listen_port,
+            region=settings.region,
         ),
         opts=on_aws,
     )
@@ -136,6 +177,8 @@ def main() -> None:
         ),
         opts=on_aws,
     )
+
+    uploader = model_access(config, provider, network, models, gpu_role)
 
     # The server token gives full control of the cluster; agents get the agent-only token
     # (https://docs.k3s.io/cli/token). Both live in state, protected: a new server token would
@@ -364,6 +407,7 @@ def main() -> None:
             "controlNodeSshHostKey": pulumi.Output.unsecret(
                 control_host_key.apply(lambda k: k.public_key)
             ),
+            "nodeSshPublicKey": settings.ssh_public_key,
             "k3sApiEndpoint": k3s_api_url(control_overlay_ip),
             "kubeconfig": kubeconfig.kubeconfig,
             "gpuWorkerInstanceId": gpu_worker.instance_id,
@@ -371,6 +415,7 @@ def main() -> None:
             "gpuWorkerGpuCount": worker.gpu_count,
             "modelBucketName": models.bucket_name,
             "modelBucketArn": models.arn,
+            "modelUploaderRoleArn": uploader.role_arn,
             "adminKubeconfig": kubeconfig.admin_kubeconfig,
             "adminAccess": "mesh" if settings.admin_over_mesh else "public",
             # Certificates are public (the private keys stay on the operators' machines).

@@ -44,7 +44,14 @@ from components.kube.labels import (
     gpu_node_labels,
 )
 from components.nebula.install import INSTALL_SCRIPT_PATH, NebulaFiles, node_files
-from stacks.config import AmiSelector, AwsGpuConfig, ConfigError, GpuWorkerSettings, key
+from stacks.config import (
+    AmiSelector,
+    AwsGpuConfig,
+    ConfigError,
+    GpuWorkerSettings,
+    ModelBucketSettings,
+    key,
+)
 
 NEBULA_PLACEHOLDER = NebulaFiles(config_yaml="", ca_pem="", cert_pem="", key_pem="")
 TOKEN_PLACEHOLDER = "placeholder"  # noqa: S105 - renders destinations only, never published
@@ -59,6 +66,17 @@ def node_parameter_path(node: str) -> str:
 def parameter_path_arn(provider: aws.Provider, region: str, path: str) -> pulumi.Output[str]:
     account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(provider=provider))
     return account.account_id.apply(lambda a: f"arn:aws:ssm:{region}:{a}:parameter{path}")
+
+
+def uploader_principals(
+    provider: aws.Provider, bucket: ModelBucketSettings
+) -> pulumi.Input[list[str]]:
+    """Who may assume the model uploader role: ``modelBucket.uploaderPrincipals``, else the
+    account (then each principal's own IAM policy must allow sts:AssumeRole on the role)."""
+    if bucket.uploader_principals:
+        return list(bucket.uploader_principals)
+    account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(provider=provider))
+    return account.account_id.apply(lambda a: [f"arn:aws:iam::{a}:root"])
 
 
 def ssh_host_key(name: str, comment: str) -> pulumi.Output[HostKey]:

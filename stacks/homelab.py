@@ -82,8 +82,54 @@ def gate(*checks: pulumi.Output[Any]) -> pulumi.Output[list[pulumi.Resource]]:
     return pulumi.Output.all(*checks).apply(lambda _: [])
 
 
+def proxmox_ssh_key(config: HomelabConfig) -> tuple[pulumi.Output[str], pulumi.Output[Any]]:
+    """The key the Proxmox provider's SSH uses, and a check for the gate. Separate keys for the
+    hypervisor, the VMs and the AWS nodes: a key taken from one (a VM's authorized user, a
+    copied state) must not open the others. ``proxmoxSshPrivateKey`` unset keeps the one-key
+    setup of earlier stacks working, with a warning; set, it must differ from the VMs' key."""
+    secrets = config.secrets
+    if secrets.proxmox_ssh_private_key is None:
+        pulumi.log.warn(
+            f"{key('proxmoxSshPrivateKey')} is not set: the VMs' {key('sshPrivateKey')} also "
+            "opens the Proxmox nodes. Give Proxmox its own key (README 'Verified hosts and "
+            "least privilege')"
+        )
+        return secrets.ssh_private_key, pulumi.Output.from_input(None)
+
+    def distinct(keys: list[str]) -> None:
+        if keys[0].strip() == keys[1].strip():
+            raise ConfigError(
+                f"{key('proxmoxSshPrivateKey')}: the same key as {key('sshPrivateKey')}; give "
+                "Proxmox its own key, or unset it to use one key for both (not recommended)"
+            )
+
+    check = pulumi.Output.all(secrets.proxmox_ssh_private_key, secrets.ssh_private_key).apply(
+        distinct
+    )
+    return secrets.proxmox_ssh_private_key, check
+
+
+def check_distinct_node_keys(
+    config: HomelabConfig, aws_key: pulumi.Output[Any]
+) -> pulumi.Output[Any]:
+    """The AWS nodes' login key (aws-gpu ``aws.sshPublicKey``) must not also open the VMs."""
+    ours = {" ".join(k.split()[:2]) for k in config.homelab.ssh_public_keys}
+
+    def compare(theirs: Any) -> Any:
+        if theirs and " ".join(str(theirs).split()[:2]) in ours:
+            raise ConfigError(
+                f"{key('homelab')}.sshPublicKeys: holds the aws-gpu stack's aws.sshPublicKey; "
+                "the AWS nodes and the homelab VMs take separate keys"
+            )
+        return theirs
+
+    return aws_key.apply(compare)
+
+
 def proxmox_provider(
-    config: HomelabConfig, after_checks: pulumi.Output[list[pulumi.Resource]]
+    config: HomelabConfig,
+    after_checks: pulumi.Output[list[pulumi.Resource]],
+    ssh_private_key: pulumi.Input[str],
 ) -> proxmoxve.Provider:
     """API access by token (secret); SSH to the nodes for snippet uploads, which the API cannot
     do (https://registry.terraform.io/providers/bpg/proxmox/latest/docs#ssh-connection). The
@@ -96,7 +142,7 @@ def proxmox_provider(
         insecure=proxmox.insecure,
         ssh=proxmoxve.ProviderSshArgs(
             username=proxmox.ssh_username,
-            private_key=config.secrets.ssh_private_key,
+            private_key=ssh_private_key,
             nodes=[
                 proxmoxve.ProviderSshNodeArgs(name=n.name, address=n.ssh_address)
                 for n in proxmox.nodes
@@ -338,7 +384,10 @@ def main() -> None:
         lighthouse_elsewhere=True,  # the aws-gpu control node
     )
     aws_gpu = AwsGpuReference(config.homelab.aws_stack)
+    proxmox_key, proxmox_key_check = proxmox_ssh_key(config)
     after_checks = gate(
+        proxmox_key_check,
+        check_distinct_node_keys(config, aws_gpu.require("nodeSshPublicKey")),
         check_same_network_plan(config, aws_gpu.require("networkPlan")),
         check_same_value(
             "liqoVersion",
@@ -355,7 +404,7 @@ def main() -> None:
     )
     host_keys = vm_host_keys(config.homelab)
     pinned = pinned_host_keys(config.homelab, host_keys)
-    vms = build_vms(config, proxmox_provider(config, after_checks), host_keys)
+    vms = build_vms(config, proxmox_provider(config, after_checks, proxmox_key), host_keys)
     # Host certificates are signed with the CA the aws-gpu stack owns. Its key is read from
     # SSM at run time with the operator's AWS credentials (an invoke: its result is kept in no
     # state), so this stack's state never holds it.

@@ -11,7 +11,9 @@ vendor snippet; AWS: the node's ``ssh/host-key.pub`` file in SSM).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -25,6 +27,8 @@ from components.proxmox.node_assets import (
 )
 from stacks.homelab import CONTROL_PLANE_HOST_KEY
 from tests.real_tools import cloud_init_schema
+from tools import offline
+from tools.mocks import Registration
 from tools.offline import StackRun
 
 FIXTURES = Path(__file__).parent / "fixtures" / "valid"
@@ -217,3 +221,49 @@ def test_vms_that_predate_generated_keys_keep_their_snippet_and_cluster_commands
     seeds = {r.name for r in run.by_type(SEED)}
     assert "k3s-gpu-1-ssh-host-key-seed" not in seeds
     assert "k3s-gpu-2-ssh-host-key-seed" in seeds
+
+
+# --------------------------------------------------------------------------------------------
+# Separate SSH keys: Proxmox, the homelab VMs, the AWS nodes
+# --------------------------------------------------------------------------------------------
+
+
+def test_homelab_refuses_the_vms_key_as_the_proxmox_key() -> None:
+    from stacks.config import ConfigError
+
+    offline.run_stack("aws-gpu")
+    same = {"hybridgpu:sshPrivateKey": "one-key", "hybridgpu:proxmoxSshPrivateKey": "one-key"}
+    with pytest.raises(ConfigError) as caught:
+        offline.run_stack("homelab", same)
+    assert "hybridgpu:proxmoxSshPrivateKey: the same key as hybridgpu:sshPrivateKey" in str(
+        caught.value
+    )
+
+
+def test_homelab_refuses_the_aws_nodes_key_for_its_vms() -> None:
+    from stacks.config import ConfigError
+
+    homelab_key = offline.stack_config_file("homelab")["hybridgpu:homelab"]["sshPublicKeys"][0]
+    offline.run_stack("aws-gpu", {"hybridgpu:aws.sshPublicKey": homelab_key})
+    with pytest.raises(ConfigError) as caught:
+        offline.run_stack("homelab")
+    assert "hybridgpu:homelab.sshPublicKeys: holds the aws-gpu stack's aws.sshPublicKey" in str(
+        caught.value
+    )
+
+
+def test_the_proxmox_provider_takes_its_own_key(homelab_run: StackRun) -> None:
+    """Unset (the example), the VMs' key is used with a warning; set, the provider gets it."""
+    offline.run_stack("aws-gpu")
+    run = offline.run_stack("homelab", {"hybridgpu:proxmoxSshPrivateKey": "proxmox-only-key"})
+    (provider,) = [r for r in run.registrations if r.type == "pulumi:providers:proxmoxve"]
+    assert provider_ssh(provider)["privateKey"] == "proxmox-only-key"
+    assert provider.secret_inputs, "the provider's SSH key is secret"
+    (example,) = [r for r in homelab_run.registrations if r.type == "pulumi:providers:proxmoxve"]
+    assert provider_ssh(example)["privateKey"] == "mock-secret-sshPrivateKey"
+
+
+def provider_ssh(provider: Registration) -> dict[str, Any]:
+    """Providers take nested inputs as JSON text."""
+    ssh = provider.plain_inputs["ssh"]
+    return json.loads(ssh) if isinstance(ssh, str) else ssh
