@@ -229,7 +229,9 @@ def build_vms(
                 gpu_mappings=[
                     GpuMapping(m.name, m.path, m.device_id, m.subsystem_id, m.iommu_group)
                     for m in homelab.pci_mappings
-                    if m.proxmox_node == node and not homelab.allow_raw_pci_ids
+                    if m.proxmox_node == node
+                    and not homelab.allow_raw_pci_ids
+                    and homelab.pci_mappings_created_by == "pulumi"
                 ],
             ),
             opts=on_proxmox,
@@ -269,8 +271,11 @@ def build_vms(
                 else None,
                 scratch_disk_gib=vm.scratch_disk_gib if isinstance(vm, GpuWorkerVm) else 0,
                 # The mappings' name outputs: the VM depends on them, so it is destroyed first.
+                # Mappings an administrator created are used by name only.
                 gpu_mappings=()
                 if homelab.allow_raw_pci_ids
+                else list(gpus)
+                if homelab.pci_mappings_created_by == "admin"
                 else [node_assets.mappings[g].name for g in gpus],
                 gpu_raw_ids=[raw_paths[g] for g in gpus] if homelab.allow_raw_pci_ids else (),
                 role="control-plane" if is_control_plane else "gpu-worker",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -191,6 +191,11 @@ class HomelabSettings(Model):
     k3s: HomelabK3sSettings = HomelabK3sSettings()
     load_balancer: LoadBalancerSettings
     pci_mappings: tuple[PciMapping, ...] = ()
+    pci_mappings_created_by: Literal["pulumi", "admin"] = "pulumi"
+    """``admin``: the ``pciMappings`` exist on Proxmox already (created once by an administrator)
+    and VMs only use them by name, so the API token needs ``Mapping.Use`` on those mappings and
+    no ``Mapping.Modify`` (README "Proxmox least privilege"). ``pulumi``: the program creates
+    them (the token then needs ``Mapping.Modify``)."""
     allow_raw_pci_ids: bool = False
     """Pass GPUs by raw PCI id instead of mappings. Needs root password auth on Proxmox (raw ids
     are refused for API tokens, bpg/terraform-provider-proxmox#495); off by default."""

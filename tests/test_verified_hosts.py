@@ -267,3 +267,16 @@ def provider_ssh(provider: Registration) -> dict[str, Any]:
     """Providers take nested inputs as JSON text."""
     ssh = provider.plain_inputs["ssh"]
     return json.loads(ssh) if isinstance(ssh, str) else ssh
+
+
+def test_admin_created_pci_mappings_are_used_by_name_only(
+    valid_fixture_runs: dict[str, StackRun],
+) -> None:
+    """With mappings an administrator created, the program declares none (so the token needs no
+    Mapping.Modify) and passes GPUs by mapping name."""
+    run = valid_fixture_runs["homelab-admin-created-pci-mappings"]
+    assert run.by_type("proxmoxve:hardware/mapping/pci:Pci") == []
+    config = offline.stack_config_file("homelab")["hybridgpu:homelab"]
+    for worker in config["gpuWorkers"]:
+        vm = run.one(VM, f"{worker['name']}-vm")
+        assert [d["mapping"] for d in vm.plain_inputs["hostpcis"]] == worker["gpus"]
