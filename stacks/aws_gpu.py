@@ -14,8 +14,6 @@ from components.aws.cloud_init import (
 )
 from components.aws.k3s_node import AwsK3sNode, AwsK3sNodeArgs
 from components.aws.model_bucket import ModelBucket, ModelBucketArgs
-from components.aws.model_bucket_policy import ModelBucketPolicy, ModelBucketPolicyArgs
-from components.aws.model_uploader import ModelUploader, ModelUploaderArgs
 from components.aws.network import AwsNetwork, AwsNetworkArgs
 from components.aws.node_iam import NodeRole, NodeRoleArgs
 from components.aws.parameters import SecureParameters, SecureParametersArgs
@@ -24,7 +22,7 @@ from components.k3s.kubeconfig import KubeconfigFetch, KubeconfigFetchArgs
 from components.nebula.ca import NebulaCa
 from components.nebula.config import K3S_API_PORT, default_policy
 from components.nebula.host import NebulaHost
-from stacks import aws_nodes, mesh
+from stacks import access, aws_nodes, mesh
 from stacks.config import (
     STACK_AWS_GPU,
     AwsGpuConfig,
@@ -63,44 +61,6 @@ def aws_provider(config: AwsGpuConfig) -> aws.Provider:
         region=config.aws.region,
         default_tags=aws.ProviderDefaultTagsArgs(tags=default_tags(config)),
     )
-
-
-def model_access(
-    config: AwsGpuConfig,
-    provider: aws.Provider,
-    network: AwsNetwork,
-    models: ModelBucket,
-    gpu_role: NodeRole,
-) -> ModelUploader:
-    """Only the uploader role writes models; the GPU worker's role reads them only through the
-    VPC's S3 endpoint (README "Model integrity")."""
-    settings = config.aws
-    on_aws = pulumi.ResourceOptions(provider=provider)
-    uploader = ModelUploader(
-        "model-uploader",
-        ModelUploaderArgs(
-            bucket_arn=models.arn,
-            prefix=settings.model_store.prefix,
-            trusted_principals=aws_nodes.uploader_principals(provider, settings.model_bucket),
-        ),
-        opts=on_aws,
-    )
-    if network.s3_endpoint_id is None:
-        raise ValueError("the network has no S3 endpoint: give it the region")
-    ModelBucketPolicy(
-        "models",
-        ModelBucketPolicyArgs(
-            bucket_id=models.bucket_id,
-            bucket_arn=models.arn,
-            uploader_role_arn=uploader.role_arn,
-            reader_role_arns=[gpu_role.role.arn],
-            vpc_endpoint_id=network.s3_endpoint_id,
-            stack_keys=models.directory_keys,
-            moved_from=models,
-        ),
-        opts=pulumi.ResourceOptions(provider=provider, depends_on=models.settled),
-    )
-    return uploader
 
 
 def main() -> None:
@@ -178,7 +138,7 @@ def main() -> None:
         opts=on_aws,
     )
 
-    uploader = model_access(config, provider, network, models, gpu_role)
+    uploader = access.model_access(config, provider, network, models, gpu_role)
 
     # The server token gives full control of the cluster; agents get the agent-only token
     # (https://docs.k3s.io/cli/token). Both live in state, protected: a new server token would
@@ -228,7 +188,7 @@ def main() -> None:
         ),
     )
 
-    control_host_key = aws_nodes.ssh_host_key("control-node", "control-node")
+    control_host_key = access.ssh_host_key("control-node", "control-node")
     control_files = aws_nodes.control_node_files(
         config,
         path=control_path,
@@ -287,7 +247,7 @@ def main() -> None:
             lambda v: f"K10{v[0]}::node:{v[1]}"
         )
     )
-    worker_host_key = aws_nodes.ssh_host_key("gpu-worker", "gpu-worker")
+    worker_host_key = access.ssh_host_key("gpu-worker", "gpu-worker")
     worker_files = aws_nodes.worker_files(
         config,
         path=worker_path,

@@ -9,7 +9,6 @@ a sync interval while running, without being started.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 import pulumi_command as command
-import pulumi_random as random
 
 from components.aws.cloud_init import (
     AGENT_PATH,
@@ -35,7 +33,7 @@ from components.aws.cloud_init import (
 from components.aws.k3s_node import AmiQuery, AwsK3sNode, SpotOptions
 from components.aws.node_files import FileSpec, NodeFiles, NodeFilesArgs
 from components.base.files import NodeFile
-from components.base.ssh_keys import HostKey, host_key_from_seed
+from components.base.ssh_keys import HostKey
 from components.k3s.cluster import connection
 from components.kube.labels import (
     CONTROL_NODE_LABEL,
@@ -49,7 +47,6 @@ from stacks.config import (
     AwsGpuConfig,
     ConfigError,
     GpuWorkerSettings,
-    ModelBucketSettings,
     key,
 )
 
@@ -66,28 +63,6 @@ def node_parameter_path(node: str) -> str:
 def parameter_path_arn(provider: aws.Provider, region: str, path: str) -> pulumi.Output[str]:
     account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(provider=provider))
     return account.account_id.apply(lambda a: f"arn:aws:ssm:{region}:{a}:parameter{path}")
-
-
-def uploader_principals(
-    provider: aws.Provider, bucket: ModelBucketSettings
-) -> pulumi.Input[list[str]]:
-    """Who may assume the model uploader role: ``modelBucket.uploaderPrincipals``, else the
-    account (then each principal's own IAM policy must allow sts:AssumeRole on the role)."""
-    if bucket.uploader_principals:
-        return list(bucket.uploader_principals)
-    account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(provider=provider))
-    return account.account_id.apply(lambda a: [f"arn:aws:iam::{a}:root"])
-
-
-def ssh_host_key(name: str, comment: str) -> pulumi.Output[HostKey]:
-    """A machine's SSH host key, derived from a seed kept in state (secret). The seed is a
-    ``RandomBytes`` resource: created once, so every later ``up`` derives the same key, and a
-    replaced machine (same name) boots with the key its clients already pin. Removing the
-    machine from config removes its seed; adding it back gives a new key."""
-    seed = random.RandomBytes(f"{name}-ssh-host-key-seed", length=32)
-    return pulumi.Output.secret(
-        seed.base64.apply(lambda s: host_key_from_seed(base64.b64decode(s), comment))
-    )
 
 
 def specs(files: Sequence[NodeFile], prefix: str = "") -> list[FileSpec]:

@@ -20,8 +20,7 @@ from components.nebula.config import default_policy
 from components.nebula.host import NebulaHost
 from components.proxmox.node_assets import GpuMapping, ProxmoxNodeAssets, ProxmoxNodeAssetsArgs
 from components.proxmox.vm import ProxmoxVm, ProxmoxVmArgs
-from stacks import mesh
-from stacks.aws_nodes import ssh_host_key
+from stacks import access, mesh
 from stacks.config import (
     STACK_HOMELAB,
     ConfigError,
@@ -82,50 +81,6 @@ def gate(*checks: pulumi.Output[Any]) -> pulumi.Output[list[pulumi.Resource]]:
     return pulumi.Output.all(*checks).apply(lambda _: [])
 
 
-def proxmox_ssh_key(config: HomelabConfig) -> tuple[pulumi.Output[str], pulumi.Output[Any]]:
-    """The key the Proxmox provider's SSH uses, and a check for the gate. Separate keys for the
-    hypervisor, the VMs and the AWS nodes: a key taken from one (a VM's authorized user, a
-    copied state) must not open the others. ``proxmoxSshPrivateKey`` unset keeps the one-key
-    setup of earlier stacks working, with a warning; set, it must differ from the VMs' key."""
-    secrets = config.secrets
-    if secrets.proxmox_ssh_private_key is None:
-        pulumi.log.warn(
-            f"{key('proxmoxSshPrivateKey')} is not set: the VMs' {key('sshPrivateKey')} also "
-            "opens the Proxmox nodes. Give Proxmox its own key (README 'Verified hosts and "
-            "least privilege')"
-        )
-        return secrets.ssh_private_key, pulumi.Output.from_input(None)
-
-    def distinct(keys: list[str]) -> None:
-        if keys[0].strip() == keys[1].strip():
-            raise ConfigError(
-                f"{key('proxmoxSshPrivateKey')}: the same key as {key('sshPrivateKey')}; give "
-                "Proxmox its own key, or unset it to use one key for both (not recommended)"
-            )
-
-    check = pulumi.Output.all(secrets.proxmox_ssh_private_key, secrets.ssh_private_key).apply(
-        distinct
-    )
-    return secrets.proxmox_ssh_private_key, check
-
-
-def check_distinct_node_keys(
-    config: HomelabConfig, aws_key: pulumi.Output[Any]
-) -> pulumi.Output[Any]:
-    """The AWS nodes' login key (aws-gpu ``aws.sshPublicKey``) must not also open the VMs."""
-    ours = {" ".join(k.split()[:2]) for k in config.homelab.ssh_public_keys}
-
-    def compare(theirs: Any) -> Any:
-        if theirs and " ".join(str(theirs).split()[:2]) in ours:
-            raise ConfigError(
-                f"{key('homelab')}.sshPublicKeys: holds the aws-gpu stack's aws.sshPublicKey; "
-                "the AWS nodes and the homelab VMs take separate keys"
-            )
-        return theirs
-
-    return aws_key.apply(compare)
-
-
 def proxmox_provider(
     config: HomelabConfig,
     after_checks: pulumi.Output[list[pulumi.Resource]],
@@ -150,54 +105,6 @@ def proxmox_provider(
         ),
         opts=pulumi.ResourceOptions(depends_on=after_checks),
     )
-
-
-CONTROL_PLANE_HOST_KEY = "homelab-control-plane"
-"""The control planes share one SSH host key: cluster-level commands SSH to the API VIP, which
-any of them may hold, and pulumi-command pins exactly one key (hostKey). Sharing costs no
-separation: each control plane is an etcd member and holds the cluster's CA keys anyway."""
-
-
-def vm_host_keys(homelab: HomelabSettings) -> dict[str, pulumi.Output[HostKey]]:
-    """Each VM's generated SSH host key (secret; seeds in state, so stable across ups and kept by
-    a replaced VM): the control planes' shared key, one key per GPU worker. VMs listed in
-    ``existingHostKeys`` get none: they keep the key they have."""
-    existing = homelab.existing_host_keys
-    keys: dict[str, pulumi.Output[HostKey]] = {}
-    if any(vm.name not in existing for vm in homelab.control_planes):
-        shared = ssh_host_key(CONTROL_PLANE_HOST_KEY, CONTROL_PLANE_HOST_KEY)
-        keys.update({vm.name: shared for vm in homelab.control_planes if vm.name not in existing})
-    keys.update(
-        {
-            vm.name: ssh_host_key(vm.name, vm.name)
-            for vm in homelab.gpu_workers
-            if vm.name not in existing
-        }
-    )
-    return keys
-
-
-def pinned_host_keys(
-    homelab: HomelabSettings, keys: dict[str, pulumi.Output[HostKey]]
-) -> dict[str, pulumi.Input[str]]:
-    """What SSH clients pin per VM (``ssh-ed25519 AAAA...``, public, so not secret): the
-    generated key, or the one configured for a VM that predates generated keys."""
-    pinned: dict[str, pulumi.Input[str]] = {
-        name: pulumi.Output.unsecret(key.apply(lambda k: k.public_key))
-        for name, key in keys.items()
-    }
-    for name, line in homelab.existing_host_keys.items():
-        pinned[name] = " ".join(line.split()[:2])
-    return pinned
-
-
-def cluster_ssh_host(homelab: HomelabSettings, settings: K3sClusterSettings) -> str:
-    """Where cluster-level commands SSH to: the API endpoint (the VIP, held by any control
-    plane), which needs one key on every control plane. With a control plane that predates
-    generated keys they differ, so these commands go to the first control plane itself."""
-    if any(vm.name in homelab.existing_host_keys for vm in homelab.control_planes):
-        return str(homelab.control_planes[0].ip)
-    return settings.api_endpoint
 
 
 def build_vms(
@@ -372,7 +279,7 @@ def build_cluster(
             ssh_user=homelab.ssh_user,
             ssh_private_key=config.secrets.ssh_private_key,
             host_keys=host_keys,
-            api_ssh_host=cluster_ssh_host(homelab, cluster_settings(config)),
+            api_ssh_host=access.cluster_ssh_host(homelab, cluster_settings(config).api_endpoint),
             machines={name: vm.vm for name, vm in vms.items()},
             wait_for=wait_for,
             cluster_name=homelab.federation.cluster_id,
@@ -389,10 +296,10 @@ def main() -> None:
         lighthouse_elsewhere=True,  # the aws-gpu control node
     )
     aws_gpu = AwsGpuReference(config.homelab.aws_stack)
-    proxmox_key, proxmox_key_check = proxmox_ssh_key(config)
+    proxmox_key, proxmox_key_check = access.proxmox_ssh_key(config)
     after_checks = gate(
         proxmox_key_check,
-        check_distinct_node_keys(config, aws_gpu.require("nodeSshPublicKey")),
+        access.check_distinct_node_keys(config, aws_gpu.require("nodeSshPublicKey")),
         check_same_network_plan(config, aws_gpu.require("networkPlan")),
         check_same_value(
             "liqoVersion",
@@ -407,8 +314,8 @@ def main() -> None:
             "the AWS models volume is bound to that namespace",
         ),
     )
-    host_keys = vm_host_keys(config.homelab)
-    pinned = pinned_host_keys(config.homelab, host_keys)
+    host_keys = access.vm_host_keys(config.homelab)
+    pinned = access.pinned_host_keys(config.homelab, host_keys)
     vms = build_vms(config, proxmox_provider(config, after_checks, proxmox_key), host_keys)
     # Host certificates are signed with the CA the aws-gpu stack owns. Its key is read from
     # SSM at run time with the operator's AWS credentials (an invoke: its result is kept in no

@@ -37,6 +37,7 @@ ROLE_BY_COMPONENT = {
     "hybridgpu:aws:Network": "network",
     "hybridgpu:aws:ModelBucket": "model-bucket",
     "hybridgpu:aws:CostBudget": "budget",
+    "hybridgpu:aws:ModelUploader": "model-uploader",
 }
 NODE_ROLES = ("control-node", "gpu-worker")
 

@@ -376,8 +376,16 @@ def test_the_real_liqoctl_archives_are_pinned_by_sha256() -> None:
         assert f"sha={digest}" in script
     assert f"releases/download/{LIQO_DEFAULT_VERSION}" in script
     assert "command -v liqoctl" not in script, "never the liqoctl on PATH"
-    with pytest.raises(ValueError, match="no pinned liqoctl checksum"):
-        PeeringSettings("v9.9.9", 30840, 1240, "4", "16Gi", 110, {})
+    unknown = PeeringSettings("v9.9.9", 30840, 1240, "4", "16Gi", 110, {})
+    assert "sha=" not in render_peer_script(unknown, GATEWAY)
+
+
+def test_a_liqo_version_without_pinned_digests_refuses_to_peer(tmp_path: Path) -> None:
+    unknown = PeeringSettings("v9.9.9", 30840, 1240, "4", "16Gi", 110, {})
+    result = fake_liqoctl.run_script(render_peer_script(unknown, GATEWAY), tmp_path)
+    assert result.returncode == 1
+    assert "no pinned liqoctl v9.9.9 checksum" in result.stderr
+    assert list((tmp_path / "argv").iterdir()) == []
 
 
 def test_unpeer_tolerates_only_an_absent_peering(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from components.proxmox.node_assets import (
     render_vendor_data,
     vendor_snippet_name,
 )
-from stacks.homelab import CONTROL_PLANE_HOST_KEY
+from stacks.access import CONTROL_PLANE_HOST_KEY
 from tests.real_tools import cloud_init_schema
 from tools import offline
 from tools.mocks import Registration

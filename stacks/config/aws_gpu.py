@@ -12,13 +12,13 @@ from pydantic import Field, field_validator, model_validator
 
 from components.aws.budget import MAX_EMAILS, MAX_NOTIFICATIONS
 from components.aws.model_bucket import MAX_NAME_PREFIX
-from components.aws.model_uploader import PRINCIPAL_ARN as UPLOADER_PRINCIPAL_PATTERN
 from components.kube.labels import LABEL_VALUE_PATTERN
 from components.nebula.pki import host_public_key
 from stacks.config.errors import ConfigError, validate
 from stacks.config.fields import (
     AdminCidr,
     DnsLabel,
+    IamPrincipalArn,
     Model,
     SshPublicKey,
     key,
@@ -209,11 +209,8 @@ class ModelBucketSettings(Model):
     force_destroy: bool = False
     noncurrent_version_expiration_days: int = Field(default=30, ge=1)
     abort_incomplete_upload_days: int = Field(default=7, ge=1)
-    uploader_principals: tuple[
-        Annotated[str, Field(pattern=UPLOADER_PRINCIPAL_PATTERN.pattern)], ...
-    ] = ()
-    """IAM role/user ARNs (or an account root) that may assume the model uploader role, the
-    only principal that may write the bucket. Empty: the stack's account."""
+    uploader_principals: tuple[IamPrincipalArn, ...] = ()
+    """Who may assume the model uploader role (the bucket's only writer); empty: the account."""
 
 
 class BudgetSettings(Model):

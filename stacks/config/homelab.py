@@ -5,7 +5,6 @@ the apps' and platform's sections live in ``homelab_apps``."""
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -15,6 +14,7 @@ from stacks.config.errors import ConfigError, validate
 from stacks.config.fields import (
     AddressOrHostName,
     DnsLabel,
+    Ed25519HostKey,
     Model,
     Quantity,
     SshPublicKey,
@@ -22,10 +22,6 @@ from stacks.config.fields import (
 )
 from stacks.config.homelab_apps import OllamaSettings, OpenWebUiSettings, PlatformSettings
 from stacks.config.project import ProjectSettings
-
-# An Ed25519 public key blob in base64: "ssh-ed25519" (11) + 32 key bytes, always 68 characters
-# starting AAAAC3NzaC1lZDI1NTE5 (RFC 8709 section 4 wire format).
-HOST_KEY_B64 = re.compile(r"^AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]{43}$")
 
 
 class ProxmoxNode(Model):
@@ -201,7 +197,7 @@ class HomelabSettings(Model):
     are refused for API tokens, bpg/terraform-provider-proxmox#495); off by default."""
     control_planes: tuple[VmSpec, ...] = Field(min_length=1)
     gpu_workers: tuple[GpuWorkerVm, ...] = ()
-    existing_host_keys: dict[str, str] = Field(default_factory=dict)
+    existing_host_keys: dict[str, Ed25519HostKey] = Field(default_factory=dict)
     """VMs created before the program generated SSH host keys: VM name -> the ``ssh-ed25519``
     host key the VM already has (read over a trusted path, e.g. the Proxmox guest agent). Such a
     VM keeps its boot snippet (no replacement) and every connection pins this key."""
@@ -273,17 +269,10 @@ class HomelabSettings(Model):
 
     def _check_existing_host_keys(self) -> None:
         names = {vm.name for vm in self.all_vms}
-        for name, host_key in self.existing_host_keys.items():
+        for name in self.existing_host_keys:
             if name not in names:
                 raise ValueError(
                     f"existingHostKeys: '{name}' is not a VM of this stack; known: {sorted(names)}"
-                )
-            parts = host_key.split()
-            if len(parts) < 2 or parts[0] != "ssh-ed25519" or not HOST_KEY_B64.match(parts[1]):
-                raise ValueError(
-                    f"existingHostKeys: the key of '{name}' ('{host_key[:40]}') is not an "
-                    "ssh-ed25519 public key ('ssh-ed25519 AAAAC3Nza...', the VM's "
-                    "/etc/ssh/ssh_host_ed25519_key.pub)"
                 )
 
     @property
