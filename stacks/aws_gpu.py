@@ -22,7 +22,7 @@ from components.k3s.kubeconfig import KubeconfigFetch, KubeconfigFetchArgs
 from components.nebula.ca import NebulaCa
 from components.nebula.config import K3S_API_PORT, default_policy
 from components.nebula.host import NebulaHost
-from stacks import aws_capacity, aws_nodes, mesh
+from stacks import access, aws_capacity, aws_nodes, mesh
 from stacks.backups import aws_backups
 from stacks.config import (
     STACK_AWS_GPU,
@@ -100,6 +100,7 @@ def main() -> None:
             availability_zone=zone,
             admin_cidrs=[str(cidr) for cidr in settings.admin_cidrs],
             nebula_port=config.project.nebula.listen_port,
+            region=settings.region,
         ),
         opts=on_aws,
     )
@@ -140,6 +141,8 @@ def main() -> None:
         ),
         opts=on_aws,
     )
+
+    uploader = access.model_access(config, provider, network, models, gpu_role)
 
     # The server token gives full control of the cluster; agents get the agent-only token
     # (https://docs.k3s.io/cli/token). Both live in state, protected: a new server token would
@@ -189,7 +192,7 @@ def main() -> None:
         ),
     )
 
-    control_host_key = aws_nodes.ssh_host_key("control-node", "control-node")
+    control_host_key = access.ssh_host_key("control-node", "control-node")
     control_files = aws_nodes.control_node_files(
         config,
         path=control_path,
@@ -248,7 +251,7 @@ def main() -> None:
             lambda v: f"K10{v[0]}::node:{v[1]}"
         )
     )
-    worker_host_key = aws_nodes.ssh_host_key("gpu-worker", "gpu-worker")
+    worker_host_key = access.ssh_host_key("gpu-worker", "gpu-worker")
     worker_files = aws_nodes.worker_files(
         config,
         path=worker_path,
@@ -368,6 +371,7 @@ def main() -> None:
             "controlNodeSshHostKey": pulumi.Output.unsecret(
                 control_host_key.apply(lambda k: k.public_key)
             ),
+            "nodeSshPublicKey": settings.ssh_public_key,
             "k3sApiEndpoint": k3s_api_url(control_overlay_ip),
             "kubeconfig": kubeconfig.kubeconfig,
             "gpuWorkerInstanceId": gpu_worker.instance_id,
@@ -376,6 +380,7 @@ def main() -> None:
             "modelBucketName": models.bucket_name,
             "modelBucketArn": models.arn,
             **backup_outputs,
+            "modelUploaderRoleArn": uploader.role_arn,
             "adminKubeconfig": kubeconfig.admin_kubeconfig,
             "adminAccess": "mesh" if settings.admin_over_mesh else "public",
             # Certificates are public (the private keys stay on the operators' machines).

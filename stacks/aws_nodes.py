@@ -9,14 +9,12 @@ a sync interval while running, without being started.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_command as command
-import pulumi_random as random
 
 from components.aws import imds_guard
 from components.aws.cloud_init import (
@@ -37,7 +35,7 @@ from components.aws.cloud_init import (
 from components.aws.k3s_node import AmiQuery, AwsK3sNode, SpotOptions
 from components.aws.node_files import FileSpec, NodeFiles, NodeFilesArgs
 from components.base.files import NodeFile
-from components.base.ssh_keys import HostKey, host_key_from_seed
+from components.base.ssh_keys import HostKey
 from components.k3s.cluster import connection
 from components.kube.labels import (
     CONTROL_NODE_LABEL,
@@ -46,7 +44,10 @@ from components.kube.labels import (
     gpu_node_labels,
 )
 from components.nebula.install import INSTALL_SCRIPT_PATH, NebulaFiles, node_files
-from stacks.config import AmiSelector, AwsGpuConfig
+from stacks.config import (
+    AmiSelector,
+    AwsGpuConfig,
+)
 from stacks.pod_security import aws_admission_config
 
 NEBULA_PLACEHOLDER = NebulaFiles(config_yaml="", ca_pem="", cert_pem="", key_pem="")
@@ -62,14 +63,6 @@ def node_parameter_path(node: str) -> str:
 def parameter_path_arn(provider: aws.Provider, region: str, path: str) -> pulumi.Output[str]:
     account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(provider=provider))
     return account.account_id.apply(lambda a: f"arn:aws:ssm:{region}:{a}:parameter{path}")
-
-
-def ssh_host_key(name: str, comment: str) -> pulumi.Output[HostKey]:
-    """A node's SSH host key, derived from a seed kept in state (secret)."""
-    seed = random.RandomBytes(f"{name}-ssh-host-key-seed", length=32)
-    return pulumi.Output.secret(
-        seed.base64.apply(lambda s: host_key_from_seed(base64.b64decode(s), comment))
-    )
 
 
 def specs(files: Sequence[NodeFile], prefix: str = "") -> list[FileSpec]:

@@ -11,6 +11,7 @@ import pulumi_kubernetes as k8s
 import pulumi_proxmoxve as proxmoxve
 import pulumi_random as random
 
+from components.base.ssh_keys import HostKey
 from components.k3s.cluster import K3sCluster, K3sClusterArgs
 from components.k3s.config import K3sClusterSettings, K3sNode, cluster_dns_ip, server_taints
 from components.k3s.vip import VipSettings
@@ -20,7 +21,7 @@ from components.nebula.config import default_policy
 from components.nebula.host import NebulaHost
 from components.proxmox.node_assets import GpuMapping, ProxmoxNodeAssets, ProxmoxNodeAssetsArgs
 from components.proxmox.vm import ProxmoxVm, ProxmoxVmArgs
-from stacks import mesh
+from stacks import access, mesh
 from stacks.backups import etcd_snapshots, homelab_snapshot_store
 from stacks.config import (
     STACK_HOMELAB,
@@ -84,7 +85,9 @@ def gate(*checks: pulumi.Output[Any]) -> pulumi.Output[list[pulumi.Resource]]:
 
 
 def proxmox_provider(
-    config: HomelabConfig, after_checks: pulumi.Output[list[pulumi.Resource]]
+    config: HomelabConfig,
+    after_checks: pulumi.Output[list[pulumi.Resource]],
+    ssh_private_key: pulumi.Input[str],
 ) -> proxmoxve.Provider:
     """API access by token (secret); SSH to the nodes for snippet uploads, which the API cannot
     do (https://registry.terraform.io/providers/bpg/proxmox/latest/docs#ssh-connection). The
@@ -97,7 +100,7 @@ def proxmox_provider(
         insecure=proxmox.insecure,
         ssh=proxmoxve.ProviderSshArgs(
             username=proxmox.ssh_username,
-            private_key=config.secrets.ssh_private_key,
+            private_key=ssh_private_key,
             nodes=[
                 proxmoxve.ProviderSshNodeArgs(name=n.name, address=n.ssh_address)
                 for n in proxmox.nodes
@@ -107,7 +110,11 @@ def proxmox_provider(
     )
 
 
-def build_vms(config: HomelabConfig, provider: proxmoxve.Provider) -> dict[str, ProxmoxVm]:
+def build_vms(
+    config: HomelabConfig,
+    provider: proxmoxve.Provider,
+    host_keys: dict[str, pulumi.Output[HostKey]],
+) -> dict[str, ProxmoxVm]:
     """Shared assets per Proxmox node, then every VM. VMs depend only on their node's assets,
     never on each other, so Proxmox creates them in parallel. Control planes are protected:
     replacing or deleting one (an etcd member) needs `pulumi state unprotect` first."""
@@ -123,11 +130,18 @@ def build_vms(config: HomelabConfig, provider: proxmoxve.Provider) -> dict[str, 
                 image_checksum=homelab.image.checksum,
                 image_file_name=homelab.image.file_name,
                 image_datastore=homelab.proxmox.image_datastore,
-                snippets_datastore=homelab.proxmox.snippets_datastore,
+                shared_snippet_datastore=homelab.proxmox.snippets_datastore
+                if any(
+                    vm.proxmox_node == node and vm.name in homelab.existing_host_keys
+                    for vm in homelab.all_vms
+                )
+                else None,
                 gpu_mappings=[
                     GpuMapping(m.name, m.path, m.device_id, m.subsystem_id, m.iommu_group)
                     for m in homelab.pci_mappings
-                    if m.proxmox_node == node and not homelab.allow_raw_pci_ids
+                    if m.proxmox_node == node
+                    and not homelab.allow_raw_pci_ids
+                    and homelab.pci_mappings_created_by == "pulumi"
                 ],
             ),
             opts=on_proxmox,
@@ -160,11 +174,18 @@ def build_vms(config: HomelabConfig, provider: proxmoxve.Provider) -> dict[str, 
                 search_domain=homelab.lan.search_domain,
                 ssh_user=homelab.ssh_user,
                 ssh_public_keys=homelab.ssh_public_keys,
-                vendor_data_file_id=node_assets.vendor_data_file_id,
+                snippets_datastore=homelab.proxmox.snippets_datastore,
+                host_key=host_keys.get(vm.name),
+                existing_vendor_data_file_id=node_assets.shared_vendor_data_file_id
+                if vm.name in homelab.existing_host_keys
+                else None,
                 scratch_disk_gib=vm.scratch_disk_gib if isinstance(vm, GpuWorkerVm) else 0,
                 # The mappings' name outputs: the VM depends on them, so it is destroyed first.
+                # Mappings an administrator created are used by name only.
                 gpu_mappings=()
                 if homelab.allow_raw_pci_ids
+                else list(gpus)
+                if homelab.pci_mappings_created_by == "admin"
                 else [node_assets.mappings[g].name for g in gpus],
                 gpu_raw_ids=[raw_paths[g] for g in gpus] if homelab.allow_raw_pci_ids else (),
                 role="control-plane" if is_control_plane else "gpu-worker",
@@ -245,6 +266,7 @@ def build_cluster(
     vms: dict[str, ProxmoxVm],
     nebula_hosts: dict[str, NebulaHost],
     after_checks: pulumi.Output[list[pulumi.Resource]],
+    host_keys: dict[str, pulumi.Input[str]],
 ) -> K3sCluster:
     homelab = config.homelab
     # Generated once, kept in state; alphanumeric (k3s-ansible's sample warns about specials).
@@ -267,6 +289,8 @@ def build_cluster(
             token=token,
             ssh_user=homelab.ssh_user,
             ssh_private_key=config.secrets.ssh_private_key,
+            host_keys=host_keys,
+            api_ssh_host=access.cluster_ssh_host(homelab, cluster_settings(config).api_endpoint),
             machines={name: vm.vm for name, vm in vms.items()},
             wait_for=wait_for,
             cluster_name=homelab.federation.cluster_id,
@@ -283,7 +307,10 @@ def main() -> None:
         lighthouse_elsewhere=True,  # the aws-gpu control node
     )
     aws_gpu = AwsGpuReference(config.homelab.aws_stack)
+    proxmox_key, proxmox_key_check = access.proxmox_ssh_key(config)
     after_checks = gate(
+        proxmox_key_check,
+        access.check_distinct_node_keys(config, aws_gpu.require("nodeSshPublicKey")),
         check_same_network_plan(config, aws_gpu.require("networkPlan")),
         check_same_value(
             "liqoVersion",
@@ -298,7 +325,9 @@ def main() -> None:
             "the AWS models volume is bound to that namespace",
         ),
     )
-    vms = build_vms(config, proxmox_provider(config, after_checks))
+    host_keys = access.vm_host_keys(config.homelab)
+    pinned = access.pinned_host_keys(config.homelab, host_keys)
+    vms = build_vms(config, proxmox_provider(config, after_checks, proxmox_key), host_keys)
     # Host certificates are signed with the CA the aws-gpu stack owns. Its key is read from
     # SSM at run time with the operator's AWS credentials (an invoke: its result is kept in no
     # state), so this stack's state never holds it.
@@ -311,9 +340,10 @@ def main() -> None:
         ca_key_pem=mesh_ca_key(aws_gpu),
         lighthouses=mesh.reject_overlay_clash(config.homelab, aws_gpu.require("nebulaLighthouses")),
         ssh_private_key=config.secrets.ssh_private_key,
+        host_keys=pinned,
         machines={name: vm.vm for name, vm in vms.items()},
     )
-    cluster = build_cluster(config, vms, nebula_hosts, after_checks)
+    cluster = build_cluster(config, vms, nebula_hosts, after_checks, pinned)
     settings = cluster_settings(config)
     # The platform and federation layers: the cluster's API, as admin, once every node is in.
     # The cluster id names the cluster, so a new API address (a VIP added later) updates the

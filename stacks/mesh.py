@@ -200,6 +200,7 @@ def homelab_hosts(
     ca_key_pem: pulumi.Input[str],
     lighthouses: pulumi.Input[dict[str, list[str]]],
     ssh_private_key: pulumi.Input[str],
+    host_keys: Mapping[str, pulumi.Input[str]],
     machines: Mapping[str, pulumi.Resource],
 ) -> dict[str, NebulaHost]:
     """Nebula on every homelab VM, installed over SSH once the VM (``machines[name]``) is up,
@@ -219,7 +220,9 @@ def homelab_hosts(
                 ca_bundle_pem=ca_bundle_pem,
                 ca_key_pem=ca_key_pem,
                 lighthouses=lighthouses,
-                ssh=ssh_connection(str(vm.ip), homelab.ssh_user, ssh_private_key),
+                ssh=ssh_connection(
+                    str(vm.ip), homelab.ssh_user, ssh_private_key, host_keys[node.name]
+                ),
                 ssh_depends_on=(machine,),
                 machine=machine,
             ),
@@ -228,10 +231,11 @@ def homelab_hosts(
 
 
 def ssh_connection(
-    host: pulumi.Input[str], user: str, private_key: pulumi.Input[str]
+    host: pulumi.Input[str], user: str, private_key: pulumi.Input[str], host_key: pulumi.Input[str]
 ) -> command.remote.ConnectionArgs:
-    """SSH to a homelab VM (bounded dials, secret key): the same connection k3s uses."""
-    return connection(host, user, private_key)
+    """SSH to a homelab VM (bounded dials, secret key, pinned host key): the same connection
+    k3s uses."""
+    return connection(host, user, private_key, host_key)
 
 
 def operator_nodes(aws: AwsSettings) -> list[MeshNode]:

@@ -49,6 +49,11 @@ AWS_GPU_OUTPUTS: tuple[OutputSpec, ...] = (
         "controlNodeSshHostKey",
         "SSH host public key of the control node (the program owns it): for known_hosts.",
     ),
+    OutputSpec(
+        "nodeSshPublicKey",
+        "The AWS nodes' login key (aws.sshPublicKey, public): the homelab checks its VMs take "
+        "another one.",
+    ),
     OutputSpec("k3sApiEndpoint", "URL of the AWS k3s API on the overlay: https://<ip>:6443."),
     OutputSpec(
         "kubeconfig",
@@ -60,6 +65,10 @@ AWS_GPU_OUTPUTS: tuple[OutputSpec, ...] = (
     OutputSpec("gpuWorkerGpuCount", "Number of GPUs of the worker's instance type."),
     OutputSpec("modelBucketName", "Name of the S3 bucket holding the LLM model weights."),
     OutputSpec("modelBucketArn", "ARN of the model bucket."),
+    OutputSpec(
+        "modelUploaderRoleArn",
+        "The only role that may write the model bucket; `./dev models` assumes it.",
+    ),
     OutputSpec(
         "adminKubeconfig",
         "Admin kubeconfig for Pulumi and liqoctl on the operator's machine: the API on the "

@@ -19,7 +19,8 @@ from moto.iam.policy_validation import IAMPolicyDocumentValidator
 from components.aws import cloud_init as ci
 from components.aws.budget import CostBudgetArgs, limit_amount, tag_filter_value
 from components.aws.k3s_node import AmiQuery, SpotOptions, ami_filters
-from components.aws.model_bucket import ModelBucketArgs, tls_only_policy
+from components.aws.model_bucket import ModelBucketArgs
+from components.aws.model_bucket_policy import bucket_policy
 from components.aws.node_iam import (
     EC2_ASSUME_ROLE_POLICY,
     model_read_policy,
@@ -356,8 +357,13 @@ def test_parameter_read_policy_names_only_the_nodes_own_path() -> None:
             parameter_read_policy(bad)
 
 
-def test_tls_only_policy_denies_plain_http() -> None:
-    (statement,) = json.loads(tls_only_policy(BUCKET_ARN))["Statement"]
+UPLOADER_ARN = "arn:aws:iam::123456789012:role/model-uploader"
+
+
+def test_bucket_policy_denies_plain_http() -> None:
+    (statement, _) = json.loads(bucket_policy(BUCKET_ARN, uploader_role_arn=UPLOADER_ARN))[
+        "Statement"
+    ]
     assert statement["Effect"] == "Deny"
     assert statement["Principal"] == "*"
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
@@ -368,7 +374,14 @@ def test_tls_only_policy_denies_plain_http() -> None:
 def test_policy_documents_are_accepted_by_the_aws_api_model() -> None:
     """moto's IAM validates policy grammar (it rejects a misspelt Effect or a missing Resource);
     its S3 stores any policy text, so the bucket policy also goes through moto's validator."""
-    IAMPolicyDocumentValidator(tls_only_policy(BUCKET_ARN)).validate()
+    policy = bucket_policy(
+        BUCKET_ARN,
+        uploader_role_arn=UPLOADER_ARN,
+        reader_role_arns=["arn:aws:iam::123456789012:role/gpu-worker"],
+        vpc_endpoint_id="vpce-0123456789abcdef0",
+        stack_keys=["ollama/"],
+    )
+    IAMPolicyDocumentValidator(policy).validate()
     iam = boto3.client("iam", region_name="us-east-1")
     iam.create_role(RoleName="gpu-worker", AssumeRolePolicyDocument=EC2_ASSUME_ROLE_POLICY)
     iam.create_policy(
@@ -378,7 +391,7 @@ def test_policy_documents_are_accepted_by_the_aws_api_model() -> None:
     s3 = boto3.client("s3", region_name="us-east-1")
     bucket = BUCKET_ARN.rsplit(":", 1)[-1]
     s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_policy(Bucket=bucket, Policy=tls_only_policy(BUCKET_ARN))
+    s3.put_bucket_policy(Bucket=bucket, Policy=policy)
     stored = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
     assert stored["Statement"][0]["Sid"] == "DenyInsecureTransport"
 

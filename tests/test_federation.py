@@ -16,12 +16,15 @@ import yaml
 from components.federation.liqo import render_liqo_values
 from components.federation.liqo_peering import (
     CONSUMER_ENV,
+    LIQOCTL_SHA256,
+    PLATFORMS,
     PROVIDER_ENV,
     PeeringSettings,
     render_peer_script,
     render_unpeer_script,
 )
 from components.federation.ollama import OllamaSettings, render_deployment, render_offloading
+from components.kube.charts import LIQO_DEFAULT_VERSION
 from stacks.config import ProjectSettings
 from tests import fake_liqoctl
 from tests.real_tools import shellcheck
@@ -39,6 +42,9 @@ SETTINGS = PeeringSettings(
     memory="16Gi",
     pods=110,
     resources={"nvidia.com/gpu": 1},
+    # The fake's archive, pinned as the real ones are; downloads go nowhere.
+    liqoctl_sha256=fake_liqoctl.PINNED,
+    liqoctl_url="file:///nonexistent/liqo-release",
 )
 
 
@@ -141,7 +147,7 @@ def test_destroy_unpeers_before_liqo_goes(homelab_run: StackRun) -> None:
     peering = _peering(homelab_run)
     liqo = homelab_run.one(RELEASE, "liqo-release")
     assert liqo.urn in peering.dependencies
-    assert "liqoctl unpeer" in peering.plain_inputs["delete"]
+    assert '"$liqoctl" unpeer' in peering.plain_inputs["delete"]
     offloading = homelab_run.one(
         "kubernetes:offloading.liqo.io/v1beta1:NamespaceOffloading", "ollama-offloading"
     )
@@ -330,13 +336,23 @@ def test_peer_script_writes_private_kubeconfigs_and_removes_them(tmp_path: Path)
     assert "kubeconfig-content" not in result.stdout + result.stderr  # nothing printed
 
 
-def test_peer_script_refuses_a_missing_or_different_liqoctl(tmp_path: Path) -> None:
+def test_peer_script_refuses_a_missing_tampered_or_different_liqoctl(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     missing = fake_liqoctl.run_script(
-        render_peer_script(SETTINGS, GATEWAY), tmp_path / "a", path_has_liqoctl=False
+        render_peer_script(SETTINGS, GATEWAY), tmp_path / "a", archive=b""
     )
     assert missing.returncode == 1
-    assert "liqoctl not found" in missing.stderr
+    assert "could not download liqoctl v1.2.0" in missing.stderr
+    (tmp_path / "t").mkdir()
+    tampered = fake_liqoctl.run_script(
+        render_peer_script(SETTINGS, GATEWAY),
+        tmp_path / "t",
+        archive=fake_liqoctl.archive_bytes(fake_liqoctl.FAKE_LIQOCTL + "# one more line\n"),
+    )
+    assert tampered.returncode == 1
+    assert f"not the pinned {fake_liqoctl.ARCHIVE_SHA256}" in tampered.stderr
+    assert "refusing to run it" in tampered.stderr
+    assert list((tmp_path / "t" / "argv").iterdir()) == []  # not even `liqoctl version` ran
     (tmp_path / "b").mkdir()
     other = fake_liqoctl.run_script(
         render_peer_script(SETTINGS, GATEWAY), tmp_path / "b", version="v1.1.2"
@@ -345,6 +361,31 @@ def test_peer_script_refuses_a_missing_or_different_liqoctl(tmp_path: Path) -> N
     assert "v1.1.2" in other.stderr
     assert "v1.2.0" in other.stderr
     assert not (tmp_path / "b" / "log").exists()  # never peered
+
+
+def test_the_real_liqoctl_archives_are_pinned_by_sha256() -> None:
+    """Every platform the script maps to has a pinned digest for the default Liqo version, and
+    the rendered script pins them (values: krew-index plugins/liqo.yaml, see the module)."""
+    settings = PeeringSettings(LIQO_DEFAULT_VERSION, 30840, 1240, "4", "16Gi", 110, {})
+    pinned = LIQOCTL_SHA256[LIQO_DEFAULT_VERSION]
+    assert set(pinned) == set(PLATFORMS.values())
+    script = render_peer_script(settings, GATEWAY)
+    for digest in pinned.values():
+        assert len(digest) == 64
+        assert int(digest, 16) >= 0
+        assert f"sha={digest}" in script
+    assert f"releases/download/{LIQO_DEFAULT_VERSION}" in script
+    assert "command -v liqoctl" not in script, "never the liqoctl on PATH"
+    unknown = PeeringSettings("v9.9.9", 30840, 1240, "4", "16Gi", 110, {})
+    assert "sha=" not in render_peer_script(unknown, GATEWAY)
+
+
+def test_a_liqo_version_without_pinned_digests_refuses_to_peer(tmp_path: Path) -> None:
+    unknown = PeeringSettings("v9.9.9", 30840, 1240, "4", "16Gi", 110, {})
+    result = fake_liqoctl.run_script(render_peer_script(unknown, GATEWAY), tmp_path)
+    assert result.returncode == 1
+    assert "no pinned liqoctl v9.9.9 checksum" in result.stderr
+    assert list((tmp_path / "argv").iterdir()) == []
 
 
 def test_unpeer_tolerates_only_an_absent_peering(tmp_path: Path) -> None:

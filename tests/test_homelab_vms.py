@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from components.proxmox.node_assets import render_vendor_data
-from tests.real_tools import cloud_init_schema
 from tools import offline
 from tools.offline import StackRun
 
@@ -126,7 +122,3 @@ def test_raw_pci_ids_only_when_allowed(aws_gpu_served: offline.StackRun) -> None
         for device in vm.plain_inputs.get("hostpcis") or []:
             assert "mapping" not in device
             assert device["id"] in paths.values()
-
-
-def test_vendor_snippet_is_valid_cloud_init(tmp_path: Path) -> None:
-    cloud_init_schema(render_vendor_data(), tmp_path)

@@ -98,10 +98,11 @@ def test_image_bump_touches_no_running_vm(image_bump: Plan) -> None:
 def test_the_image_download_is_replaced_delete_first(image_bump: Plan) -> None:
     (image,) = (r for r in image_bump.new.values() if r.type == "proxmoxve:download/file:File")
     assert image.delete_before_replace, "a same-named file created first would be deleted after"
-    (snippet,) = (
+    snippets = [
         r for r in image_bump.new.values() if r.type == "proxmoxve:index/fileLegacy:FileLegacy"
-    )
-    assert snippet.delete_before_replace
+    ]
+    assert snippets  # one vendor snippet per VM
+    assert all(snippet.delete_before_replace for snippet in snippets)
 
 
 # -- VM replaced ---------------------------------------------------------------------------------

@@ -62,7 +62,12 @@ def run_cli(
 
 def test_the_outputs_read_are_in_the_stack_contract() -> None:
     declared = {spec.name for spec in AWS_GPU_OUTPUTS}
-    assert {cli.BUCKET_OUTPUT, cli.PREFIX_OUTPUT, cli.REGION_OUTPUT} <= declared
+    assert {
+        cli.BUCKET_OUTPUT,
+        cli.PREFIX_OUTPUT,
+        cli.REGION_OUTPUT,
+        cli.UPLOADER_ROLE_OUTPUT,
+    } <= declared
 
 
 def test_the_stack_outputs_name_the_tree_the_gpu_node_mounts(aws_gpu_run: StackRun) -> None:
@@ -74,7 +79,8 @@ def test_the_stack_outputs_name_the_tree_the_gpu_node_mounts(aws_gpu_run: StackR
     assert f"prefix {target.prefix}" in volume["spec"]["mountOptions"]
     assert target.prefix == "ollama/"
     assert target.region == aws_gpu_run.exports["region"]
-    assert target.role_arn is None  # until the stack exports modelUploaderRoleArn
+    assert target.role_arn == aws_gpu_run.exports["modelUploaderRoleArn"]
+    assert str(target.role_arn).startswith("arn:aws:iam::123456789012:role/model-uploader-role-")
 
 
 def test_push_list_verify_rm_through_the_stack_outputs(moto: MotoServer, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.aws.model_bucket import tls_only_policy
+from components.aws.model_bucket_policy import tls_only_policy
 
 ROLE_TAG = "backups"
 

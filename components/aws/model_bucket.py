@@ -8,9 +8,7 @@ policy) are deprecated.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -49,31 +47,18 @@ class ModelBucketArgs:
                 )
 
 
-def tls_only_policy(bucket_arn: str) -> str:
-    """Bucket policy: deny every request that does not use TLS
-    (https://docs.aws.amazon.com/AmazonS3/latest/userguide/security-best-practices.html)."""
-    document: dict[str, Any] = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "DenyInsecureTransport",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "s3:*",
-                "Resource": [bucket_arn, f"{bucket_arn}/*"],
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            }
-        ],
-    }
-    return json.dumps(document, indent=2, sort_keys=True)
-
-
 class ModelBucket(pulumi.ComponentResource):
-    """The model bucket and its public-access block, ownership, encryption, versioning,
-    lifecycle and TLS-only policy."""
+    """The model bucket and its public-access block, ownership, encryption, versioning and
+    lifecycle. Its policy names roles created after it: components/aws/model_bucket_policy.py."""
 
     bucket_name: pulumi.Output[str]
+    bucket_id: pulumi.Output[str]
     arn: pulumi.Output[str]
+    settled: list[pulumi.Resource]
+    """What the bucket policy waits for: S3 rejects concurrent changes to one bucket's settings
+    ("A conflicting conditional operation is in progress")."""
+    directory_keys: tuple[str, ...]
+    """The empty directory markers this component writes itself."""
 
     def __init__(
         self, name: str, args: ModelBucketArgs, opts: pulumi.ResourceOptions | None = None
@@ -150,15 +135,6 @@ class ModelBucket(pulumi.ComponentResource):
             ],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
         )
-        # After the public-access block and ownership controls: S3 rejects concurrent changes
-        # to one bucket's settings ("A conflicting conditional operation is in progress").
-        aws.s3.BucketPolicy(
-            f"{name}-tls-only",
-            bucket=bucket.id,
-            policy=bucket.arn.apply(tls_only_policy),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access, ownership]),
-        )
-
         # Mountpoint shows a directory for every key prefix (awslabs/mountpoint-s3
         # doc/SEMANTICS.md, "Directories"), so an empty object `<dir>/` makes `<dir>` exist.
         markers = [
@@ -178,4 +154,7 @@ class ModelBucket(pulumi.ComponentResource):
             lambda values: values[0]
         )
         self.arn = bucket.arn
+        self.bucket_id = bucket.id
+        self.settled = [public_access, ownership]
+        self.directory_keys = tuple(args.directories)
         self.register_outputs({"bucketName": self.bucket_name, "arn": self.arn})

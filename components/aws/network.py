@@ -38,6 +38,9 @@ class AwsNetworkArgs:
     internet. Empty: neither port is open to the internet (operators come over the mesh)."""
     nebula_port: int = 4242
     """UDP port Nebula listens on: the only port open to the internet."""
+    region: str | None = None
+    """Region of the VPC: with it, an S3 gateway endpoint on the route table, so the nodes reach
+    S3 (the model bucket) inside the VPC and the bucket can refuse node reads from elsewhere."""
 
     def __post_init__(self) -> None:
         vpc = ipaddress.IPv4Network(self.vpc_cidr)
@@ -112,6 +115,24 @@ class AwsNetwork(pulumi.ComponentResource):
         aws.ec2.RouteTableAssociation(
             f"{name}-public-rta", subnet_id=subnet.id, route_table_id=route_table.id, opts=child
         )
+        # Gateway endpoints cost nothing (https://aws.amazon.com/privatelink/pricing/); the
+        # endpoint adds the S3 prefix-list route to the table, which the route table's inline
+        # routes leave alone (terraform-provider-aws internal/service/ec2/vpc_route_table.go:
+        # prefix-list routes via vpce- are "handled separately, see aws_vpc_endpoint"). Its
+        # policy stays the default (full access): image layers from ECR and other S3 traffic
+        # of the nodes use it too; the bucket policy decides what the nodes may read.
+        self.s3_endpoint_id: pulumi.Output[str] | None = None
+        if args.region is not None:
+            endpoint = aws.ec2.VpcEndpoint(
+                f"{name}-s3",
+                vpc_id=vpc.id,
+                service_name=f"com.amazonaws.{args.region}.s3",
+                vpc_endpoint_type="Gateway",
+                route_table_ids=[route_table.id],
+                tags=_tags(f"{name}-s3"),
+                opts=child,
+            )
+            self.s3_endpoint_id = endpoint.id
 
         # Rules are separate resources (the provider's advice: inline rules cannot describe one
         # CIDR per rule and fight with rule resources). Inbound from outside: Nebula from

@@ -129,7 +129,8 @@ def render_deployment(namespace: str, image: str, admin_email: str) -> Manifest:
             "template": {
                 "metadata": {"labels": app_labels(APP)},
                 "spec": {
-                    # Open WebUI does not call the Kubernetes API.
+                    # Open WebUI never talks to the Kubernetes API; an admin's Python (Functions,
+                    # Tools) runs in this pod and must not find a token.
                     "automountServiceAccountToken": False,
                     # The data volume is a local-path directory made mode 0777 by the
                     # provisioner's setup script, so any UID writes it.
@@ -152,6 +153,12 @@ def render_deployment(namespace: str, image: str, admin_email: str) -> Manifest:
                                 {"name": "ENABLE_SIGNUP", "value": "False"},
                                 {"name": "DEFAULT_USER_ROLE", "value": "pending"},
                                 {"name": "WEBUI_ADMIN_EMAIL", "value": admin_email},
+                                # Session and auth cookies only over HTTPS (the ingress serves
+                                # nothing else); both default to false (open-webui
+                                # backend/open_webui/env.py: WEBUI_SESSION_COOKIE_SECURE, and
+                                # WEBUI_AUTH_COOKIE_SECURE which falls back to it).
+                                {"name": "WEBUI_SESSION_COOKIE_SECURE", "value": "True"},
+                                {"name": "WEBUI_AUTH_COOKIE_SECURE", "value": "True"},
                                 # Ollama through gpu-waker's OpenAI-compatible /v1 (see above).
                                 {"name": "ENABLE_OLLAMA_API", "value": "False"},
                                 {"name": "ENABLE_OPENAI_API", "value": "True"},

@@ -58,8 +58,15 @@ class K3sClusterArgs:
     ssh_user: str
     ssh_private_key: pulumi.Input[str]
     """Secret."""
+    host_keys: Mapping[str, pulumi.Input[str]]
+    """Node name -> its SSH host public key (``ssh-ed25519 AAAA...``): every connection pins it.
+    The API endpoint (the VIP, held by any server) is reached with the first server's key, so
+    all servers must serve the same host key."""
     machines: Mapping[str, pulumi.Resource]
     """Node name -> its VM: a node's commands are replaced with it and skipped on its delete."""
+    api_ssh_host: str | None = None
+    """Where cluster-level commands SSH to (pinned with the first server's key); default: the
+    API endpoint."""
     wait_for: Mapping[str, Sequence[pulumi.Resource]] = field(default_factory=dict)
     """Node name -> resources that must exist first (e.g. its Nebula install)."""
     cluster_name: str = "homelab"
@@ -72,6 +79,9 @@ class K3sClusterArgs:
         missing = sorted({n.name for n in self.nodes} - set(self.machines))
         if missing:
             raise ValueError(f"no machine given for nodes {missing}")
+        unpinned = sorted({n.name for n in self.nodes} - set(self.host_keys))
+        if unpinned:
+            raise ValueError(f"no SSH host key given for nodes {unpinned}")
 
 
 def connection(
@@ -147,7 +157,10 @@ class K3sCluster(pulumi.ComponentResource):
         self.installs, self.drains, self.memberships = {}, {}, {}
         settings = args.settings
         key = args.ssh_private_key
-        on_control_host = connection(settings.api_endpoint, args.ssh_user, key)
+        first_server = upgrade_order(args.nodes)[0]
+        api_host_key = args.host_keys[first_server.name]
+        api_ssh_host = args.api_ssh_host or settings.api_endpoint
+        on_control_host = connection(api_ssh_host, args.ssh_user, key, api_host_key)
         first_token = pulumi.Output.secret(args.token)
         join_token: pulumi.Output[str] | None = None
         previous: remote.Command | None = None
@@ -172,7 +185,7 @@ class K3sCluster(pulumi.ComponentResource):
                 after.append(self.join_token)
             install = remote.Command(
                 f"{name}-{node.name}-install",
-                connection=connection(node.ip, args.ssh_user, key),
+                connection=connection(node.ip, args.ssh_user, key, args.host_keys[node.name]),
                 create=script,
                 update=script,
                 delete=render_uninstall_script(node),
@@ -192,7 +205,7 @@ class K3sCluster(pulumi.ComponentResource):
             if node.role == "first-server":
                 self.join_token = remote.Command(
                     f"{name}-join-token",
-                    connection=connection(node.ip, args.ssh_user, key),
+                    connection=connection(node.ip, args.ssh_user, key, args.host_keys[node.name]),
                     create=scripts.render("join_token.sh"),
                     # The token is a cluster credential: never printed, secret in state.
                     logging=remote.Logging.NONE,
@@ -227,9 +240,10 @@ class K3sCluster(pulumi.ComponentResource):
         fetch = KubeconfigFetch(
             f"{name}-kubeconfig",
             KubeconfigFetchArgs(
-                host=settings.api_endpoint,
+                host=api_ssh_host,
                 user=args.ssh_user,
                 private_key=key,
+                host_key=api_host_key,
                 server_url=settings.api_url,
                 instance_id=self.installs[first.name].id,
                 wait_for=[self.memberships[first.name]],

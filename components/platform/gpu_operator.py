@@ -16,6 +16,18 @@ from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS, toleratio
 # "Rancher Kubernetes Engine 2 / K3s"; https://docs.k3s.io/advanced#nvidia-container-runtime).
 K3S_CONTAINERD_CONFIG = "/var/lib/rancher/k3s/agent/etc/containerd/config.toml"
 K3S_CONTAINERD_SOCKET = "/run/k3s/containerd/containerd.sock"
+# GPUs only through the device plugin: the toolkit ignores NVIDIA_VISIBLE_DEVICES in unprivileged
+# containers and takes the device list only from the volume mounts the plugin adds for a pod's
+# nvidia.com/gpu request, so a pod without a request gets no GPU whatever its environment says
+# (NVIDIA gpu-operator docs, security.rst "Preventing Unprivileged Access to GPUs"; the toolkit
+# flags: NVIDIA/nvidia-container-toolkit cmd/nvidia-ctk-installer, EnvVars
+# ACCEPT_NVIDIA_VISIBLE_DEVICES_ENVVAR_WHEN_UNPRIVILEGED / ..._AS_VOLUME_MOUNTS). Privileged
+# containers still see every GPU: that is what Pod Security keeps from workloads.
+GPU_ONLY_THROUGH_THE_PLUGIN_TOOLKIT_ENV = (
+    {"name": "ACCEPT_NVIDIA_VISIBLE_DEVICES_ENVVAR_WHEN_UNPRIVILEGED", "value": "false"},
+    {"name": "ACCEPT_NVIDIA_VISIBLE_DEVICES_AS_VOLUME_MOUNTS", "value": "true"},
+)
+DEVICE_LIST_STRATEGY_ENV = {"name": "DEVICE_LIST_STRATEGY", "value": "volume-mounts"}
 NAMESPACE = "gpu-operator"
 
 DriverMode = Literal["operator", "preinstalled"]
@@ -57,9 +69,10 @@ def render_gpu_operator_values(
                 # `nvidia` runtime from the operator's install dir at each start
                 # (k3s-io/k3s pkg/agent/containerd/nvidia.go, "usr/local/nvidia/toolkit"), so
                 # GPU pods name runtimeClassName `nvidia` (JupyterHub profiles, CUDA checks).
+                *GPU_ONLY_THROUGH_THE_PLUGIN_TOOLKIT_ENV,
             ],
         },
-        "devicePlugin": {"enabled": True},
+        "devicePlugin": {"enabled": True, "env": [DEVICE_LIST_STRATEGY_ENV]},
         "gfd": {"enabled": True},
         "dcgmExporter": {"enabled": True, "serviceMonitor": service_monitor},
         "daemonsets": {"tolerations": tolerations},

@@ -35,7 +35,7 @@ class Authenticator:
     authorize_url: str | None = None
     token_url: str | None = None
     userdata_url: str | None = None
-    username_claim: str = "preferred_username"
+    username_claim: str = "sub"
 
 
 def render_profiles(
@@ -135,6 +135,13 @@ def render_jupyterhub_values(
             "enabled": True,
             "ingressClassName": "traefik",
             "hosts": [hostname],
+            # HTTPS only: the websecure entry point, TLS on the router (k3s's Traefik serves its
+            # default certificate when the Ingress names none). OAuth session cookies never
+            # cross the LAN in clear (jupyterhub/values.yaml@4.4.0 ingress.annotations).
+            "annotations": {
+                "traefik.ingress.kubernetes.io/router.entrypoints": "websecure",
+                "traefik.ingress.kubernetes.io/router.tls": "true",
+            },
         },
         "singleuser": {
             "image": {"name": image_name, "tag": image_tag},

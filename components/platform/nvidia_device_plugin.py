@@ -28,6 +28,11 @@ def render_device_plugin_values(node_selector: Mapping[str, str]) -> dict[str, A
             {"key": "CriticalAddonsOnly", "operator": "Exists"},
         ],
         "gfd": {"enabled": False},
+        # Devices only as volume mounts for a pod's nvidia.com/gpu request; the AWS worker's
+        # toolkit accepts nothing else from unprivileged containers (components/aws/templates/
+        # install-k3s.sh; NVIDIA gpu-operator docs security.rst). deployments/helm/
+        # nvidia-device-plugin/values.yaml@v0.20.0 `deviceListStrategy`.
+        "deviceListStrategy": "volume-mounts",
     }
 
 

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_proxmoxve as proxmoxve
 
+from components.base.ssh_keys import HostKey
+from components.proxmox.node_assets import render_vendor_data, vendor_snippet_name
+
 MAX_HOSTPCI = 16  # hostpci0..hostpci15 (qm.conf)
 
 # What a change of each VmLegacy input does, from bpg/terraform-provider-proxmox@v0.111.1 (the
@@ -61,8 +64,11 @@ class ProxmoxVmArgs:
     dns_servers: Sequence[str]
     ssh_user: str
     ssh_public_keys: Sequence[str]
-    vendor_data_file_id: pulumi.Input[str]
-    """cloud-init vendor snippet (installs qemu-guest-agent)."""
+    snippets_datastore: str
+    """Where the VM's cloud-init vendor snippet is uploaded (over the provider's SSH)."""
+    host_key: pulumi.Output[HostKey] | None
+    """The VM's SSH host key (secret), installed by cloud-init at first boot from the VM's own
+    vendor snippet. None only with ``existing_vendor_data_file_id``."""
     vlan_id: int | None = None
     search_domain: str | None = None
     scratch_disk_gib: int = 0
@@ -78,8 +84,15 @@ class ProxmoxVmArgs:
     tags: Sequence[str] = field(default_factory=tuple)
     protect: bool = False
     """Refuse to delete or replace the VM (control planes: etcd members)."""
+    existing_vendor_data_file_id: pulumi.Input[str] | None = None
+    """A VM created before per-VM snippets keeps booting from this one (the node-wide snippet):
+    a new vendor snippet id would replace the VM (REPLACING_INPUTS)."""
 
     def __post_init__(self) -> None:
+        if (self.host_key is None) == (self.existing_vendor_data_file_id is None):
+            raise ValueError(
+                f"{self.name}: give a host_key or an existing_vendor_data_file_id, exactly one"
+            )
         if self.gpu_mappings and self.gpu_raw_ids:
             raise ValueError(f"{self.name}: give gpu_mappings or gpu_raw_ids, not both")
         if len(self.gpu_mappings) + len(self.gpu_raw_ids) > MAX_HOSTPCI:
@@ -105,6 +118,29 @@ class ProxmoxVm(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ProxmoxVmArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("hybridgpu:proxmox:ProxmoxVm", name, None, opts)
+        # The VM's own vendor snippet: guest agent and its SSH host key. Uploaded over SSH to the
+        # Proxmox node (provider `ssh` block). A content change replaces the file
+        # (bpg/terraform-provider-proxmox@v0.111.1 proxmoxtf/resource/file.go: ForceNew on
+        # source_raw) under the same id, so the VM is not replaced; cloud-init reads it only at
+        # a VM's first boot. Deleted first: the new file has the same path.
+        vendor_data_file_id = args.existing_vendor_data_file_id
+        if args.host_key is not None:
+            vendor = proxmoxve.FileLegacy(
+                f"{name}-vendor-data",
+                node_name=args.node_name,
+                datastore_id=args.snippets_datastore,
+                content_type="snippets",
+                source_raw=proxmoxve.FileLegacySourceRawArgs(
+                    data=pulumi.Output.secret(
+                        args.host_key.apply(
+                            lambda k: render_vendor_data(k.private_openssh, k.public_line)
+                        )
+                    ),
+                    file_name=vendor_snippet_name(args.name),
+                ),
+                opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+            )
+            vendor_data_file_id = vendor.id
         disks = [
             proxmoxve.VmLegacyDiskArgs(
                 interface="scsi0",
@@ -172,7 +208,7 @@ class ProxmoxVm(pulumi.ComponentResource):
                 user_account=proxmoxve.VmLegacyInitializationUserAccountArgs(
                     username=args.ssh_user, keys=list(args.ssh_public_keys)
                 ),
-                vendor_data_file_id=args.vendor_data_file_id,
+                vendor_data_file_id=vendor_data_file_id,
             ),
             on_boot=True,
             started=True,

@@ -18,7 +18,13 @@ stack's object; ``homelab_apps`` holds the homelab's app and platform sections),
 (reading ``pulumi.Config``, secrets, whole-stack configs).
 """
 
-from stacks.config.aws_gpu import AmiSelector, AwsSettings, GpuWorkerSettings, parse_aws
+from stacks.config.aws_gpu import (
+    AmiSelector,
+    AwsSettings,
+    GpuWorkerSettings,
+    ModelBucketSettings,
+    parse_aws,
+)
 from stacks.config.errors import ConfigError
 from stacks.config.fields import PROJECT, key
 from stacks.config.homelab import GpuWorkerVm, HomelabSettings, parse_homelab
@@ -58,6 +64,7 @@ __all__ = [
     "HomelabConfig",
     "HomelabSecrets",
     "HomelabSettings",
+    "ModelBucketSettings",
     "ProjectSettings",
     "key",
     "load_aws_gpu_config",

@@ -17,6 +17,7 @@ from stacks.config.errors import ConfigError, validate
 from stacks.config.fields import (
     AdminCidr,
     DnsLabel,
+    IamPrincipalArn,
     Model,
     SshPublicKey,
     key,
@@ -164,6 +165,8 @@ class ModelBucketSettings(Model):
     force_destroy: bool = False
     noncurrent_version_expiration_days: int = Field(default=30, ge=1)
     abort_incomplete_upload_days: int = Field(default=7, ge=1)
+    uploader_principals: tuple[IamPrincipalArn, ...] = ()
+    """Who may assume the model uploader role (the bucket's only writer); empty: the account."""
 
 
 class BudgetSettings(Model):

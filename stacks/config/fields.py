@@ -121,6 +121,28 @@ K3sVersion = Annotated[str, AfterValidator(_k3s_version)]
 ExactVersion = Annotated[str, AfterValidator(_exact_version)]
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 SshPublicKey = Annotated[str, AfterValidator(_ssh_public_key)]
+
+# An Ed25519 public key blob in base64: "ssh-ed25519" and 32 key bytes, always 68 characters
+# starting AAAAC3NzaC1lZDI1NTE5 (RFC 8709 section 4 wire format).
+ED25519_BLOB = re.compile(r"^AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]{43}$")
+
+
+def _ed25519_host_key(value: str) -> str:
+    parts = value.split()
+    if len(parts) < 2 or parts[0] != "ssh-ed25519" or not ED25519_BLOB.match(parts[1]):
+        raise ValueError(
+            f"'{value[:40]}' is not an ssh-ed25519 public key ('ssh-ed25519 AAAAC3Nza...', the "
+            "VM's /etc/ssh/ssh_host_ed25519_key.pub); only that type is pinned"
+        )
+    return value
+
+
+Ed25519HostKey = Annotated[str, AfterValidator(_ed25519_host_key)]
+# Role, user or account root ARNs only: a session ARN (sts::...:assumed-role/...) cannot be a
+# principal of a role's trust policy.
+IamPrincipalArn = Annotated[
+    str, Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:(root|user/[\w+=,.@/-]+|role/[\w+=,.@/-]+)$")
+]
 HostName = Annotated[str, AfterValidator(_host_name)]
 AddressOrHostName = Annotated[str, AfterValidator(_address_or_host_name)]
 PinnedImage = Annotated[str, AfterValidator(_pinned_image)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -14,6 +14,7 @@ from stacks.config.errors import ConfigError, validate
 from stacks.config.fields import (
     AddressOrHostName,
     DnsLabel,
+    Ed25519HostKey,
     Model,
     Quantity,
     SshPublicKey,
@@ -193,11 +194,20 @@ class HomelabSettings(Model):
     k3s: HomelabK3sSettings = HomelabK3sSettings()
     load_balancer: LoadBalancerSettings
     pci_mappings: tuple[PciMapping, ...] = ()
+    pci_mappings_created_by: Literal["pulumi", "admin"] = "pulumi"
+    """``admin``: the ``pciMappings`` exist on Proxmox already (created once by an administrator)
+    and VMs only use them by name, so the API token needs ``Mapping.Use`` on those mappings and
+    no ``Mapping.Modify`` (README "Proxmox least privilege"). ``pulumi``: the program creates
+    them (the token then needs ``Mapping.Modify``)."""
     allow_raw_pci_ids: bool = False
     """Pass GPUs by raw PCI id instead of mappings. Needs root password auth on Proxmox (raw ids
     are refused for API tokens, bpg/terraform-provider-proxmox#495); off by default."""
     control_planes: tuple[VmSpec, ...] = Field(min_length=1)
     gpu_workers: tuple[GpuWorkerVm, ...] = ()
+    existing_host_keys: dict[str, Ed25519HostKey] = Field(default_factory=dict)
+    """VMs created before the program generated SSH host keys: VM name -> the ``ssh-ed25519``
+    host key the VM already has (read over a trusted path, e.g. the Proxmox guest agent). Such a
+    VM keeps its boot snippet (no replacement) and every connection pins this key."""
     federation: HomelabFederationSettings = HomelabFederationSettings()
     ollama: OllamaSettings = OllamaSettings()
     open_webui: OpenWebUiSettings
@@ -255,6 +265,7 @@ class HomelabSettings(Model):
                         f"gpuWorkers[{i}].gpus: mapping '{gpu}' is on Proxmox node "
                         f"'{mapping.proxmox_node}' but the VM runs on '{worker.proxmox_node}'"
                     )
+        self._check_existing_host_keys()
         if len(self.control_planes) > 1 and self.k3s.api_vip is None:
             raise ValueError(
                 f"k3s.apiVip: required with {len(self.control_planes)} control planes: the API "
@@ -269,6 +280,14 @@ class HomelabSettings(Model):
                 )
         check_teams(self.teams, self.cluster_gpus)
         return self
+
+    def _check_existing_host_keys(self) -> None:
+        names = {vm.name for vm in self.all_vms}
+        for name in self.existing_host_keys:
+            if name not in names:
+                raise ValueError(
+                    f"existingHostKeys: '{name}' is not a VM of this stack; known: {sorted(names)}"
+                )
 
     @property
     def cluster_gpus(self) -> int:

@@ -83,7 +83,10 @@ class AuthenticatorSettings(Model):
     authorize_url: str | None = Field(default=None, pattern=r"^https://\S+$")
     token_url: str | None = Field(default=None, pattern=r"^https://\S+$")
     userdata_url: str | None = Field(default=None, pattern=r"^https://\S+$")
-    username_claim: str = "preferred_username"
+    username_claim: Literal["sub"] = "sub"
+    """generic-oauth: the claim users (and adminUsers) are named by. Only ``sub``: OIDC Core 1.0
+    section 5.1 says of ``preferred_username`` "The RP MUST NOT rely upon this value being
+    unique", so an admin matched on it could be impersonated; ``sub`` is never reassigned."""
 
     @model_validator(mode="after")
     def _complete(self) -> AuthenticatorSettings:

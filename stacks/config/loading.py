@@ -34,8 +34,12 @@ class HomelabSecrets:
     proxmox_api_token: pulumi.Output[str]
     """``user@realm!tokenid=uuid``."""
     ssh_private_key: pulumi.Output[str]
+    """The homelab VMs' key (matching ``homelab.sshPublicKeys``)."""
     jupyterhub_client_secret: pulumi.Output[str]
     """OAuth client secret of JupyterHub's authenticator."""
+    proxmox_ssh_private_key: pulumi.Output[str] | None = None
+    """The Proxmox nodes' SSH key (``proxmoxSshPrivateKey``, for ``proxmox.sshUsername``);
+    None: not configured, the VMs' key is used for Proxmox too (with a warning)."""
 
 
 @dataclass(frozen=True)
@@ -135,8 +139,9 @@ def stack_role() -> str:
 
 AWS_GPU_SECRET_KEYS = ("sshPrivateKey",)
 HOMELAB_SECRET_KEYS = ("proxmoxApiToken", "sshPrivateKey", "jupyterhubClientSecret")
+HOMELAB_OPTIONAL_SECRET_KEYS = ("proxmoxSshPrivateKey",)
 AWS_GPU_STACK_KEYS = ("aws", *AWS_GPU_SECRET_KEYS)
-HOMELAB_STACK_KEYS = ("homelab", *HOMELAB_SECRET_KEYS)
+HOMELAB_STACK_KEYS = ("homelab", *HOMELAB_SECRET_KEYS, *HOMELAB_OPTIONAL_SECRET_KEYS)
 
 
 def load_aws_gpu_config() -> AwsGpuConfig:
@@ -157,5 +162,6 @@ def load_homelab_config() -> HomelabConfig:
         proxmox_api_token=_require_secret(cfg, "proxmoxApiToken"),
         ssh_private_key=_require_secret(cfg, "sshPrivateKey"),
         jupyterhub_client_secret=_require_secret(cfg, "jupyterhubClientSecret"),
+        proxmox_ssh_private_key=cfg.get_secret("proxmoxSshPrivateKey"),
     )
     return HomelabConfig(project=project, homelab=homelab, secrets=secrets)

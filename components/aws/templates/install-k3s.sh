@@ -27,6 +27,14 @@ if [[ "$(k3s --version 2>/dev/null || true)" != *"k3s version ${version} "* ]]; 
   systemctl enable "$unit"
   systemctl restart --no-block "$unit"
 fi
+# GPUs only through the device plugin (its volume-mounts device list): the NVIDIA runtime must
+# ignore NVIDIA_VISIBLE_DEVICES in unprivileged containers (NVIDIA gpu-operator docs security.rst
+# "Preventing Unprivileged Access to GPUs"; `nvidia-ctk config --in-place --set`, NVIDIA
+# container-toolkit docs). The runtime reads its config.toml per container: no restart needed.
+if command -v nvidia-ctk >/dev/null 2>&1; then
+  nvidia-ctk config --in-place --set accept-nvidia-visible-devices-envvar-when-unprivileged=false
+  nvidia-ctk config --in-place --set accept-nvidia-visible-devices-as-volume-mounts=true
+fi
 systemctl enable "$unit" >/dev/null 2>&1
 if ! systemctl is-active --quiet "$unit"; then
   # A server is waited for (bounded); an agent is not: an agent that cannot reach its server
