@@ -109,7 +109,13 @@ class HomelabK3sSettings(Model):
     more than one control plane). Pulumi, joining nodes and Liqo use it; on every certificate."""
     vip_interface: str = Field(default="eth0", pattern=r"^[A-Za-z0-9_.-]{1,15}$")
     """The servers' LAN interface the VIP is added to (Proxmox cloud-init names it eth0)."""
-    disable: tuple[str, ...] = K3S_COMPONENTS_DISABLED
+    disable: tuple[str, ...] = Field(
+        default=K3S_COMPONENTS_DISABLED,
+        json_schema_extra={
+            "allowed": "must include " + ", ".join(K3S_COMPONENTS_DISABLED) + "; never "
+            + " or ".join(K3S_COMPONENTS_KEPT)
+        },
+    )
     """Packaged k3s components to disable."""
 
     @field_validator("disable")
@@ -189,7 +195,10 @@ class HomelabSettings(Model):
     allow_raw_pci_ids: bool = False
     """Pass GPUs by raw PCI id instead of mappings. Needs root password auth on Proxmox (raw ids
     are refused for API tokens, bpg/terraform-provider-proxmox#495); off by default."""
-    control_planes: tuple[VmSpec, ...] = Field(min_length=1)
+    control_planes: tuple[VmSpec, ...] = Field(
+        min_length=1, json_schema_extra={"allowed": "1, 3, 5 or 7 entries (an etcd quorum)"}
+    )
+    """The k3s servers (etcd members); the first initialises the cluster."""
     gpu_workers: tuple[GpuWorkerVm, ...] = ()
     federation: HomelabFederationSettings = HomelabFederationSettings()
     ollama: OllamaSettings = OllamaSettings()

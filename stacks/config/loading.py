@@ -135,6 +135,15 @@ def stack_role() -> str:
 
 AWS_GPU_SECRET_KEYS = ("sshPrivateKey",)
 HOMELAB_SECRET_KEYS = ("proxmoxApiToken", "sshPrivateKey", "jupyterhubClientSecret")
+SECRET_MEANINGS = {
+    "sshPrivateKey": "Private key of the SSH key pair on every node (the stack's sshPublicKey(s)); "
+    "Pulumi runs the nodes' setup over SSH with it.",
+    "proxmoxApiToken": "Proxmox VE API token, `user@realm!tokenid=uuid` (needs the VM, "
+    "`Mapping.Modify` and `Mapping.Use` privileges).",
+    "jupyterhubClientSecret": "OAuth client secret of JupyterHub's authenticator "
+    "(platform.jupyterhub.authenticator).",
+}
+"""What each secret key holds (docs/reference.md prints these)."""
 AWS_GPU_STACK_KEYS = ("aws", *AWS_GPU_SECRET_KEYS)
 HOMELAB_STACK_KEYS = ("homelab", *HOMELAB_SECRET_KEYS)
 
