@@ -225,6 +225,14 @@ class HomelabSettings(Model):
         )
         known_nodes = {n.name for n in self.proxmox.nodes}
         mappings = {m.name: m for m in self.pci_mappings}
+        for i, mapping in enumerate(self.pci_mappings):
+            # Mappings are created per Proxmox node: one on a node the program does not manage
+            # would be silently dropped.
+            if mapping.proxmox_node not in known_nodes:
+                raise ValueError(
+                    f"pciMappings[{i}].proxmoxNode: '{mapping.proxmox_node}' is not a configured "
+                    f"Proxmox node; known: {sorted(known_nodes)} (proxmox.nodes)"
+                )
         for group, i, vm in self.vms_with_place():
             if vm.proxmox_node not in known_nodes:
                 raise ValueError(
