@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from stacks import config as stack_config
+from stacks.config import loading
 from tools import mesh_join, offline, plan
 
 README = offline.REPO_ROOT / "README.md"
@@ -38,8 +39,8 @@ def readme_dev_commands() -> list[str]:
     """`./dev ...` lines of the README's code blocks, comments stripped."""
     commands: list[str] = []
     for block in re.findall(r"```[a-z]*\n(.*?)```", README.read_text(), re.S):
-        for line in block.splitlines():
-            line = line.strip()
+        for raw in block.splitlines():
+            line = raw.strip()
             if line.startswith("./dev "):
                 commands.append(line.split("  #", 1)[0].split(" # ", 1)[0].strip())
     return commands
@@ -61,8 +62,8 @@ def _validate(stack: str, overrides: dict[str, Any]) -> None:
     config, _ = offline.runtime_config_for(stack, overrides)
     role = offline.role_of(stack)
     allowed = {
-        stack_config.STACK_AWS_GPU: stack_config.loading.AWS_GPU_STACK_KEYS,
-        stack_config.STACK_HOMELAB: stack_config.loading.HOMELAB_STACK_KEYS,
+        stack_config.STACK_AWS_GPU: loading.AWS_GPU_STACK_KEYS,
+        stack_config.STACK_HOMELAB: loading.HOMELAB_STACK_KEYS,
     }[role or ""]
     project_values = {}
     for full in config:
@@ -83,7 +84,7 @@ def _validate(stack: str, overrides: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     "command", [c for c in readme_dev_commands() if _offline(c)], ids=lambda c: c
 )
-def test_readme_command_runs_as_written(
+def test_readme_command_runs_as_written(  # noqa: PLR0917 - pytest fixtures
     command: str,
     aws_gpu_run: offline.StackRun,
     homelab_run: offline.StackRun,

@@ -59,8 +59,11 @@ def stale(lock_text: str, requirements: list[str]) -> list[str]:
     """Why the lock does not match the declared ranges (empty: it does)."""
     problems: list[str] = []
     recorded = next(
-        (line.removeprefix(DIGEST_PREFIX) for line in lock_text.splitlines()
-         if line.startswith(DIGEST_PREFIX)),
+        (
+            line.removeprefix(DIGEST_PREFIX)
+            for line in lock_text.splitlines()
+            if line.startswith(DIGEST_PREFIX)
+        ),
         None,
     )
     if recorded != ranges_digest(requirements):
@@ -76,9 +79,7 @@ def stale(lock_text: str, requirements: list[str]) -> list[str]:
             problems.append(f"{req.name}: declared ({raw}) but not in requirements.txt")
         elif not all(req.specifier.contains(v, prereleases=True) for v in versions):
             problems.append(f"{req.name}: locked {', '.join(versions)} is outside {raw}")
-    unhashed = [
-        name for name, block in _blocks(lock_text) if "--hash=sha256:" not in block
-    ]
+    unhashed = [name for name, block in _blocks(lock_text) if "--hash=sha256:" not in block]
     if unhashed:
         problems.append(f"no hash for {', '.join(unhashed)}")
     return problems

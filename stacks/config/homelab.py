@@ -112,7 +112,9 @@ class HomelabK3sSettings(Model):
     disable: tuple[str, ...] = Field(
         default=K3S_COMPONENTS_DISABLED,
         json_schema_extra={
-            "allowed": "must include " + ", ".join(K3S_COMPONENTS_DISABLED) + "; never "
+            "allowed": "must include "
+            + ", ".join(K3S_COMPONENTS_DISABLED)
+            + "; never "
             + " or ".join(K3S_COMPONENTS_KEPT)
         },
     )

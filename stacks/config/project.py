@@ -80,7 +80,7 @@ class NebulaSettings(Model):
         ge=576,
         le=9001,
         json_schema_extra={
-            "allowed": f"{ALLOWED_NEBULA_MTU[0]}–{ALLOWED_NEBULA_MTU[1]} (every leg of the MTU plan)"
+            "allowed": f"{ALLOWED_NEBULA_MTU[0]}\u2013{ALLOWED_NEBULA_MTU[1]} (the MTU plan)"
         },
     )
     """MTU of the Nebula tun device; every tunnel inside it is derived from it."""
