@@ -11,7 +11,7 @@ from pydantic import Field
 from stacks import config as stack_config
 from stacks import outputs
 from stacks.config.aws_gpu import GpuWakerSettings
-from tools import gen_docs, offline
+from tools import config_walk, gen_docs, offline
 
 
 def test_the_reference_is_what_the_generator_prints() -> None:
@@ -28,7 +28,7 @@ def test_a_new_key_shows_up_in_the_walk() -> None:
         probe_interval_seconds: int = Field(default=30, ge=5)
         """How often the worker is probed."""
 
-    rows = {r.path: r for r in gen_docs._walk(Extended, "hybridgpu:aws.gpuWaker", None, False)}
+    rows = {r.path: r for r in config_walk.walk(Extended, "hybridgpu:aws.gpuWaker", None, False)}
     row = rows["hybridgpu:aws.gpuWaker.probeIntervalSeconds"]
     assert (row.type, row.default, row.allowed) == ("integer", "`30`", "≥ 5")
     assert row.meaning == "How often the worker is probed."

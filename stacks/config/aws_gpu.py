@@ -64,6 +64,7 @@ MULTI_GPU_SIZES: Mapping[str, int] = {
     "p5e.48xlarge": 8,
     "p5en.48xlarge": 8,
 }
+NVIDIA_FAMILIES_ONLY = {"allowed": "a type of family " + ", ".join(sorted(NVIDIA_GPU_FAMILIES))}
 INSTANCE_TYPE_PATTERN = re.compile(r"^([a-z][a-z0-9-]*)\.([a-z0-9-]+)$")
 
 
@@ -156,22 +157,15 @@ class SpotSettings(Model):
 
 
 class GpuWorkerSettings(Model):
-    instance_type: str = Field(
-        default="g4dn.xlarge",
-        json_schema_extra={
-            "allowed": "an instance type of an NVIDIA GPU family: "
-            + ", ".join(sorted(NVIDIA_GPU_FAMILIES))
-        },
-    )
+    instance_type: str = Field(default="g4dn.xlarge", json_schema_extra=NVIDIA_FAMILIES_ONLY)
     """EC2 instance type of the GPU worker."""
     gpu_model: str | None = Field(default=None, pattern=LABEL_VALUE_PATTERN.pattern, min_length=1)
     """Label value for ``gpu-type``; defaults to the family's GPU (g4dn -> nvidia-t4)."""
     market: Literal["spot", "on-demand"] = "on-demand"
     spot: SpotSettings = SpotSettings()
     root_volume_gib: int = Field(default=125, ge=8, le=16384)
-    """Billed while the worker is stopped. Must hold the AMI (75 GiB for the default Deep
-    Learning AMI, 8 for others), 10 GiB of images and ``modelStore.cacheGiB`` (see
-    :func:`parse_aws`)."""
+    """Billed while stopped. Holds the AMI (75 GiB for the default Deep Learning AMI, 8 for
+    others), 10 GiB of images and ``modelStore.cacheGiB`` (:func:`parse_aws` checks it)."""
     ami: AmiSelector = NVIDIA_GPU_AMI
 
     @field_validator("instance_type")
