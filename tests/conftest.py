@@ -30,10 +30,16 @@ def _run_homelab(
 ) -> offline.StackRun:
     """homelab, its StackReference served the exports of the example aws-gpu run (what a fresh
     run of it would export: the runs are deterministic) instead of running aws-gpu again."""
-    MOCKS.stack_exports["aws-gpu"] = mocks.StackExports(
-        values=aws_gpu_run.exports, secret_names=list(aws_gpu_run.secret_exports)
-    )
+    offline.serve(aws_gpu_run)
     return offline.run_stack("homelab", overrides)
+
+
+@pytest.fixture
+def aws_gpu_served(aws_gpu_run: offline.StackRun) -> offline.StackRun:
+    """The example aws-gpu run as the deployed aws-gpu stack a homelab run reads (instead of
+    running aws-gpu again: the runs are deterministic)."""
+    offline.serve(aws_gpu_run)
+    return aws_gpu_run
 
 
 @pytest.fixture(scope="session")

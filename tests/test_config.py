@@ -14,11 +14,10 @@ from tools import mocks, offline
 
 
 @pytest.mark.parametrize("path", fixture_configs.all_fixtures("invalid"), ids=lambda p: p.stem)
-def test_invalid_fixture_fails_naming_the_key(path: Path) -> None:
+def test_invalid_fixture_fails_naming_the_key(path: Path, aws_gpu_served: offline.StackRun) -> None:
     fixture = fixture_configs.load(path)
     assert fixture.expect_key, f"{path.name} must say which key the error names (expectKey)"
-    if fixture.stack == "homelab":
-        offline.run_stack("aws-gpu")  # a StackReference must never be what fails here
+    # aws_gpu_served: a StackReference must never be what fails here
     with pytest.raises(stack_config.ConfigError) as caught:
         offline.run_stack(fixture.stack, fixture.overrides)
     message = str(caught.value)
@@ -39,9 +38,7 @@ def test_valid_fixture_runs(path: Path, valid_fixture_runs: dict[str, offline.St
 
 
 @pytest.mark.parametrize("stack", offline.STACK_ORDER)
-def test_example_stack_config_is_valid(stack: str) -> None:
-    if stack == "homelab":
-        offline.run_stack("aws-gpu")
+def test_example_stack_config_is_valid(stack: str, aws_gpu_served: offline.StackRun) -> None:
     run = offline.run_stack(stack)
     assert run.registrations
 

@@ -368,8 +368,9 @@ def test_changing_the_idle_time_updates_only_the_install_command(aws_gpu_run: St
 
 
 # ----------------------------------------------------------------------- homelab side
-def test_client_namespaces_get_the_address_and_token_as_a_secret() -> None:
-    offline.run_stack("aws-gpu")
+def test_client_namespaces_get_the_address_and_token_as_a_secret(
+    aws_gpu_served: offline.StackRun,
+) -> None:
     config = offline.stack_config_file("homelab")["hybridgpu:homelab"]
     ollama = {**config.get("ollama", {}), "clientNamespaces": ["research"]}
     homelab = offline.run_stack("homelab", {"hybridgpu:homelab": {**config, "ollama": ollama}})

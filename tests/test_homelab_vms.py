@@ -116,8 +116,7 @@ def test_proxmox_credentials_are_secret(homelab_run: StackRun) -> None:
     assert any(p.startswith("ssh") for p in provider.secret_inputs)
 
 
-def test_raw_pci_ids_only_when_allowed() -> None:
-    offline.run_stack("aws-gpu")
+def test_raw_pci_ids_only_when_allowed(aws_gpu_served: offline.StackRun) -> None:
     config = _example()
     config["allowRawPciIds"] = True
     run = offline.run_stack("homelab", {"hybridgpu:homelab": config})

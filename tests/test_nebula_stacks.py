@@ -140,8 +140,9 @@ def test_homelab_nodes_get_working_nebula_over_ssh(homelab_run: StackRun, tmp_pa
         assert any(p.startswith("connection") for p in install.secret_inputs)
 
 
-def test_homelab_node_may_not_take_the_lighthouse_overlay_ip() -> None:
-    offline.run_stack("aws-gpu")
+def test_homelab_node_may_not_take_the_lighthouse_overlay_ip(
+    aws_gpu_served: offline.StackRun,
+) -> None:
     config = offline.stack_config_file("homelab")["hybridgpu:homelab"]
     config["gpuWorkers"][0]["overlayIp"] = "10.200.0.1"
     with pytest.raises(ConfigError) as caught:

@@ -38,8 +38,7 @@ def test_homelab_reads_the_aws_gpu_stack_named_in_its_config(homelab_run: offlin
     assert all(r.read for r in refs)
 
 
-def test_homelab_fails_naming_a_missing_aws_gpu_output() -> None:
-    offline.run_stack("aws-gpu")
+def test_homelab_fails_naming_a_missing_aws_gpu_output(aws_gpu_served: offline.StackRun) -> None:
     plan_mocks, _ = mocks.install_mocks()
     exports = plan_mocks.stack_exports["aws-gpu"]
     exports.values = {k: v for k, v in exports.values.items() if k != "networkPlan"}
@@ -49,10 +48,11 @@ def test_homelab_fails_naming_a_missing_aws_gpu_output() -> None:
     assert "pulumi up -s aws-gpu" in str(caught.value)
 
 
-def test_an_undecryptable_secret_output_stops_homelab_naming_the_cause() -> None:
+def test_an_undecryptable_secret_output_stops_homelab_naming_the_cause(
+    aws_gpu_served: offline.StackRun,
+) -> None:
     """Stacks with different secrets providers: the engine hands '{}' for a secret output
     (pulumi/pulumi#19533) and logs only an info line; homelab must say what is wrong."""
-    offline.run_stack("aws-gpu")
     plan_mocks, _ = mocks.install_mocks()
     exports = plan_mocks.stack_exports["aws-gpu"]
     exports.values = {**exports.values, "adminKubeconfig": {}}

@@ -324,11 +324,6 @@ def run_stack(
             os.environ.pop(CLOCK_ENV, None)
         else:
             os.environ[CLOCK_ENV] = saved_clock
-    for registration in [] if preview else monitor.registrations:
-        if registration.type == "aws:ssm/parameter:Parameter":
-            plain = registration.plain_inputs
-            mocks.parameters[str(plain["name"])] = str(plain["value"])
-
     exports: dict[str, Any] = {}
     secret_exports: list[str] = []
     for name, value in sorted(root.outputs.items()):
@@ -336,9 +331,7 @@ def run_stack(
         exports[name] = plain
         if secret:
             secret_exports.append(name)
-    if not preview:  # a preview deploys nothing: later runs still read the last update's exports
-        mocks.stack_exports[stack] = StackExports(values=exports, secret_names=secret_exports)
-    return StackRun(
+    run = StackRun(
         stack=stack,
         registrations=list(monitor.registrations),
         exports=exports,
@@ -346,6 +339,22 @@ def run_stack(
         calls=list(mocks.calls),
         component_outputs=dict(monitor.component_outputs),
         referenced=dict(mocks.served),
+    )
+    if not preview:  # a preview deploys nothing: later runs still read the last update's exports
+        serve(run)
+    return run
+
+
+def serve(run: StackRun) -> None:
+    """Make ``run`` the deployed state of its stack for later runs: its exports (what a
+    StackReference reads) and its SSM parameters (what an invoke reads)."""
+    mocks, _ = install_mocks()
+    for registration in run.registrations:
+        if registration.type == "aws:ssm/parameter:Parameter":
+            plain = registration.plain_inputs
+            mocks.parameters[str(plain["name"])] = str(plain["value"])
+    mocks.stack_exports[run.stack] = StackExports(
+        values=dict(run.exports), secret_names=list(run.secret_exports)
     )
 
 
