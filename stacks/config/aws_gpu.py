@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic.config import JsonDict
 
 from components.aws.budget import MAX_EMAILS, MAX_NOTIFICATIONS
 from components.aws.model_bucket import MAX_NAME_PREFIX
@@ -64,7 +65,7 @@ MULTI_GPU_SIZES: Mapping[str, int] = {
     "p5e.48xlarge": 8,
     "p5en.48xlarge": 8,
 }
-NVIDIA_FAMILIES_ONLY = {"allowed": "a type of family " + ", ".join(sorted(NVIDIA_GPU_FAMILIES))}
+NVIDIA_FAMILIES_ONLY: JsonDict = {"allowed": "family " + ", ".join(sorted(NVIDIA_GPU_FAMILIES))}
 INSTANCE_TYPE_PATTERN = re.compile(r"^([a-z][a-z0-9-]*)\.([a-z0-9-]+)$")
 
 
@@ -158,7 +159,7 @@ class SpotSettings(Model):
 
 class GpuWorkerSettings(Model):
     instance_type: str = Field(default="g4dn.xlarge", json_schema_extra=NVIDIA_FAMILIES_ONLY)
-    """EC2 instance type of the GPU worker."""
+    """EC2 instance type of the GPU worker, of an NVIDIA GPU family."""
     gpu_model: str | None = Field(default=None, pattern=LABEL_VALUE_PATTERN.pattern, min_length=1)
     """Label value for ``gpu-type``; defaults to the family's GPU (g4dn -> nvidia-t4)."""
     market: Literal["spot", "on-demand"] = "on-demand"
