@@ -252,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config key of the stack (JSON values allowed)",
+        help="override a config key path as `pulumi config set --path` takes it ('hybridgpu:' "
+        "optional), e.g. aws.gpuWorker.instanceType=g5.xlarge; the value is JSON or a string "
+        "(keys: docs/reference.md)",
     )
     args = parser.parse_args(argv)
 

@@ -8,6 +8,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic.config import JsonDict
 
 from components.aws.budget import MAX_EMAILS, MAX_NOTIFICATIONS
 from components.aws.model_bucket import MAX_NAME_PREFIX
@@ -30,6 +31,8 @@ from stacks.config.gpu_instances import (
 )
 from stacks.config.operations import BackupBucketSettings
 from stacks.config.project import ProjectSettings
+
+NVIDIA_FAMILIES_ONLY: JsonDict = {"allowed": "family " + ", ".join(sorted(NVIDIA_GPU_FAMILIES))}
 
 
 class AmiSelector(Model):
@@ -113,14 +116,15 @@ class SpotSettings(Model):
 
 
 class GpuWorkerSettings(Model):
-    instance_type: str = "g4dn.xlarge"
+    instance_type: str = Field(default="g4dn.xlarge", json_schema_extra=NVIDIA_FAMILIES_ONLY)
+    """EC2 instance type of the GPU worker, of an NVIDIA GPU family."""
     gpu_model: str | None = Field(default=None, pattern=LABEL_VALUE_PATTERN.pattern, min_length=1)
     """Label value for ``gpu-type``; defaults to the family's GPU (g4dn -> nvidia-t4)."""
     market: Literal["spot", "on-demand"] = "on-demand"
     spot: SpotSettings = SpotSettings()
     root_volume_gib: int = Field(default=125, ge=8, le=16384)
-    """Billed while the worker is stopped: sized to the AMI, images and the model cache, see
-    :func:`parse_aws`."""
+    """Billed while stopped. Holds the AMI (75 GiB for the default Deep Learning AMI, 8 for
+    others), 10 GiB of images and ``modelStore.cacheGiB`` (:func:`parse_aws` checks it)."""
     ami: AmiSelector = NVIDIA_GPU_AMI
 
     @field_validator("instance_type")

@@ -160,10 +160,15 @@ def _yaml_key(field_name: str) -> str:
 
 
 class Model(BaseModel):
-    """Base of every config model: camelCase keys as in the YAML, unknown keys rejected."""
+    """Base of every config model: camelCase keys as in the YAML, unknown keys rejected. A
+    field's docstring is its description, which docs/reference.md prints (tools/gen_docs.py)."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, alias_generator=_yaml_key, populate_by_name=True
+        extra="forbid",
+        frozen=True,
+        alias_generator=_yaml_key,
+        populate_by_name=True,
+        use_attribute_docstrings=True,
     )
 
 

@@ -117,7 +117,15 @@ class HomelabK3sSettings(Model):
     more than one control plane). Pulumi, joining nodes and Liqo use it; on every certificate."""
     vip_interface: str = Field(default="eth0", pattern=r"^[A-Za-z0-9_.-]{1,15}$")
     """The servers' LAN interface the VIP is added to (Proxmox cloud-init names it eth0)."""
-    disable: tuple[str, ...] = K3S_COMPONENTS_DISABLED
+    disable: tuple[str, ...] = Field(
+        default=K3S_COMPONENTS_DISABLED,
+        json_schema_extra={
+            "allowed": "must include "
+            + ", ".join(K3S_COMPONENTS_DISABLED)
+            + "; never "
+            + " or ".join(K3S_COMPONENTS_KEPT)
+        },
+    )
     """Packaged k3s components to disable."""
 
     @field_validator("disable")
@@ -202,7 +210,10 @@ class HomelabSettings(Model):
     allow_raw_pci_ids: bool = False
     """Pass GPUs by raw PCI id instead of mappings. Needs root password auth on Proxmox (raw ids
     are refused for API tokens, bpg/terraform-provider-proxmox#495); off by default."""
-    control_planes: tuple[VmSpec, ...] = Field(min_length=1)
+    control_planes: tuple[VmSpec, ...] = Field(
+        min_length=1, json_schema_extra={"allowed": "1, 3, 5 or 7 entries (an etcd quorum)"}
+    )
+    """The k3s servers (etcd members); the first initialises the cluster."""
     gpu_workers: tuple[GpuWorkerVm, ...] = ()
     existing_host_keys: dict[str, Ed25519HostKey] = Field(default_factory=dict)
     """VMs created before the program generated SSH host keys: VM name -> the ``ssh-ed25519``
@@ -239,6 +250,14 @@ class HomelabSettings(Model):
         )
         known_nodes = {n.name for n in self.proxmox.nodes}
         mappings = {m.name: m for m in self.pci_mappings}
+        for i, mapping in enumerate(self.pci_mappings):
+            # Mappings are created per Proxmox node: one on a node the program does not manage
+            # would be silently dropped.
+            if mapping.proxmox_node not in known_nodes:
+                raise ValueError(
+                    f"pciMappings[{i}].proxmoxNode: '{mapping.proxmox_node}' is not a configured "
+                    f"Proxmox node; known: {sorted(known_nodes)} (proxmox.nodes)"
+                )
         for group, i, vm in self.vms_with_place():
             if vm.proxmox_node not in known_nodes:
                 raise ValueError(

@@ -54,8 +54,9 @@ class OpenWebUiSettings(Model):
     """The admin account created at first start (password: output ``openWebuiAdminPassword``)."""
     storage_gib: int = Field(default=10, ge=1)
     tls_secret: DnsLabel | None = None
-    """TLS secret for the host name in the LLM namespace; without it Traefik serves its default
-    certificate on the websecure entry point."""
+    """TLS secret (type kubernetes.io/tls) for the host name, in Open WebUI's namespace
+    ``open-webui`` where its Ingress is; without it Traefik serves its default certificate on the
+    websecure entry point."""
 
 
 class GpuOperatorSettings(Model):

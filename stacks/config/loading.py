@@ -140,6 +140,17 @@ def stack_role() -> str:
 AWS_GPU_SECRET_KEYS = ("sshPrivateKey",)
 HOMELAB_SECRET_KEYS = ("proxmoxApiToken", "sshPrivateKey", "jupyterhubClientSecret")
 HOMELAB_OPTIONAL_SECRET_KEYS = ("proxmoxSshPrivateKey",)
+SECRET_MEANINGS = {
+    "sshPrivateKey": "Private key of the SSH key pair on every node (the stack's sshPublicKey(s)); "
+    "Pulumi runs the nodes' setup over SSH with it.",
+    "proxmoxApiToken": "Proxmox VE API token, `user@realm!tokenid=uuid` (its role: README "
+    '"Verified hosts and least privilege").',
+    "proxmoxSshPrivateKey": "Optional: private key the Proxmox provider uploads snippets with "
+    "(separate from the VMs' key; unset: sshPrivateKey, with a warning).",
+    "jupyterhubClientSecret": "OAuth client secret of JupyterHub's authenticator "
+    "(platform.jupyterhub.authenticator).",
+}
+"""What each secret key holds (docs/reference.md prints these)."""
 AWS_GPU_STACK_KEYS = ("aws", *AWS_GPU_SECRET_KEYS)
 HOMELAB_STACK_KEYS = ("homelab", *HOMELAB_SECRET_KEYS, *HOMELAB_OPTIONAL_SECRET_KEYS)
 

@@ -75,15 +75,27 @@ class NebulaSettings(Model):
     # 1300 is Nebula's documented "safe setting for internet based traffic"
     # (https://github.com/slackhq/nebula/blob/master/examples/config.yml, tun.mtu); the MTU plan
     # (stacks/config/mtu.py) bounds it to 1260..1400.
-    mtu: int = Field(default=1300, ge=576, le=9001)
+    mtu: int = Field(
+        default=1300,
+        ge=576,
+        le=9001,
+        json_schema_extra={
+            "allowed": f"{ALLOWED_NEBULA_MTU[0]}\u2013{ALLOWED_NEBULA_MTU[1]} (the MTU plan)"
+        },
+    )
+    """MTU of the Nebula tun device; every tunnel inside it is derived from it."""
     listen_port: Port = 4242
+    """UDP port Nebula listens on."""
     operator_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.200.255.0/24")
     """Part of the overlay reserved for operators' machines (``hybridgpu:aws.operators``): no
     node may take an address there, so an operator added to aws-gpu never collides with a
     homelab VM the aws-gpu stack cannot see."""
     ca_validity_days: int = Field(default=3650, ge=30)
+    """Lifetime of the mesh CA certificate."""
     cert_validity_days: int = Field(default=365, ge=1)
+    """Lifetime of each host certificate (at most the CA's)."""
     cert_renew_before_days: int = Field(default=30, ge=1)
+    """Host certificates are re-issued this close to expiry (less than their lifetime)."""
 
     @model_validator(mode="after")
     def _renewal_window_fits(self) -> NebulaSettings:
