@@ -23,10 +23,10 @@ from components.nebula.ca import NebulaCa
 from components.nebula.config import K3S_API_PORT, default_policy
 from components.nebula.host import NebulaHost
 from stacks import access, aws_capacity, aws_nodes, mesh
+from stacks.aws_account import COST_TAG_KEY, aws_provider, default_tags
 from stacks.backups import aws_backups
 from stacks.config import (
     STACK_AWS_GPU,
-    AwsGpuConfig,
     load_aws_gpu_config,
 )
 from stacks.federation import aws_federation
@@ -35,33 +35,10 @@ from stacks.outputs import export_stack_outputs
 from stacks.platform import aws_platform
 from stacks.renewal import RenewalClock
 
-COST_TAG_KEY = "Project"
 KUBECONFIG_REFRESH_DAYS = 30
 """The admin kubeconfig is read again every 30 days: k3s renews its one-year client certificate
 when it restarts within 90 days of expiry (the control node's heal timer restarts it then), so
 the copy in state keeps at least two months of validity while `up` runs monthly."""
-"""Default tag the budget filters on."""
-
-
-def default_tags(config: AwsGpuConfig) -> dict[str, str]:
-    """Cost tags on every taggable resource; ``aws.tags`` may add to them (or override)."""
-    return {
-        COST_TAG_KEY: "hybridgpu",
-        "Stack": pulumi.get_stack(),
-        "ManagedBy": "pulumi",
-        **config.aws.tags,
-    }
-
-
-def aws_provider(config: AwsGpuConfig) -> aws.Provider:
-    """The one AWS provider of the stack; its default tags put cost tags on every taggable
-    resource (https://www.pulumi.com/registry/packages/aws/api-docs/provider/#default_tags).
-    Components add their own ``Role`` tag, which the provider merges with these."""
-    return aws.Provider(
-        "aws",
-        region=config.aws.region,
-        default_tags=aws.ProviderDefaultTagsArgs(tags=default_tags(config)),
-    )
 
 
 def main() -> None:

@@ -3,8 +3,6 @@ aws-gpu stack through a StackReference."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
@@ -25,63 +23,17 @@ from stacks import access, mesh
 from stacks.backups import etcd_snapshots, homelab_snapshot_store
 from stacks.config import (
     STACK_HOMELAB,
-    ConfigError,
     GpuWorkerVm,
     HomelabConfig,
     HomelabSettings,
-    key,
     load_homelab_config,
 )
+from stacks.cross_stack import check_same_network_plan, check_same_value, gate
 from stacks.federation import ProviderSide, homelab_federation
 from stacks.outputs import AwsGpuReference, export_stack_outputs
 from stacks.platform import AwsScrapeTargets, homelab_platform
 from stacks.pod_security import homelab_admission_config
 from stacks.renewal import RenewalClock
-
-
-def check_same_network_plan(
-    config: HomelabConfig, aws_plan: pulumi.Output[Any]
-) -> pulumi.Output[Any]:
-    """Both stacks must have validated the same ranges; a stack-level override in only one of
-    them would let overlaps through."""
-    ours = {k: str(v) for k, v in config.project.network.named_ranges().items()}
-
-    def compare(theirs: dict[str, str]) -> dict[str, str]:
-        differing = sorted(k for k in ours if theirs.get(k) != ours[k])
-        if differing:
-            first = differing[0]
-            raise ConfigError(
-                f"{key(first)}: homelab has {ours[first]} but the aws-gpu stack was deployed with "
-                f"{theirs.get(first)}; set the network plan once, in Pulumi.yaml "
-                f"(differing keys: {', '.join(differing)})"
-            )
-        return theirs
-
-    return aws_plan.apply(compare)
-
-
-def check_same_value(
-    config_key: str, ours: str, theirs: pulumi.Output[Any], why: str
-) -> pulumi.Output[Any]:
-    """A project-wide key both stacks must have deployed with the same value."""
-
-    def compare(value: Any) -> Any:
-        if value != ours:
-            raise ConfigError(
-                f"{key(config_key)}: homelab has '{ours}' but the aws-gpu stack was deployed "
-                f"with '{value}'; {why}. Set it once, in Pulumi.yaml, and update aws-gpu first"
-            )
-        return value
-
-    return theirs.apply(compare)
-
-
-def gate(*checks: pulumi.Output[Any]) -> pulumi.Output[list[pulumi.Resource]]:
-    """An empty dependency list that resolves once every check has passed: a resource that
-    depends on it is never registered (so never created) after a failed check. Checks of values
-    read from aws-gpu are outputs, and the Python SDK would otherwise only surface their errors
-    at the end of the program (pulumi/runtime/stack.py, wait_for_rpcs)."""
-    return pulumi.Output.all(*checks).apply(lambda _: [])
 
 
 def proxmox_provider(
