@@ -93,7 +93,8 @@ def denied(document: dict[str, Any], request: Request) -> bool:
 def _recorded(run: StackRun) -> tuple[dict[str, Any], str, str, str]:
     """The bucket policy as recorded, the uploader role's ARN (stack output), and the worker
     role and endpoint the read statement names (checked against the run's own resources)."""
-    (policy,) = run.by_type(POLICY)
+    # The model bucket's (the backup bucket has its own, tests/test_backups.py).
+    policy = run.one(POLICY, "models-tls-only")
     document = json.loads(policy.plain_inputs["policy"])
     (read,) = [s for s in document["Statement"] if s["Sid"] == "NodesReadOnlyThroughTheVpcEndpoint"]
     (worker,) = read["Condition"]["ArnEquals"]["aws:PrincipalArn"]

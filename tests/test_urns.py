@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 
 from tools import urn_snapshot
+from tools.mocks import Registration
 from tools.offline import StackRun
 
 MUST_BE_PROTECTED = {
@@ -74,3 +76,24 @@ def test_urns_are_formed_as_the_engine_forms_them(homelab_run: StackRun) -> None
         assert qualified_type == f"{parent.urn.split('::')[2]}${reg.type}", reg.urn
         nested += parent.parent in by_urn
     assert nested > 0, "no grandchild checked"
+
+
+def duplicate_urns(registrations: list[Registration]) -> list[str]:
+    """URNs registered twice in one run. The engine refuses the second ("Duplicate resource URN
+    '%v'; try giving it a unique name", pulumi/pulumi sdk/go/common/diag/errors.go@v3.259.0),
+    so the whole `up` fails; the mocks would accept it."""
+    counts = Counter(r.urn for r in registrations if not r.read)
+    return sorted(urn for urn, count in counts.items() if count > 1)
+
+
+def test_no_run_registers_a_urn_twice(
+    aws_gpu_run: StackRun, homelab_run: StackRun, valid_fixture_runs: dict[str, StackRun]
+) -> None:
+    for name, run in {"aws-gpu": aws_gpu_run, "homelab": homelab_run, **valid_fixture_runs}.items():
+        assert duplicate_urns(run.registrations) == [], name
+
+
+def test_a_name_used_twice_is_found(homelab_run: StackRun) -> None:
+    managed = next(r for r in reversed(homelab_run.registrations) if not r.read)
+    twice = [*homelab_run.registrations, managed]
+    assert duplicate_urns(twice) == [managed.urn]

@@ -187,8 +187,12 @@ class Teams(pulumi.ComponentResource):
             )
             self.namespaces[team.name] = ns
             for manifest in objects:
+                # One object per kind, except the NetworkPolicies: those by their own name.
+                role = manifest["kind"].lower()
+                if manifest["kind"] == "NetworkPolicy":
+                    role = manifest["metadata"]["name"]
                 declare(
-                    f"{name}-{team.name}-{manifest['kind'].lower()}",
+                    f"{name}-{team.name}-{role}",
                     manifest,
                     pulumi.ResourceOptions(parent=self, depends_on=[ns]),
                 )
