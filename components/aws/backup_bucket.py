@@ -24,6 +24,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.aws.model_bucket_policy import tls_only_policy
+from components.aws.private_bucket import private_bucket_settings
 
 ROLE_TAG = "backups"
 
@@ -91,40 +92,11 @@ class BackupBucket(pulumi.ComponentResource):
             tags={"Name": f"{name}-bucket", "Role": ROLE_TAG},
             opts=child,
         )
-        public_access = aws.s3.BucketPublicAccessBlock(
-            f"{name}-public-access",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        ownership = aws.s3.BucketOwnershipControls(
-            f"{name}-ownership",
-            bucket=bucket.id,
-            rule={"object_ownership": "BucketOwnerEnforced"},
-            opts=child,
-        )
-        # SSE-S3: the snapshot's Secrets are already encrypted by k3s (secrets-encryption) and
-        # its bootstrap data with the server token; a KMS key would add a per-request cost and a
-        # kms:* right to the writer without narrowing who can read (components/aws/model_bucket.py).
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-encryption",
-            bucket=bucket.id,
-            rules=[
-                {
-                    "apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"},
-                    "bucket_key_enabled": True,
-                }
-            ],
-            opts=child,
-        )
-        versioning = aws.s3.BucketVersioning(
-            f"{name}-versioning",
-            bucket=bucket.id,
-            versioning_configuration={"status": "Enabled"},
-            opts=child,
+        settings = private_bucket_settings(name, bucket, child)
+        public_access, ownership, versioning = (
+            settings.public_access,
+            settings.ownership,
+            settings.versioning,
         )
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-lifecycle",

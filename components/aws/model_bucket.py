@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from components.aws.private_bucket import private_bucket_settings
+
 ROLE_TAG = "model-bucket"
 # bucket_prefix is at most 37 characters (pulumi_aws s3.Bucket docs); we add one '-'.
 MAX_NAME_PREFIX = 36
@@ -75,45 +77,11 @@ class ModelBucket(pulumi.ComponentResource):
             # take them (`pulumi state unprotect` first, on purpose).
             opts=pulumi.ResourceOptions(parent=self, protect=True),
         )
-        public_access = aws.s3.BucketPublicAccessBlock(
-            f"{name}-public-access",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        # ACLs disabled: the bucket owner owns every object, access is by policy only.
-        ownership = aws.s3.BucketOwnershipControls(
-            f"{name}-ownership",
-            bucket=bucket.id,
-            rule={"object_ownership": "BucketOwnerEnforced"},
-            opts=child,
-        )
-        # SSE-S3 (AES256) rather than SSE-KMS: model weights are not secret, SSE-S3 costs
-        # nothing per request (KMS bills a call per GET, and Mountpoint reads big files in many
-        # ranged GETs), and the GPU worker's role needs no kms:Decrypt, so its policy stays
-        # s3:GetObject/s3:ListBucket on this bucket only. The AWS-managed aws/s3 KMS key would
-        # add cost without adding control (its key policy cannot be narrowed).
-        # bucket_key_enabled has no effect with SSE-S3; it is set so that a switch to aws:kms
-        # keeps KMS request costs low (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucket-key.html).
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-encryption",
-            bucket=bucket.id,
-            rules=[
-                {
-                    "apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"},
-                    "bucket_key_enabled": True,
-                }
-            ],
-            opts=child,
-        )
-        versioning = aws.s3.BucketVersioning(
-            f"{name}-versioning",
-            bucket=bucket.id,
-            versioning_configuration={"status": "Enabled"},
-            opts=child,
+        settings = private_bucket_settings(name, bucket, child)
+        public_access, ownership, versioning = (
+            settings.public_access,
+            settings.ownership,
+            settings.versioning,
         )
         # Lifecycle after versioning, as AWS evaluates noncurrent-version rules against it
         # (https://www.pulumi.com/registry/packages/aws/api-docs/s3/bucketlifecycleconfiguration/).
