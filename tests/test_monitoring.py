@@ -545,6 +545,7 @@ def test_the_offline_plan_lists_monitoring_exporters_dashboards_and_rules(
         "kubernetes:core/v1:ConfigMap  monitoring-dashboard-gpus",
         "kubernetes:core/v1:ConfigMap  monitoring-dashboard-ollama",
         "kubernetes:core/v1:ConfigMap  monitoring-dashboard-aws-worker",
+        "kubernetes:core/v1:ConfigMap  monitoring-dashboard-showback",
         f"{SCRAPE}  monitoring-scrape-aws-dcgm-exporter",
         f"{SCRAPE}  monitoring-scrape-gpu-waker",
     ):
