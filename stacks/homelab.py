@@ -314,6 +314,7 @@ def main() -> None:
         AwsScrapeTargets(
             control_node_overlay_ip=aws_gpu.require("controlNodeOverlayIp"),
             gpu_waker_token=aws_gpu.require("gpuWakerToken"),
+            worker_gpu_count=aws_gpu.require("gpuWorkerGpuCount"),
         ),
     )
     homelab_snapshot_store(config.homelab, aws_gpu, pulumi.ResourceOptions(provider=homelab_k8s))

@@ -57,6 +57,8 @@ class AwsScrapeTargets:
 
     control_node_overlay_ip: pulumi.Input[str]
     gpu_waker_token: pulumi.Input[str]
+    worker_gpu_count: pulumi.Input[int] = 1
+    """GPUs of the AWS worker (gpuWorkerGpuCount): the billed AWS GPU-hours count each."""
 
 
 def homelab_platform(
@@ -95,6 +97,8 @@ def homelab_platform(
                 alertmanager_storage_gib=settings.alertmanager_storage_gib,
                 aws_overlay_ip=aws.control_node_overlay_ip,
                 gpu_waker_token=aws.gpu_waker_token,
+                aws_worker_gpus=aws.worker_gpu_count,
+                runbook_base_url=settings.runbook_base_url,
                 dcgm_node_port=DCGM_EXPORTER_NODEPORT,
                 gpu_waker_port=GPU_WAKER_PORT,
                 node_taints=(CONTROL_PLANE_TAINT,),

@@ -6,6 +6,7 @@ README says."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -19,11 +20,15 @@ from components.nebula.config import DCGM_EXPORTER_NODEPORT, GPU_WAKER_PORT, def
 from components.platform import cuda_validation, monitoring
 from components.platform.monitoring import (
     AWS_DCGM_JOB,
+    AWS_GPUS_RULE,
     RULES_FILE,
+    aws_gpus_expr,
     dashboard_files,
     load_rule_groups,
     render_values,
     retention_size,
+    with_aws_gpus,
+    with_runbook_base,
 )
 from tests.real_tools import require, run
 from tests.upstream_data import chart_data
@@ -32,6 +37,8 @@ from tools.plan import resource_tree
 
 ROOT = Path(__file__).parent.parent
 UNIT_TESTS = Path(__file__).parent / "promtool" / "alerts.test.yaml"
+SHOWBACK_TESTS = Path(__file__).parent / "promtool" / "showback.test.yaml"
+RUNBOOKS_PATH = "docs/runbooks"
 DASHBOARD_SCHEMA = Path(__file__).parent / "schemas" / "grafana-dashboard.schema.json"
 WAKER_METRICS = ROOT / "runtime" / "gpu_waker" / "src" / "gpu_waker" / "metrics.py"
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -68,7 +75,7 @@ def promtool(*args: str | Path) -> Any:
 def test_rule_file_passes_promtool_check_rules() -> None:
     result = promtool("check", "rules", RULES_FILE)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 7 rules found" in result.stdout
+    assert "SUCCESS: 10 rules found" in result.stdout  # 7 alerts, 3 showback records
 
 
 def test_promtool_check_rules_can_fail(tmp_path: Path) -> None:
@@ -81,15 +88,85 @@ def test_promtool_check_rules_can_fail(tmp_path: Path) -> None:
     assert "parse error" in result.stdout + result.stderr
 
 
+def _alerts(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
 def test_the_issue_alerts_are_exactly_the_rule_file_alerts() -> None:
-    names = {rule["alert"] for group in load_rule_groups() for rule in group["rules"]}
-    assert names == ALERTS
+    assert {rule["alert"] for rule in _alerts(load_rule_groups())} == ALERTS
 
 
-def _unit_test_file(tmp_path: Path, rules: Path) -> Path:
-    tests = yaml.safe_load(UNIT_TESTS.read_text())
+def runbook_problems(groups: list[dict[str, Any]], root: Path = ROOT) -> list[str]:
+    """Alerts without a ``runbook_url``, or whose URL is not a page of docs/runbooks/ in this
+    repository."""
+    problems = []
+    for rule in _alerts(groups):
+        url = rule.get("annotations", {}).get("runbook_url")
+        if not url:
+            problems.append(f"{rule['alert']}: no runbook_url")
+        elif not url.startswith(f"{RUNBOOKS_PATH}/") or not (root / url).is_file():
+            problems.append(f"{rule['alert']}: {url} is not a runbook page")
+    return problems
+
+
+def test_every_alert_links_an_existing_runbook() -> None:
+    assert runbook_problems(load_rule_groups()) == []
+    linked = {rule["annotations"]["runbook_url"] for rule in _alerts(load_rule_groups())}
+    assert "docs/runbooks/gpu-worker-will-not-start.md" in linked  # AwsGpuWorkerFailingToStart
+
+
+def test_an_alert_without_a_runbook_or_with_a_missing_page_fails() -> None:
+    groups = copy.deepcopy(load_rule_groups())
+    alerts = _alerts(groups)
+    del alerts[0]["annotations"]["runbook_url"]
+    alerts[1]["annotations"]["runbook_url"] = "docs/runbooks/no-such-page.md"
+    alerts[2]["annotations"]["runbook_url"] = "README.md"
+    assert runbook_problems(groups) == [
+        f"{alerts[0]['alert']}: no runbook_url",
+        f"{alerts[1]['alert']}: docs/runbooks/no-such-page.md is not a runbook page",
+        f"{alerts[2]['alert']}: README.md is not a runbook page",
+    ]
+
+
+def test_the_runbook_base_url_prefixes_every_alert_and_nothing_else() -> None:
+    base = "https://git.lab.example/ops/hybridgpu/blob/main/"
+    groups = with_runbook_base(load_rule_groups(), base)
+    for before, after in zip(_alerts(load_rule_groups()), _alerts(groups), strict=True):
+        assert after["annotations"]["runbook_url"] == base + before["annotations"]["runbook_url"]
+        assert {**after["annotations"], "runbook_url": None} == {
+            **before["annotations"],
+            "runbook_url": None,
+        }
+    records = [r for g in groups for r in g["rules"] if "record" in r]
+    assert records == [r for g in load_rule_groups() for r in g["rules"] if "record" in r]
+    assert with_runbook_base(load_rule_groups(), "") == load_rule_groups()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://git.lab.example/", "https://git.lab.example", "git.lab.example/", "https://a b/"],
+)
+def test_a_runbook_base_that_is_not_an_https_prefix_is_rejected(url: str) -> None:
+    from pydantic import ValidationError
+
+    from stacks.config.homelab_apps import MonitoringSettings
+
+    with pytest.raises(
+        ValidationError, match="not a runbook base URL; allowed: empty, or an https"
+    ):
+        MonitoringSettings.model_validate(
+            {"grafanaHostname": "g.lab.example", "runbookBaseUrl": url}
+        )
+    ok = MonitoringSettings.model_validate(
+        {"grafanaHostname": "g.lab.example", "runbookBaseUrl": "https://git.lab.example/x/"}
+    )
+    assert ok.runbook_base_url == "https://git.lab.example/x/"
+
+
+def _unit_test_file(tmp_path: Path, rules: Path, unit_tests: Path = UNIT_TESTS) -> Path:
+    tests = yaml.safe_load(unit_tests.read_text())
     tests["rule_files"] = [str(rules)]
-    path = tmp_path / "alerts.test.yaml"
+    path = tmp_path / unit_tests.name
     path.write_text(yaml.safe_dump(tests, sort_keys=False))
     return path
 
@@ -156,7 +233,7 @@ def _as_rule_file(exprs: list[str]) -> str:
 
 
 def test_the_issue_dashboards_exist() -> None:
-    assert set(_dashboards()) == {"gpus", "ollama", "aws-worker"}
+    assert set(_dashboards()) == {"gpus", "ollama", "aws-worker", "showback"}
 
 
 def test_every_dashboard_query_parses_with_promtool(tmp_path: Path) -> None:
@@ -241,6 +318,76 @@ def test_gpu_waker_states_in_queries_are_states_it_reports() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# GPU showback
+# ---------------------------------------------------------------------------------------------
+
+SHOWBACK_RANGE = "4h"  # Grafana's $__range in tests/promtool/showback.test.yaml
+
+
+def _showback_rules(tmp_path: Path, text: str, aws_gpus: int | None = None) -> Path:
+    groups = yaml.safe_load(text)["groups"]
+    if aws_gpus is not None:
+        groups = with_aws_gpus(groups, aws_gpus_expr(aws_gpus))
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    return path
+
+
+def test_showback_rules_count_gpu_hours_per_namespace_and_site(tmp_path: Path) -> None:
+    """A GPU held by team-a for 2 h (and a second for 1 h) is 3 GPU-hours, team-b's 30 min 0.5,
+    Ollama's hour on AWS 1; idle GPUs count nothing; the AWS worker running 90 min bills 1.5."""
+    rules = _showback_rules(tmp_path, RULES_FILE.read_text())
+    result = promtool("test", "rules", _unit_test_file(tmp_path, rules, SHOWBACK_TESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_aws_gpu_hours_billed_count_every_gpu_of_the_worker(tmp_path: Path) -> None:
+    """Rendered with the aws-gpu stack's 4 GPUs, the same 90 minutes bill 6 GPU-hours."""
+    rules = _showback_rules(tmp_path, RULES_FILE.read_text(), aws_gpus=4)
+    unit_tests = yaml.safe_load(SHOWBACK_TESTS.read_text())
+    (billing,) = [c for c in unit_tests["tests"] if c["name"].startswith("the AWS worker")]
+    billing["promql_expr_test"][-1]["exp_samples"][0]["value"] = 6
+    path = tmp_path / "billing.test.yaml"
+    path.write_text(yaml.safe_dump({**unit_tests, "tests": [billing]}))
+    result = promtool("test", "rules", _unit_test_file(tmp_path, rules, path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_showback_tests_fail_when_the_exporters_own_namespace_counts(tmp_path: Path) -> None:
+    """Counting the homelab series by their ``namespace`` (the exporter's, a target label) instead
+    of ``exported_namespace`` books every GPU, idle or not, to gpu-operator: caught."""
+    broken = RULES_FILE.read_text().replace(
+        'DCGM_FI_DEV_GPU_UTIL{job="aws-dcgm-exporter",pod!=""}', 'DCGM_FI_DEV_GPU_UTIL{pod!=""}'
+    )
+    broken = broken.replace('{exported_pod!=""}', '{exported_pod="never"}')
+    assert broken != RULES_FILE.read_text()
+    rules = _showback_rules(tmp_path, broken)
+    result = promtool("test", "rules", _unit_test_file(tmp_path, rules, SHOWBACK_TESTS))
+    assert result.returncode != 0
+    assert "gpu-operator" in result.stdout + result.stderr
+
+
+def test_the_showback_dashboard_runs_the_queries_the_promtool_tests_check() -> None:
+    tested = {
+        check["expr"]
+        for case in yaml.safe_load(SHOWBACK_TESTS.read_text())["tests"]
+        for check in case["promql_expr_test"]
+    }
+    dashboard = _dashboards()["showback"]
+    month = [p for p in dashboard["panels"] if p.get("timeFrom") == "now/M"]
+    assert len(month) == 3
+    for panel in month:
+        (target,) = panel["targets"]
+        expr = target["expr"].replace("$__range", SHOWBACK_RANGE).replace("$site", ".*")
+        assert expr in tested, panel["title"]
+        assert target["instant"] is True
+    titles = " ".join(p["title"] for p in month)
+    assert "per namespace and site" in titles
+    assert "AWS GPU-hours billed" in titles
+
+
+# ---------------------------------------------------------------------------------------------
 # Values and the stacks
 # ---------------------------------------------------------------------------------------------
 
@@ -307,6 +454,21 @@ def test_homelab_installs_monitoring_with_the_example_config(homelab_run: StackR
     assert monitor["relabelings"] == [
         {"targetLabel": "site", "replacement": "homelab", "action": "replace"}
     ]
+
+
+def test_the_declared_rule_links_runbooks_and_counts_the_aws_workers_gpus(
+    homelab_run: StackRun,
+) -> None:
+    """The example sets no runbookBaseUrl: each alert links its page's repository path; the AWS
+    GPU count is the aws-gpu stack's gpuWorkerGpuCount, read through the StackReference."""
+    spec = homelab_run.one(
+        "kubernetes:monitoring.coreos.com/v1:PrometheusRule", "monitoring-alerts"
+    ).plain_inputs["spec"]
+    assert runbook_problems(spec["groups"]) == []
+    assert len(_alerts(spec["groups"])) == 7
+    gpus = homelab_run.referenced["aws-gpu"].values["gpuWorkerGpuCount"]
+    (record,) = [r for g in spec["groups"] for r in g["rules"] if r.get("record") == AWS_GPUS_RULE]
+    assert record["expr"] == f"vector({gpus})"
 
 
 def test_aws_targets_are_scraped_on_the_control_node_overlay_address(
@@ -383,6 +545,7 @@ def test_the_offline_plan_lists_monitoring_exporters_dashboards_and_rules(
         "kubernetes:core/v1:ConfigMap  monitoring-dashboard-gpus",
         "kubernetes:core/v1:ConfigMap  monitoring-dashboard-ollama",
         "kubernetes:core/v1:ConfigMap  monitoring-dashboard-aws-worker",
+        "kubernetes:core/v1:ConfigMap  monitoring-dashboard-showback",
         f"{SCRAPE}  monitoring-scrape-aws-dcgm-exporter",
         f"{SCRAPE}  monitoring-scrape-gpu-waker",
     ):

@@ -23,6 +23,12 @@ EXPECTED = {
     "restore-etcd-from-s3",
     "adding-a-gpu-node",
     "upgrading-k3s",
+    # one per alert (components/platform/monitoring_files/alerts.rules.yaml, runbook_url)
+    "node-not-ready",
+    "gpu-xid-error",
+    "gpu-memory-exhausted",
+    "cuda-validation-failed",
+    "prometheus-target-down",
 }
 
 

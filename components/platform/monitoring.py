@@ -180,6 +180,52 @@ def render_admin_secret(password: pulumi.Input[str]) -> Manifest:
     }
 
 
+AWS_GPUS_RULE = "aws:gpu_worker_gpus:count"
+"""The recording rule holding the AWS worker's GPU count (a constant in the rule file)."""
+
+
+def with_runbook_base(groups: list[dict[str, Any]], base_url: str) -> list[dict[str, Any]]:
+    """Each alert's ``runbook_url`` (its page's path in this repository) prefixed with
+    ``base_url``; an empty base keeps the repository path."""
+    return [
+        {
+            **group,
+            "rules": [
+                {
+                    **rule,
+                    "annotations": {
+                        **rule["annotations"],
+                        "runbook_url": base_url + rule["annotations"]["runbook_url"],
+                    },
+                }
+                if "alert" in rule
+                else rule
+                for rule in group["rules"]
+            ],
+        }
+        for group in groups
+    ]
+
+
+def aws_gpus_expr(gpus: int) -> str:
+    return f"vector({int(gpus)})"
+
+
+def with_aws_gpus(groups: list[dict[str, Any]], expr: pulumi.Input[str]) -> list[dict[str, Any]]:
+    """The AWS worker's GPU count (``aws_gpus_expr`` of the aws-gpu stack's gpuWorkerGpuCount) as
+    the expression of its recording rule, which the billed AWS GPU-hours multiply by."""
+    return [
+        {
+            **group,
+            "rules": [
+                {**rule, "expr": expr} if rule.get("record") == AWS_GPUS_RULE else rule
+                for rule in group["rules"]
+            ],
+        }
+        for group in groups
+    ]
+
+
 def render_rule(groups: list[dict[str, Any]]) -> Manifest:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
@@ -271,6 +317,10 @@ class MonitoringArgs:
     gpu_waker_token: pulumi.Input[str]
     dcgm_node_port: int
     gpu_waker_port: int
+    aws_worker_gpus: pulumi.Input[int] = 1
+    """GPUs of the AWS worker's instance type (the billed AWS GPU-hours count each)."""
+    runbook_base_url: str = ""
+    """Prefix of the alerts' ``runbook_url`` (their pages' paths in this repository)."""
     tls_secret: str | None = None
     node_taints: tuple[str, ...] = ()
     ingress_ready: Sequence[pulumi.Resource] = ()
@@ -312,7 +362,9 @@ class Monitoring(pulumi.ComponentResource):
         )
         # Custom resources need the chart's CRDs: after the release.
         after_release = pulumi.ResourceOptions(parent=self, depends_on=[self.release])
-        declare(f"{name}-alerts", render_rule(load_rule_groups()), after_release)
+        groups = with_runbook_base(load_rule_groups(), args.runbook_base_url)
+        aws_gpus = pulumi.Output.from_input(args.aws_worker_gpus).apply(aws_gpus_expr)
+        declare(f"{name}-alerts", render_rule(with_aws_gpus(groups, aws_gpus)), after_release)
         for path in dashboard_files():
             declare(f"{name}-dashboard-{path.stem}", render_dashboard(path), in_namespace)
         waker_secret = declare(

@@ -3,9 +3,10 @@ GPU Operator, NFS, JupyterHub, Rancher, monitoring."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from components.kube.charts import (
     JUPYTER_GPU_IMAGE,
@@ -21,6 +22,9 @@ from stacks.config.fields import (
     Model,
     PinnedImage,
 )
+
+RUNBOOK_BASE = re.compile(r"https://[^\s\"'<>{}]+/")
+"""An https URL ending in '/', without characters a Prometheus template or YAML would mangle."""
 
 
 class ImageDigests(Model):
@@ -175,6 +179,20 @@ class MonitoringSettings(Model):
     storage_class: Literal["nfs-client", "local-path"] = "nfs-client"
     """Class of Prometheus's and Alertmanager's volumes (see README, Monitoring, on NFS)."""
     alertmanager_storage_gib: int = Field(default=2, ge=1, le=100)
+    runbook_base_url: str = ""
+    """Prefix of each alert's ``runbook_url``, which is its page's path in this repository
+    (``docs/runbooks/<page>.md``): where the repository is browsable, e.g.
+    ``https://git.lab.example/ops/hybridgpu/blob/main/``. Empty: the path alone."""
+
+    @field_validator("runbook_base_url")
+    @classmethod
+    def _runbook_base(cls, value: str) -> str:
+        if value and not RUNBOOK_BASE.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a runbook base URL; allowed: empty, or an https:// URL "
+                "ending in '/' (the runbook's path docs/runbooks/<page>.md is appended)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _month_of_history(self) -> MonitoringSettings:
