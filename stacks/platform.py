@@ -24,13 +24,14 @@ from components.nebula.config import (
     GPU_WAKER_PORT,
     NODE_EXPORTER_NODEPORTS,
 )
-from components.platform import cuda_validation, storage_classes
+from components.platform import cuda_validation, monitoring_network, storage_classes
 from components.platform.alert_routing import AlertReceivers, EmailReceiver, WebhookReceiver
 from components.platform.cuda_validation import CudaValidation, CudaValidationArgs
 from components.platform.dcgm_exporter import DcgmExporter, DcgmExporterArgs
 from components.platform.gpu_operator import GpuOperator, GpuOperatorArgs
 from components.platform.jupyterhub import Authenticator, JupyterHub, JupyterHubArgs
 from components.platform.lan_load_balancer import LanLoadBalancer, LanLoadBalancerArgs
+from components.platform.monitoring import NAMESPACE as MONITORING_NAMESPACE
 from components.platform.monitoring import SITE_HOMELAB, Monitoring, MonitoringArgs
 from components.platform.node_exporter import NodeExporter, NodeExporterArgs, NodeTarget
 from components.platform.node_termination_handler import (
@@ -107,6 +108,16 @@ def homelab_platform(
                 gpu_waker_port=GPU_WAKER_PORT,
                 node_taints=(CONTROL_PLANE_TAINT,),
                 ingress_ready=[ingress],
+            ),
+            opts=on_cluster,
+        )
+    if monitoring is not None:
+        NamespaceIsolation(
+            f"{MONITORING_NAMESPACE}-isolation",
+            NamespaceIsolationArgs(
+                namespace=MONITORING_NAMESPACE,
+                allows=monitoring_network.ingress_allows(),
+                wait_for=(monitoring,),
             ),
             opts=on_cluster,
         )

@@ -38,7 +38,7 @@ BOTH = AlertReceivers(
         sender="am@lab.example",
         smarthost="smtp.lab.example:587",
         auth_username="am@lab.example",
-        auth_password="pw",  # noqa: S106 - test data
+        auth_password="pw",
     ),
 )
 
@@ -58,7 +58,9 @@ def test_receivers_validate_against_the_alertmanagerconfig_crd() -> None:
     for receivers in (
         BOTH,
         AlertReceivers(webhook=WebhookReceiver(url="https://x.example/")),
-        AlertReceivers(email=EmailReceiver(to=("a@b.example",), sender="c@d.example", smarthost="m.example:25")),
+        AlertReceivers(
+            email=EmailReceiver(to=("a@b.example",), sender="c@d.example", smarthost="m.example:25")
+        ),
     ):
         obj = render_alertmanager_config(receivers, "monitoring")
         assert _crd_problems(obj) == []
@@ -100,7 +102,9 @@ def test_every_alert_but_the_charts_heartbeats_goes_out_grouped_by_alertname_and
     config = _kube_prometheus_stack().values["alertmanager"]["config"]
     nulls = [r for r in config["route"]["routes"] if r["receiver"] == "null"]
     assert nulls == [{"receiver": "null", "matchers": ['alertname = "Watchdog"']}]
-    assert any("InfoInhibitor" in m for r in config["inhibit_rules"] for m in r.get("target_matchers", []))
+    assert any(
+        "InfoInhibitor" in m for r in config["inhibit_rules"] for m in r.get("target_matchers", [])
+    )
 
 
 def test_the_matcher_strategy_exists_in_the_pinned_crd() -> None:
@@ -118,7 +122,9 @@ def test_the_matcher_strategy_exists_in_the_pinned_crd() -> None:
 
 def test_an_email_login_needs_its_password() -> None:
     with pytest.raises(ValueError, match="user name and a password"):
-        EmailReceiver(to=("a@b.example",), sender="c@d.example", smarthost="m:25", auth_username="u")
+        EmailReceiver(
+            to=("a@b.example",), sender="c@d.example", smarthost="m:25", auth_username="u"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +156,10 @@ def test_configured_receivers_are_declared_with_secret_references(
     config = run.one(CONFIG, "monitoring-alert-receivers").plain_inputs
     (receiver,) = config["spec"]["receivers"]
     assert receiver["webhookConfigs"][0]["urlSecret"]["key"] == "webhook-url"
-    assert [m["to"] for m in receiver["emailConfigs"]] == ["ops@lab.example", "gpu-team@lab.example"]
+    assert [m["to"] for m in receiver["emailConfigs"]] == [
+        "ops@lab.example",
+        "gpu-team@lab.example",
+    ]
     assert receiver["emailConfigs"][0]["authUsername"] == "alertmanager@lab.example"
     # Selected by the Alertmanager: its label is the selector the values set.
     selector = _alertmanager_values(run)["alertmanagerSpec"]["alertmanagerConfigSelector"]

@@ -26,8 +26,8 @@ from components.platform import cuda_validation, monitoring, node_exporter
 from components.platform.monitoring import (
     AWS_NODE_LABEL,
     NODE_EXPORTER_JOB,
-    STOPPABLE_NODE,
     RULES_FILE,
+    STOPPABLE_NODE,
     dashboard_files,
     load_rule_groups,
     render_values,
