@@ -43,7 +43,9 @@ AWS_DCGM_JOB = "aws-dcgm-exporter"
 GPU_WAKER_JOB = "gpu-waker"
 NODE_EXPORTER_JOB = "node-exporter"
 """The AWS nodes' exporters share the job of the homelab's (kube-prometheus-stack's own), so the
-chart's node dashboards and node alerts cover them too; ``site`` tells them apart."""
+chart's node dashboards and node alerts, which select ``job="node-exporter"``, cover them too
+(prometheus-community/helm-charts charts/kube-prometheus-stack/templates/grafana/dashboards-1.14/
+nodes.yaml); ``site`` tells them apart."""
 SITE_HOMELAB = "homelab"
 SITE_AWS = "aws"
 AWS_NODE_LABEL = "aws_node"
