@@ -107,8 +107,8 @@ def render_values(
     }
     if tls_secret is not None:
         ingress["tls"] = [{"hosts": [grafana_hostname], "secretName": tls_secret}]
-    # Node exporter runs on every node, GPU workers (tainted for GPU work) and control planes too.
     routing = alert_routing.render_values()
+    # Node exporter runs on every node, GPU workers (tainted for GPU work) and control planes too.
     node_tolerations = [toleration(t) for t in node_taints] + [
         {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
     ]
