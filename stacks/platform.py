@@ -4,8 +4,8 @@ homelab: the way in (MetalLB + Traefik's address), GPU Operator, the ``nfs-clien
 ``fast-scratch`` storage classes, JupyterHub, one CUDA validation Job per GPU worker, optional
 Rancher, the teams' namespaces with quotas and RBAC, monitoring (``hybridgpu:homelab.monitoring``).
 aws-gpu: the NVIDIA device plugin (the AMI has driver + toolkit), the Node Termination
-Handler that drains the GPU worker on a spot interruption notice, and the DCGM exporter the
-homelab Prometheus scrapes over the mesh.
+Handler that drains the GPU worker on a spot interruption notice, and the DCGM and node
+exporters the homelab Prometheus scrapes over the mesh.
 """
 
 from __future__ import annotations
@@ -17,16 +17,23 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components.kube.charts import BUSYBOX, CUDA_SAMPLE, LOCAL_PATH_PROVISIONER, with_digest
-from components.kube.labels import CONTROL_PLANE_TAINT, GPU_NODE_LABEL
+from components.kube.labels import CONTROL_NODE_LABEL, CONTROL_PLANE_TAINT, GPU_NODE_LABEL
 from components.kube.network_policies import NamespaceIsolation, NamespaceIsolationArgs
-from components.nebula.config import DCGM_EXPORTER_NODEPORT, GPU_WAKER_PORT
-from components.platform import cuda_validation, storage_classes
+from components.nebula.config import (
+    DCGM_EXPORTER_NODEPORT,
+    GPU_WAKER_PORT,
+    NODE_EXPORTER_NODEPORTS,
+)
+from components.platform import cuda_validation, monitoring_network, storage_classes
+from components.platform.alert_routing import AlertReceivers, EmailReceiver, WebhookReceiver
 from components.platform.cuda_validation import CudaValidation, CudaValidationArgs
 from components.platform.dcgm_exporter import DcgmExporter, DcgmExporterArgs
 from components.platform.gpu_operator import GpuOperator, GpuOperatorArgs
 from components.platform.jupyterhub import Authenticator, JupyterHub, JupyterHubArgs
 from components.platform.lan_load_balancer import LanLoadBalancer, LanLoadBalancerArgs
+from components.platform.monitoring import NAMESPACE as MONITORING_NAMESPACE
 from components.platform.monitoring import SITE_HOMELAB, Monitoring, MonitoringArgs
+from components.platform.node_exporter import NodeExporter, NodeExporterArgs, NodeTarget
 from components.platform.node_termination_handler import (
     NodeTerminationHandler,
     NodeTerminationHandlerArgs,
@@ -100,9 +107,21 @@ def homelab_platform(
                 aws_worker_gpus=aws.worker_gpu_count,
                 runbook_base_url=settings.runbook_base_url,
                 dcgm_node_port=DCGM_EXPORTER_NODEPORT,
+                node_exporter_ports=NODE_EXPORTER_NODEPORTS,
+                alert_receivers=alert_receivers(config),
                 gpu_waker_port=GPU_WAKER_PORT,
                 node_taints=(CONTROL_PLANE_TAINT,),
                 ingress_ready=[ingress],
+            ),
+            opts=on_cluster,
+        )
+    if monitoring is not None:
+        NamespaceIsolation(
+            f"{MONITORING_NAMESPACE}-isolation",
+            NamespaceIsolationArgs(
+                namespace=MONITORING_NAMESPACE,
+                allows=monitoring_network.ingress_allows(),
+                wait_for=(monitoring,),
             ),
             opts=on_cluster,
         )
@@ -207,6 +226,31 @@ def homelab_platform(
     )
 
 
+def alert_receivers(config: HomelabConfig) -> AlertReceivers | None:
+    settings = config.homelab.monitoring.alertmanager if config.homelab.monitoring else None
+    if settings is None:
+        return None
+    webhook = email = None
+    if settings.webhook is not None:
+        assert config.secrets.alertmanager_webhook_url is not None  # checked when loaded
+        webhook = WebhookReceiver(
+            url=config.secrets.alertmanager_webhook_url,
+            send_resolved=settings.webhook.send_resolved,
+        )
+    if settings.email is not None:
+        mail = settings.email
+        email = EmailReceiver(
+            to=mail.to,
+            sender=mail.sender,
+            smarthost=mail.smarthost,
+            auth_username=mail.auth_username,
+            auth_password=config.secrets.alertmanager_smtp_password,
+            require_tls=mail.require_tls,
+            send_resolved=mail.send_resolved,
+        )
+    return AlertReceivers(webhook=webhook, email=email)
+
+
 def team_of(settings: TeamSettings) -> Team:
     d = settings.container_defaults
     return Team(
@@ -246,5 +290,16 @@ def aws_platform(provider: k8s.Provider) -> None:
     DcgmExporter(
         "dcgm-exporter",
         DcgmExporterArgs(node_selector=selector, node_port=DCGM_EXPORTER_NODEPORT),
+        opts=on_cluster,
+    )
+    node_selectors = {"control-node": dict([CONTROL_NODE_LABEL]), "gpu-worker": selector}
+    NodeExporter(
+        "node-exporter",
+        NodeExporterArgs(
+            targets=[
+                NodeTarget(role, node_selectors[role], port)
+                for role, port in NODE_EXPORTER_NODEPORTS.items()
+            ]
+        ),
         opts=on_cluster,
     )

@@ -313,8 +313,9 @@ def test_inbound_is_nebula_from_anywhere_admin_per_cidr_and_k3s_inside_the_group
     assert len(outside) == 1 + 2 * len(admin)
     (group,) = aws_gpu_run.by_type("aws:ec2/securityGroup:SecurityGroup")
     inside = {(r["ipProtocol"], r["fromPort"]) for r in rules if "referencedSecurityGroupId" in r}
-    # k3s between the nodes on the VPC: API, kubelet, flannel VXLAN; nothing else.
-    assert inside == {("tcp", 6443), ("tcp", 10250), ("udp", 8472)}
+    # k3s between the nodes on the VPC: API, kubelet, flannel VXLAN, and the node exporter the
+    # control node's NodePort forwards to on the worker; nothing else.
+    assert inside == {("tcp", 6443), ("tcp", 10250), ("udp", 8472), ("tcp", 9100)}
     assert group.urn
     (egress,) = [r.plain_inputs for r in aws_gpu_run.by_type(EGRESS)]
     assert (egress["ipProtocol"], egress["cidrIpv4"]) == ("-1", "0.0.0.0/0")

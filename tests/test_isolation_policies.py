@@ -11,16 +11,13 @@ import pytest
 import yaml
 
 from components.kube.network_policies import TRAEFIK_NAMESPACE, TRAEFIK_PODS
-from tests.upstream_data import UPSTREAM, kubernetes_objects, plain_object
+from components.platform import monitoring_network
+from tests.upstream_data import UPSTREAM, chart_data, kubernetes_objects, plain_object
 from tools.offline import StackRun
 
 NAME_LABEL = "kubernetes.io/metadata.name"
 # Namespaces the homelab declares that hold no app: none today (every one is an app's).
-NOT_APPS: dict[str, str] = {
-    # Not default-deny yet: the API server calls the Prometheus Operator's admission webhook and
-    # Grafana is served through Traefik; the allows for both are not built (README, Monitoring).
-    "monitoring": "kube-prometheus-stack's webhook and Grafana's ingress need allows first",
-}
+NOT_APPS: dict[str, str] = {}
 
 
 def _matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
@@ -94,7 +91,7 @@ def test_every_app_namespace_denies_ingress_by_default(
 ) -> None:
     policies = _homelab_policies(homelab_run)
     declared = {o["metadata"]["name"] for o in homelab_objects if o["kind"] == "Namespace"}
-    assert {"open-webui", "llm", "gpu-validation", "fast-scratch"} <= declared
+    assert {"open-webui", "llm", "gpu-validation", "fast-scratch", "monitoring"} <= declared
     for namespace in declared - set(NOT_APPS):
         deny = [
             p
@@ -153,3 +150,43 @@ def test_offloaded_pods_get_no_homelab_api(homelab_run: StackRun) -> None:
     template = deployment["spec"]["template"]
     assert template["metadata"]["annotations"]["liqo.io/api-server-support"] == "disabled"
     assert template["spec"]["automountServiceAccountToken"] is False
+
+
+def test_monitoring_admits_grafana_via_traefik_and_the_api_servers_calls_only(
+    homelab_run: StackRun,
+) -> None:
+    policies = _homelab_policies(homelab_run)
+    traefik = (TRAEFIK_NAMESPACE, dict(TRAEFIK_PODS))
+    stranger = ("default", {"app": "x"})
+    grafana = ("monitoring", monitoring_network.GRAFANA_PODS)
+    operator = ("monitoring", monitoring_network.OPERATOR_PODS)
+    prometheus = ("monitoring", {**monitoring_network.PROMETHEUS_PODS, "prometheus": "p"})
+    alertmanager = ("monitoring", {"app.kubernetes.io/name": "alertmanager"})
+    state_metrics = ("monitoring", {"app.kubernetes.io/name": "kube-state-metrics"})
+    assert allowed(policies, src=traefik, dst=grafana, port=3000)
+    assert not allowed(policies, src=traefik, dst=grafana, port=3001)
+    assert not allowed(policies, src=stranger, dst=grafana, port=3000)
+    # Inside the namespace: Grafana queries Prometheus, Prometheus scrapes and alerts.
+    assert allowed(policies, src=grafana, dst=prometheus, port=9090)
+    assert allowed(policies, src=prometheus, dst=state_metrics, port=8080)
+    assert allowed(policies, src=prometheus, dst=alertmanager, port=9093)
+    # The API server's calls (webhook, service proxy) come from a node address: admitted from
+    # any source, on those ports of those pods only (network_policies.from_api_server).
+    assert allowed(policies, src=stranger, dst=operator, port=10250)
+    assert allowed(policies, src=stranger, dst=prometheus, port=9090)
+    for dst, port in ((operator, 8080), (prometheus, 9091), (alertmanager, 9093)):
+        assert not allowed(policies, src=stranger, dst=dst, port=port), (dst, port)
+    assert not allowed(policies, src=traefik, dst=state_metrics, port=8080)
+
+
+def test_monitoring_allows_name_the_charts_ports() -> None:
+    chart = chart_data("kube-prometheus-stack", "88.5.3")
+    assert chart is not None
+    values = chart.values
+    assert values["prometheusOperator"]["tls"]["internalPort"] == (
+        monitoring_network.OPERATOR_WEBHOOK_PORT
+    )
+    assert values["prometheusOperator"]["admissionWebhooks"]["deployment"]["enabled"] is False
+    assert values["prometheus"]["service"]["targetPort"] == monitoring_network.PROMETHEUS_PORT
+    grafana = yaml.safe_load((chart.path / "charts" / "grafana" / "values.yaml").read_text())
+    assert grafana["service"]["targetPort"] == monitoring_network.GRAFANA_PORT

@@ -16,12 +16,20 @@ import jsonschema
 import pytest
 import yaml
 
-from components.nebula.config import DCGM_EXPORTER_NODEPORT, GPU_WAKER_PORT, default_policy
-from components.platform import cuda_validation, monitoring
+from components.nebula.config import (
+    DCGM_EXPORTER_NODEPORT,
+    GPU_WAKER_PORT,
+    NODE_EXPORTER_NODEPORTS,
+    NODE_EXPORTER_PORT,
+    default_policy,
+)
+from components.platform import cuda_validation, monitoring, node_exporter
 from components.platform.monitoring import (
-    AWS_DCGM_JOB,
     AWS_GPUS_RULE,
+    AWS_NODE_LABEL,
+    NODE_EXPORTER_JOB,
     RULES_FILE,
+    STOPPABLE_NODE,
     aws_gpus_expr,
     dashboard_files,
     load_rule_groups,
@@ -204,8 +212,9 @@ def test_unit_tests_fail_when_an_alert_is_broken(tmp_path: Path) -> None:
 def test_rules_name_what_the_program_deploys() -> None:
     text = RULES_FILE.read_text()
     assert f'namespace="{cuda_validation.NAMESPACE}"' in text
-    assert f'job="{AWS_DCGM_JOB}"' in text
-    assert f'job!="{AWS_DCGM_JOB}"' in text
+    # PrometheusTargetDown tells the stoppable worker's targets by the label the scrape sets.
+    assert f'up{{{AWS_NODE_LABEL}="{STOPPABLE_NODE}"}} == 0' in text
+    assert f'up{{{AWS_NODE_LABEL}!="{STOPPABLE_NODE}"}} == 0' in text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -480,7 +489,21 @@ def test_aws_targets_are_scraped_on_the_control_node_overlay_address(
         for r in homelab_run.by_type(SCRAPE)
     }
     assert targets["aws-dcgm-exporter"]["staticConfigs"] == [
-        {"targets": [f"{overlay}:{DCGM_EXPORTER_NODEPORT}"], "labels": {"site": "aws"}}
+        {
+            "targets": [f"{overlay}:{DCGM_EXPORTER_NODEPORT}"],
+            "labels": {"site": "aws", "aws_node": "gpu-worker"},
+        }
+    ]
+    # Both AWS nodes' exporters, each on its own NodePort, in the homelab's node-exporter job.
+    assert targets[NODE_EXPORTER_JOB]["staticConfigs"] == [
+        {
+            "targets": [f"{overlay}:{NODE_EXPORTER_NODEPORTS['control-node']}"],
+            "labels": {"site": "aws", "aws_node": "control-node"},
+        },
+        {
+            "targets": [f"{overlay}:{NODE_EXPORTER_NODEPORTS['gpu-worker']}"],
+            "labels": {"site": "aws", "aws_node": "gpu-worker"},
+        },
     ]
     waker = targets["gpu-waker"]
     assert waker["staticConfigs"][0]["targets"] == [f"{overlay}:{GPU_WAKER_PORT}"]
@@ -503,11 +526,67 @@ def test_aws_runs_the_dcgm_exporter_behind_the_node_port(aws_gpu_run: StackRun) 
     }
 
 
-def test_mesh_opens_exactly_the_dcgm_port_from_the_homelab_to_aws() -> None:
-    rules = [r for r in default_policy() if r.port == DCGM_EXPORTER_NODEPORT]
+@pytest.mark.parametrize(
+    "port", [DCGM_EXPORTER_NODEPORT, *NODE_EXPORTER_NODEPORTS.values()], ids=str
+)
+def test_mesh_opens_exactly_the_exporter_ports_from_the_homelab_to_aws(port: int) -> None:
+    rules = [r for r in default_policy() if r.port == port]
     assert [(r.proto, r.from_groups, r.applies_to) for r in rules] == [
         ("tcp", ("homelab",), ("aws",))
     ]
+    # The exporter's own port is never opened on the mesh: only the NodePorts lead to it.
+    assert not [r for r in default_policy() if r.port == NODE_EXPORTER_PORT]
+
+
+def test_aws_runs_one_node_exporter_per_node_behind_its_node_port(aws_gpu_run: StackRun) -> None:
+    selectors = {"control-node": {"node-type": "control"}, "gpu-worker": {"node-type": "gpu"}}
+    for node, port in NODE_EXPORTER_NODEPORTS.items():
+        release = aws_gpu_run.one(RELEASE, f"node-exporter-{node}").plain_inputs
+        assert (release["chart"], release["version"]) == ("prometheus-node-exporter", "4.56.1")
+        assert release["namespace"] == node_exporter.NAMESPACE
+        values = release["values"]
+        (term,) = values["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]["nodeSelectorTerms"]
+        assert {e["key"]: e["values"] for e in term["matchExpressions"]} == {
+            k: [v] for k, v in selectors[node].items()
+        }
+        assert values["service"] == {
+            "type": "NodePort",
+            "nodePort": port,
+            "listenOnAllInterfaces": False,
+        }
+    namespace = aws_gpu_run.one("kubernetes:core/v1:Namespace", "node-exporter-namespace")
+    metadata = namespace.plain_inputs["metadata"]
+    assert metadata["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert "host's PID and network namespaces" in json.dumps(metadata["annotations"])
+    # The control node's kube-proxy reaches the worker's exporter on the worker's VPC address.
+    (rule,) = [
+        r
+        for r in aws_gpu_run.by_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if r.plain_inputs.get("fromPort") == NODE_EXPORTER_PORT
+    ]
+    assert rule.plain_inputs["toPort"] == NODE_EXPORTER_PORT
+    assert "referencedSecurityGroupId" in rule.inputs
+    assert "cidrIpv4" not in rule.inputs
+
+
+def test_the_stopped_worker_raises_no_target_down_storm(homelab_run: StackRun) -> None:
+    """Every AWS target on the stoppable worker carries the label PrometheusTargetDown exempts
+    while the worker is not ready (promtool unit tests: tests/promtool/alerts.test.yaml), and the
+    chart's own TargetDown, which knows nothing of the worker, is off."""
+    overlay = homelab_run.referenced["aws-gpu"].values["controlNodeOverlayIp"]
+    on_worker = {f"{overlay}:{DCGM_EXPORTER_NODEPORT}", f"{overlay}:30942"}
+    seen = set()
+    for scrape in homelab_run.by_type(SCRAPE):
+        for static in scrape.plain_inputs["spec"]["staticConfigs"]:
+            for address in static["targets"]:
+                worker = static["labels"][AWS_NODE_LABEL] == STOPPABLE_NODE
+                assert worker == (address in on_worker), address
+                seen.add(address)
+    assert on_worker <= seen
+    values = homelab_run.one(RELEASE, "monitoring-release").plain_inputs["values"]
+    assert values["defaultRules"]["disabled"] == {"TargetDown": True}
 
 
 def test_without_monitoring_nothing_of_it_is_declared(
@@ -548,8 +627,12 @@ def test_the_offline_plan_lists_monitoring_exporters_dashboards_and_rules(
         "kubernetes:core/v1:ConfigMap  monitoring-dashboard-showback",
         f"{SCRAPE}  monitoring-scrape-aws-dcgm-exporter",
         f"{SCRAPE}  monitoring-scrape-gpu-waker",
+        f"{SCRAPE}  monitoring-scrape-aws-node-exporter",
     ):
         assert line in homelab, line
     aws = "\n".join(resource_tree(aws_gpu_run))
     assert "hybridgpu:platform:DcgmExporter  dcgm-exporter" in aws
     assert "kubernetes:core/v1:Service  dcgm-exporter-node-port" in aws
+    assert "hybridgpu:platform:NodeExporter  node-exporter" in aws
+    for node in NODE_EXPORTER_NODEPORTS:
+        assert f"kubernetes:helm.sh/v3:Release  node-exporter-{node}" in aws

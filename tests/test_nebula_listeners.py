@@ -66,6 +66,13 @@ def control_node_listeners(aws_gpu_run: StackRun, homelab_run: StackRun) -> set[
         if spec.get("type") == "NodePort":
             for port in spec["ports"]:
                 listeners.add((int(port["nodePort"]), str(port.get("protocol", "TCP")).lower()))
+    # And every chart release whose own Service is a NodePort (the node exporters: the chart's
+    # service.type/nodePort, TCP; prometheus-community/helm-charts
+    # charts/prometheus-node-exporter/templates/service.yaml@prometheus-node-exporter-4.56.1).
+    for release in aws_gpu_run.by_type("kubernetes:helm.sh/v3:Release"):
+        service = release.plain_inputs.get("values", {}).get("service", {})
+        if service.get("type") == "NodePort":
+            listeners.add((int(service["nodePort"]), "tcp"))
     return listeners
 
 

@@ -205,7 +205,17 @@ def chart_data(chart: str, version: str, *, k3s_packaged: bool = False) -> Chart
     base = upstream_dir() / "charts" / ("k3s-packaged" if k3s_packaged else "")
     path = base / f"{chart}-{version}"
     if not (path / "Chart.yaml").is_file():
-        return None
+        # A chart bundled at exactly this version as another chart's subchart (the node
+        # exporter inside kube-prometheus-stack) is the same published data.
+        bundled = [
+            sub
+            for sub in sorted(base.glob(f"*/charts/{chart}"))
+            if (sub / "Chart.yaml").is_file()
+            and yaml.safe_load((sub / "Chart.yaml").read_text()).get("version") == version
+        ]
+        if not bundled:
+            return None
+        path = bundled[0]
     data = _read_chart(path)
     if (data.name, data.version) != (chart, version):
         raise AssertionError(f"{path}: Chart.yaml says {data.label}, not {chart} {version}")

@@ -14,7 +14,12 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.nebula.config import FLANNEL_VXLAN_PORT, K3S_API_PORT, KUBELET_PORT
+from components.nebula.config import (
+    FLANNEL_VXLAN_PORT,
+    K3S_API_PORT,
+    KUBELET_PORT,
+    NODE_EXPORTER_PORT,
+)
 
 ROLE_TAG = "network"
 ANYWHERE_IPV4 = "0.0.0.0/0"
@@ -24,6 +29,10 @@ CLUSTER_PORTS = (
     ("k3s-api", "tcp", K3S_API_PORT, "k3s API (agent to server)"),
     ("kubelet", "tcp", KUBELET_PORT, "kubelet (server to agent: logs, exec, metrics)"),
     ("vxlan", "udp", FLANNEL_VXLAN_PORT, "flannel VXLAN"),
+    # The worker's node exporter listens on its VPC address (host network); the control node's
+    # kube-proxy forwards the homelab's scrape of its NodePort there
+    # (components/platform/node_exporter.py).
+    ("node-exporter", "tcp", NODE_EXPORTER_PORT, "node exporter (NodePort forwarding)"),
 )
 
 

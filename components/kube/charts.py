@@ -66,6 +66,11 @@ CERT_MANAGER = Chart("https://charts.jetstack.io", "cert-manager", "v1.19.1")
 KUBE_PROMETHEUS_STACK = Chart(
     "https://prometheus-community.github.io/helm-charts", "kube-prometheus-stack", "88.5.3"
 )
+# https://github.com/prometheus-community/helm-charts/releases: node exporter 1.12.1 on the AWS
+# nodes, the version kube-prometheus-stack 88.5.3 bundles for the homelab's nodes.
+PROMETHEUS_NODE_EXPORTER = Chart(
+    "https://prometheus-community.github.io/helm-charts", "prometheus-node-exporter", "4.56.1"
+)
 # https://github.com/NVIDIA/dcgm-exporter/releases (tag 4.5.3-4.8.2: DCGM 4.5.3, exporter 4.8.2):
 # GPU metrics of the AWS worker, where the device plugin runs instead of the GPU Operator.
 DCGM_EXPORTER = Chart(

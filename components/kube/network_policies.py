@@ -28,19 +28,30 @@ TRAEFIK_NAMESPACE = "kube-system"
 @dataclass(frozen=True)
 class IngressAllow:
     """Pods of ``pod_labels`` accept ``ports`` (TCP) from pods of ``from_pods`` in
-    ``from_namespace``."""
+    ``from_namespace``; with ``from_namespace`` None, from any source (see
+    :func:`from_api_server`)."""
 
     name: str
     pod_labels: Mapping[str, str]
     ports: Sequence[int]
-    from_namespace: str
-    from_pods: Mapping[str, str]
+    from_namespace: str | None
+    from_pods: Mapping[str, str] = field(default_factory=dict)
 
 
 def from_ingress_controller(pod_labels: Mapping[str, str], ports: Sequence[int]) -> IngressAllow:
     return IngressAllow(
         "allow-from-ingress-controller", pod_labels, ports, TRAEFIK_NAMESPACE, TRAEFIK_PODS
     )
+
+
+def from_api_server(name: str, pod_labels: Mapping[str, str], ports: Sequence[int]) -> IngressAllow:
+    """The API server calling a pod (an admission webhook, its service proxy). k3s runs it in
+    the server's host process, so its connections come from a node address (the flannel
+    tunnel's, inside the pod range), which no pod or namespace selector can name: the allow
+    admits any source on exactly these ports of exactly these pods, as kube-prometheus-stack's
+    own operator policy does (prometheus-community/helm-charts charts/kube-prometheus-stack/
+    templates/prometheus-operator/networkpolicy.yaml: ingress by port only)."""
+    return IngressAllow(name, pod_labels, ports, None)
 
 
 def _policy(namespace: str, name: str, spec: Manifest) -> Manifest:
@@ -69,6 +80,21 @@ def render_isolation(namespace: str, allows: Sequence[IngressAllow] = ()) -> lis
     for allow in allows:
         if not allow.ports:
             raise ValueError(f"{namespace}/{allow.name}: no ports")
+        if not allow.pod_labels:
+            raise ValueError(f"{namespace}/{allow.name}: selects every pod")
+        rule: Manifest = {"ports": [{"protocol": "TCP", "port": p} for p in allow.ports]}
+        if allow.from_namespace is not None:
+            rule = {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {NAMESPACE_NAME_LABEL: allow.from_namespace}
+                        },
+                        "podSelector": {"matchLabels": dict(allow.from_pods)},
+                    }
+                ],
+                **rule,
+            }
         policies.append(
             _policy(
                 namespace,
@@ -76,19 +102,7 @@ def render_isolation(namespace: str, allows: Sequence[IngressAllow] = ()) -> lis
                 {
                     "podSelector": {"matchLabels": dict(allow.pod_labels)},
                     "policyTypes": ["Ingress"],
-                    "ingress": [
-                        {
-                            "from": [
-                                {
-                                    "namespaceSelector": {
-                                        "matchLabels": {NAMESPACE_NAME_LABEL: allow.from_namespace}
-                                    },
-                                    "podSelector": {"matchLabels": dict(allow.from_pods)},
-                                }
-                            ],
-                            "ports": [{"protocol": "TCP", "port": p} for p in allow.ports],
-                        }
-                    ],
+                    "ingress": [rule],
                 },
             )
         )

@@ -29,6 +29,10 @@ machine on the mesh). Flannel masquerades a node's pods to the node's address, s
 what every pod on that node may do: rules stay narrow."""
 K3S_API_PORT = 6443
 KUBELET_PORT = 10250
+# Prometheus's node exporter on the host network of each AWS node (prometheus-community/
+# helm-charts charts/prometheus-node-exporter/values.yaml@prometheus-node-exporter-4.56.1
+# service.port); not on the mesh itself: NodePorts (NODE_EXPORTER_NODEPORTS) lead to it.
+NODE_EXPORTER_PORT = 9100
 # k3s' default flannel backend is VXLAN on UDP 8472 (https://docs.k3s.io/installation/requirements).
 FLANNEL_VXLAN_PORT = 8472
 # Liqo gateway server, exposed as a NodePort over the overlay (issue: federation); any fixed port
@@ -43,6 +47,9 @@ GPU_WAKER_PORT = 11435
 # The AWS GPU worker's DCGM exporter as a NodePort of the AWS cluster, scraped by the homelab
 # Prometheus on the control node's overlay address (components/platform/dcgm_exporter.py).
 DCGM_EXPORTER_NODEPORT = 30940
+# Node exporters of the AWS control node and GPU worker, one NodePort each, scraped the same way
+# (components/platform/node_exporter.py).
+NODE_EXPORTER_NODEPORTS = {"control-node": 30941, "gpu-worker": 30942}
 # Liqo's default pod-network CIDRs for remapping (liqotech/liqo@v1.2.0 deployments/liqo/values.yaml:
 # ipam.externalCIDR 10.70.0.0/16, ipam.internalCIDR 10.80.0.0/16): routes Liqo installs on every
 # node, never a path Nebula may dial a peer on.
@@ -133,6 +140,16 @@ def default_policy(liqo_gateway_port: int = LIQO_GATEWAY_NODEPORT) -> tuple[Fire
             ("homelab",),
             ("aws",),
             "AWS GPU worker's DCGM exporter (NodePort), scraped by the homelab Prometheus",
+        ),
+        *(
+            FirewallRule(
+                port,
+                "tcp",
+                ("homelab",),
+                ("aws",),
+                f"node exporter of the AWS {node} (NodePort), scraped by the homelab Prometheus",
+            )
+            for node, port in NODE_EXPORTER_NODEPORTS.items()
         ),
         FirewallRule(K3S_API_PORT, "tcp", ("admin",), ("aws",), "AWS k3s API for the operator"),
         FirewallRule(SSH_PORT, "tcp", ("admin",), ("aws",), "SSH for the operator"),

@@ -14,7 +14,7 @@ provisioned by Grafana's dashboard sidecar from ConfigMaps carrying its label)."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from components.k3s.pod_security import with_level
 from components.kube.charts import KUBE_PROMETHEUS_STACK, helm_release
 from components.kube.labels import GPU_RESOURCE, toleration
 from components.kube.objects import Manifest, declare
+from components.platform import alert_routing
 
 FILES = Path(__file__).parent / "monitoring_files"
 RULES_FILE = FILES / "alerts.rules.yaml"
@@ -40,8 +41,19 @@ DASHBOARD_LABEL = ("grafana_dashboard", "1")
 # The job names the alerts and dashboards refer to (alerts.rules.yaml: PrometheusTargetDown).
 AWS_DCGM_JOB = "aws-dcgm-exporter"
 GPU_WAKER_JOB = "gpu-waker"
+NODE_EXPORTER_JOB = "node-exporter"
+"""The AWS nodes' exporters share the job of the homelab's (kube-prometheus-stack's own), so the
+chart's node dashboards and node alerts, which select ``job="node-exporter"``, cover them too
+(prometheus-community/helm-charts charts/kube-prometheus-stack/templates/grafana/dashboards-1.14/
+nodes.yaml); ``site`` tells them apart."""
 SITE_HOMELAB = "homelab"
 SITE_AWS = "aws"
+AWS_NODE_LABEL = "aws_node"
+"""Target label naming the AWS node a scrape target runs on."""
+CONTROL_NODE = "control-node"
+STOPPABLE_NODE = "gpu-worker"
+"""``aws_node`` of the stoppable GPU worker's targets: down while it is stopped, which
+PrometheusTargetDown (alerts.rules.yaml) allows unless gpu-waker reports the worker ready."""
 RETENTION_SHARE = 0.9
 """Prometheus drops the oldest blocks once the TSDB reaches this share of its volume (before
 the time limit), so a full volume never stops ingestion."""
@@ -95,6 +107,7 @@ def render_values(
     }
     if tls_secret is not None:
         ingress["tls"] = [{"hosts": [grafana_hostname], "secretName": tls_secret}]
+    routing = alert_routing.render_values()
     # Node exporter runs on every node, GPU workers (tainted for GPU work) and control planes too.
     node_tolerations = [toleration(t) for t in node_taints] + [
         {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
@@ -115,7 +128,10 @@ def render_values(
                 "kubeSchedulerRecording": False,
                 "kubeProxy": False,
                 "windows": False,
-            }
+            },
+            # The chart's TargetDown (any job with > 10 % of its targets down) would fire for
+            # the stopped GPU worker's exporters; PrometheusTargetDown (ours) replaces it.
+            "disabled": {"TargetDown": True},
         },
         "prometheus-node-exporter": {"tolerations": node_tolerations},
         "prometheus": {
@@ -133,7 +149,11 @@ def render_values(
             }
         },
         "alertmanager": {
-            "alertmanagerSpec": {"storage": _claim(storage_class, alertmanager_storage_gib)}
+            **routing,
+            "alertmanagerSpec": {
+                "storage": _claim(storage_class, alertmanager_storage_gib),
+                **routing["alertmanagerSpec"],
+            },
         },
         "grafana": {
             # Login required: the admin account from a Secret the program writes (generated
@@ -263,13 +283,25 @@ def render_waker_secret(token: pulumi.Input[str]) -> Manifest:
 
 
 def render_scrape_configs(
-    overlay_ip: pulumi.Input[str], dcgm_node_port: int, waker_port: int
+    overlay_ip: pulumi.Input[str],
+    dcgm_node_port: int,
+    waker_port: int,
+    node_exporter_ports: Mapping[str, int],
 ) -> list[Manifest]:
     """The AWS targets, on the control node's overlay address: the GPU worker's DCGM exporter
-    (NodePort, kube-proxy forwards to the worker) and gpu-waker (``/metrics`` behind its token).
+    (NodePort, kube-proxy forwards to the worker), each AWS node's node exporter (one NodePort
+    per node, ``aws_node`` = its role) and gpu-waker (``/metrics`` behind its token).
     ScrapeConfig is the Prometheus Operator's CRD for targets outside the cluster."""
 
-    def scrape(name: str, job: str, port: int, extra: dict[str, Any]) -> Manifest:
+    def target(port: int, node: str) -> dict[str, Any]:
+        return {
+            "targets": [pulumi.Output.concat(overlay_ip, f":{port}")],
+            "labels": {"site": SITE_AWS, AWS_NODE_LABEL: node},
+        }
+
+    def scrape(
+        name: str, job: str, targets: list[dict[str, Any]], extra: dict[str, Any]
+    ) -> Manifest:
         return {
             "apiVersion": "monitoring.coreos.com/v1alpha1",
             "kind": "ScrapeConfig",
@@ -277,22 +309,29 @@ def render_scrape_configs(
             "spec": {
                 "jobName": job,
                 "scrapeInterval": "30s",
-                "staticConfigs": [
-                    {
-                        "targets": [pulumi.Output.concat(overlay_ip, f":{port}")],
-                        "labels": {"site": SITE_AWS},
-                    }
-                ],
+                "staticConfigs": targets,
                 **extra,
             },
         }
 
+    metrics = {"metricsPath": "/metrics"}
     return [
-        scrape("aws-dcgm-exporter", AWS_DCGM_JOB, dcgm_node_port, {"metricsPath": "/metrics"}),
+        scrape(
+            "aws-dcgm-exporter",
+            AWS_DCGM_JOB,
+            [target(dcgm_node_port, STOPPABLE_NODE)],
+            metrics,
+        ),
+        scrape(
+            "aws-node-exporter",
+            NODE_EXPORTER_JOB,
+            [target(port, node) for node, port in node_exporter_ports.items()],
+            metrics,
+        ),
         scrape(
             "gpu-waker",
             GPU_WAKER_JOB,
-            waker_port,
+            [target(waker_port, CONTROL_NODE)],
             {
                 "metricsPath": "/metrics",
                 "authorization": {
@@ -317,11 +356,15 @@ class MonitoringArgs:
     gpu_waker_token: pulumi.Input[str]
     dcgm_node_port: int
     gpu_waker_port: int
+    node_exporter_ports: Mapping[str, int]
+    """AWS node role (``aws_node`` label) -> the NodePort of its node exporter."""
     aws_worker_gpus: pulumi.Input[int] = 1
     """GPUs of the AWS worker's instance type (the billed AWS GPU-hours count each)."""
     runbook_base_url: str = ""
     """Prefix of the alerts' ``runbook_url`` (their pages' paths in this repository)."""
     tls_secret: str | None = None
+    alert_receivers: alert_routing.AlertReceivers | None = None
+    """None: alerts are only listed in Alertmanager's and Grafana's UIs."""
     node_taints: tuple[str, ...] = ()
     ingress_ready: Sequence[pulumi.Resource] = ()
 
@@ -373,12 +416,26 @@ class Monitoring(pulumi.ComponentResource):
             in_namespace,
         )
         for scrape in render_scrape_configs(
-            args.aws_overlay_ip, args.dcgm_node_port, args.gpu_waker_port
+            args.aws_overlay_ip,
+            args.dcgm_node_port,
+            args.gpu_waker_port,
+            args.node_exporter_ports,
         ):
             declare(
                 f"{name}-scrape-{scrape['metadata']['name']}",
                 scrape,
                 pulumi.ResourceOptions(parent=self, depends_on=[self.release, waker_secret]),
+            )
+        if args.alert_receivers is not None:
+            receiver_secret = declare(
+                f"{name}-alert-receiver-secret",
+                alert_routing.render_secret(args.alert_receivers, NAMESPACE),
+                in_namespace,
+            )
+            declare(
+                f"{name}-alert-receivers",
+                alert_routing.render_alertmanager_config(args.alert_receivers, NAMESPACE),
+                pulumi.ResourceOptions(parent=self, depends_on=[self.release, receiver_secret]),
             )
         self.url = f"https://{args.grafana_hostname}/"
         self.register_outputs({"url": self.url})

@@ -163,6 +163,57 @@ MONTH_DAYS = 31
 """The longest month: the AWS dashboard's "hours billed this month" reads that far back."""
 
 
+EMAIL_PATTERN = r"^[^@\s,]+@[^@\s,]+\.[^@\s,]+$"
+Email = Annotated[str, Field(pattern=EMAIL_PATTERN)]
+# Alertmanager's smarthost is "host:port" (prometheus/alertmanager config/config.go HostPort).
+SMARTHOST_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?:[0-9]{1,5}$"
+
+
+class AlertWebhookSettings(Model):
+    """Alertmanager posts alerts to a URL (its webhook receiver, e.g. a chat's incoming webhook
+    or ntfy). The URL is the stack secret ``alertmanagerWebhookUrl``: such URLs carry their
+    token."""
+
+    send_resolved: bool = True
+    """Also post when an alert resolves."""
+
+
+class AlertEmailSettings(Model):
+    """Alertmanager mails alerts through an SMTP server."""
+
+    to: tuple[Email, ...] = Field(min_length=1, max_length=10)
+    """Recipients (1-10 addresses)."""
+    sender: Email = Field(alias="from")
+    """The From address."""
+    smarthost: str = Field(pattern=SMARTHOST_PATTERN)
+    """SMTP server as ``host:port`` (587 for STARTTLS)."""
+    auth_username: str | None = Field(default=None, min_length=1)
+    """SMTP login; its password is the stack secret ``alertmanagerSmtpPassword``. Unset: no
+    SMTP authentication."""
+    require_tls: bool = True
+    """Refuse to send unless the server offers STARTTLS."""
+    send_resolved: bool = False
+    """Also mail when an alert resolves."""
+
+
+class AlertmanagerSettings(Model):
+    """Where Alertmanager sends alerts (grouped by alertname and site); at least one of
+    ``webhook`` and ``email``."""
+
+    webhook: AlertWebhookSettings | None = None
+    email: AlertEmailSettings | None = None
+
+    @model_validator(mode="after")
+    def _some_receiver(self) -> AlertmanagerSettings:
+        if self.webhook is None and self.email is None:
+            raise ValueError(
+                "names no receiver; give webhook (URL in the secret alertmanagerWebhookUrl) "
+                "and/or email, or drop the section (alerts then show only in Alertmanager's "
+                "and Grafana's alert lists)"
+            )
+        return self
+
+
 class MonitoringSettings(Model):
     """Prometheus, Alertmanager and Grafana (kube-prometheus-stack) in the homelab; the section's
     presence turns them on."""
@@ -179,6 +230,10 @@ class MonitoringSettings(Model):
     storage_class: Literal["nfs-client", "local-path"] = "nfs-client"
     """Class of Prometheus's and Alertmanager's volumes (see README, Monitoring, on NFS)."""
     alertmanager_storage_gib: int = Field(default=2, ge=1, le=100)
+    """Size of Alertmanager's volume (silences and notification state)."""
+    alertmanager: AlertmanagerSettings | None = None
+    """Receivers of the alerts; absent: alerts are only listed in Alertmanager's and Grafana's
+    UIs (README, Monitoring)."""
     runbook_base_url: str = ""
     """Prefix of each alert's ``runbook_url``, which is its page's path in this repository
     (``docs/runbooks/<page>.md``): where the repository is browsable, e.g.

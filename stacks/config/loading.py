@@ -40,6 +40,11 @@ class HomelabSecrets:
     proxmox_ssh_private_key: pulumi.Output[str] | None = None
     """The Proxmox nodes' SSH key (``proxmoxSshPrivateKey``, for ``proxmox.sshUsername``);
     None: not configured, the VMs' key is used for Proxmox too (with a warning)."""
+    alertmanager_webhook_url: pulumi.Output[str] | None = None
+    """URL of ``homelab.monitoring.alertmanager.webhook`` (set exactly when that is)."""
+    alertmanager_smtp_password: pulumi.Output[str] | None = None
+    """Password of ``homelab.monitoring.alertmanager.email.authUsername`` (set exactly when
+    that is)."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,9 @@ def stack_role() -> str:
 
 AWS_GPU_SECRET_KEYS = ("sshPrivateKey",)
 HOMELAB_SECRET_KEYS = ("proxmoxApiToken", "sshPrivateKey", "jupyterhubClientSecret")
-HOMELAB_OPTIONAL_SECRET_KEYS = ("proxmoxSshPrivateKey",)
+WEBHOOK_URL_SECRET = "alertmanagerWebhookUrl"  # noqa: S105 - a config key's name
+SMTP_PASSWORD_SECRET = "alertmanagerSmtpPassword"  # noqa: S105 - a config key's name
+HOMELAB_OPTIONAL_SECRET_KEYS = ("proxmoxSshPrivateKey", WEBHOOK_URL_SECRET, SMTP_PASSWORD_SECRET)
 SECRET_MEANINGS = {
     "sshPrivateKey": "Private key of the SSH key pair on every node (the stack's sshPublicKey(s)); "
     "Pulumi runs the nodes' setup over SSH with it.",
@@ -149,6 +156,10 @@ SECRET_MEANINGS = {
     "(separate from the VMs' key; unset: sshPrivateKey, with a warning).",
     "jupyterhubClientSecret": "OAuth client secret of JupyterHub's authenticator "
     "(platform.jupyterhub.authenticator).",
+    WEBHOOK_URL_SECRET: "Optional: the URL Alertmanager posts alerts to "
+    "(homelab.monitoring.alertmanager.webhook; required with it, refused without it).",
+    SMTP_PASSWORD_SECRET: "Optional: the SMTP password of "
+    "homelab.monitoring.alertmanager.email.authUsername (required with it, refused without it).",
 }
 """What each secret key holds (docs/reference.md prints these)."""
 AWS_GPU_STACK_KEYS = ("aws", *AWS_GPU_SECRET_KEYS)
@@ -174,5 +185,45 @@ def load_homelab_config() -> HomelabConfig:
         ssh_private_key=_require_secret(cfg, "sshPrivateKey"),
         jupyterhub_client_secret=_require_secret(cfg, "jupyterhubClientSecret"),
         proxmox_ssh_private_key=cfg.get_secret("proxmoxSshPrivateKey"),
+        **_alert_receiver_secrets(cfg, homelab),
     )
     return HomelabConfig(project=project, homelab=homelab, secrets=secrets)
+
+
+def _alert_receiver_secrets(
+    cfg: pulumi.Config, homelab: HomelabSettings
+) -> dict[str, pulumi.Output[str] | None]:
+    """The receivers' secrets: each required by the setting that uses it and refused without
+    one (a secret nothing reads is a forgotten setting)."""
+    receivers = homelab.monitoring.alertmanager if homelab.monitoring else None
+    email = receivers.email if receivers else None
+    uses = {
+        WEBHOOK_URL_SECRET: (
+            receivers is not None and receivers.webhook is not None,
+            "homelab.monitoring.alertmanager.webhook",
+            "https://...",
+        ),
+        SMTP_PASSWORD_SECRET: (
+            email is not None and email.auth_username is not None,
+            "homelab.monitoring.alertmanager.email.authUsername",
+            "<SMTP password>",
+        ),
+    }
+    found: dict[str, pulumi.Output[str] | None] = {}
+    for name, (used, setting, example) in uses.items():
+        value = cfg.get_secret(name)
+        if used and value is None:
+            raise ConfigError(
+                f"{key(name)}: missing; {key(setting)} needs it: "
+                f"`pulumi config set --secret {name} '{example}'`"
+            )
+        if not used and value is not None:
+            raise ConfigError(
+                f"{key(name)}: set, but nothing uses it ({key(setting)} is not configured); "
+                f"configure that or `pulumi config rm {name}`"
+            )
+        found[name] = value
+    return {
+        "alertmanager_webhook_url": found[WEBHOOK_URL_SECRET],
+        "alertmanager_smtp_password": found[SMTP_PASSWORD_SECRET],
+    }
