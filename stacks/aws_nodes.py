@@ -38,9 +38,9 @@ from components.base.files import NodeFile
 from components.base.ssh_keys import HostKey
 from components.k3s.cluster import connection
 from components.kube.labels import (
+    AWS_CONTROL_NODE_TAINTS,
+    AWS_GPU_WORKER_TAINTS,
     CONTROL_NODE_LABEL,
-    CONTROL_PLANE_TAINT,
-    GPU_TAINT,
     gpu_node_labels,
 )
 from components.nebula.install import INSTALL_SCRIPT_PATH, NebulaFiles, node_files
@@ -261,7 +261,7 @@ def control_node_files(
                         overlay_ip=str(config.aws.control_node.overlay_ip),
                         pod_cidr=str(network.aws_pod_cidr),
                         service_cidr=str(network.aws_service_cidr),
-                        node_taints=(CONTROL_PLANE_TAINT,),
+                        node_taints=AWS_CONTROL_NODE_TAINTS,
                         node_labels=("=".join(CONTROL_NODE_LABEL),),
                     ),
                     token=server_token,
@@ -313,7 +313,7 @@ def worker_files(
                     config_text=render_k3s_agent_config(
                         server_ip=private_ip,
                         node_labels=gpu_node_labels(worker.gpu_type_label),
-                        node_taints=(GPU_TAINT,),
+                        node_taints=AWS_GPU_WORKER_TAINTS,
                     ),
                     token=agent_token,
                 ),

@@ -29,10 +29,13 @@ from components.federation.open_webui import OpenWebUi, OpenWebUiArgs
 from components.k3s.config import k3s_api_url
 from components.kube.charts import BUSYBOX, with_digest
 from components.kube.labels import (
+    AWS_CONTROL_NODE_TAINTS,
+    AWS_GPU_WORKER_TAINTS,
     CONTROL_NODE_LABEL,
     CONTROL_PLANE_TAINT,
     GPU_RESOURCE,
     toleration,
+    tolerations_of,
 )
 from components.kube.network_policies import (
     NamespaceIsolation,
@@ -82,6 +85,7 @@ def aws_federation(
             placement=Placement(
                 node_selector=dict([CONTROL_NODE_LABEL]),
                 tolerations=[toleration(CONTROL_PLANE_TAINT)],
+                fabric_tolerations=tolerations_of(AWS_CONTROL_NODE_TAINTS + AWS_GPU_WORKER_TAINTS),
             ),
         ),
         opts=on_cluster,
@@ -104,6 +108,7 @@ def aws_federation(
         prefix=settings.model_store.prefix,
         namespace=project.llm_namespace,
         cache_gib=settings.model_store.cache_gib,
+        node_taints=AWS_GPU_WORKER_TAINTS,
     )
     return ModelStore("model-store", store_args, opts=on_cluster)
 

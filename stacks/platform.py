@@ -17,7 +17,13 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components.kube.charts import BUSYBOX, CUDA_SAMPLE, LOCAL_PATH_PROVISIONER, with_digest
-from components.kube.labels import CONTROL_NODE_LABEL, CONTROL_PLANE_TAINT, GPU_NODE_LABEL
+from components.kube.labels import (
+    AWS_CONTROL_NODE_TAINTS,
+    AWS_GPU_WORKER_TAINTS,
+    CONTROL_NODE_LABEL,
+    CONTROL_PLANE_TAINT,
+    GPU_NODE_LABEL,
+)
 from components.kube.network_policies import NamespaceIsolation, NamespaceIsolationArgs
 from components.nebula.config import (
     DCGM_EXPORTER_NODEPORT,
@@ -284,7 +290,7 @@ def aws_platform(provider: k8s.Provider) -> None:
     )
     NodeTerminationHandler(
         "node-termination-handler",
-        NodeTerminationHandlerArgs(node_selector=selector),
+        NodeTerminationHandlerArgs(node_selector=selector, node_taints=AWS_GPU_WORKER_TAINTS),
         opts=on_cluster,
     )
     DcgmExporter(
@@ -293,11 +299,12 @@ def aws_platform(provider: k8s.Provider) -> None:
         opts=on_cluster,
     )
     node_selectors = {"control-node": dict([CONTROL_NODE_LABEL]), "gpu-worker": selector}
+    node_taints = {"control-node": AWS_CONTROL_NODE_TAINTS, "gpu-worker": AWS_GPU_WORKER_TAINTS}
     NodeExporter(
         "node-exporter",
         NodeExporterArgs(
             targets=[
-                NodeTarget(role, node_selectors[role], port)
+                NodeTarget(role, node_selectors[role], port, node_taints[role])
                 for role, port in NODE_EXPORTER_NODEPORTS.items()
             ]
         ),

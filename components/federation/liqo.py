@@ -34,6 +34,10 @@ class Placement:
 
     node_selector: Mapping[str, str]
     tolerations: Sequence[Mapping[str, str]]
+    fabric_tolerations: Sequence[Mapping[str, str]] = ()
+    """The fabric's: every node's taints by name, never a bare ``operator: Exists``, which would
+    also tolerate a stopped node's unreachable taint and make an upgrade wait for a pod that
+    cannot start (components/kube/labels.py STOPPED_NODE_TAINT)."""
 
 
 def render_liqo_values(
@@ -74,7 +78,7 @@ def render_liqo_values(
         }
         networking["gatewayTemplates"] = {"pod": {"tolerations": tolerations}}
         # The fabric programs every node's routes, the GPU worker's included.
-        networking["fabric"]["tolerations"] = [{"operator": "Exists"}]
+        networking["fabric"]["tolerations"] = [dict(t) for t in placement.fabric_tolerations]
     virtual_kubelet = {
         "virtualKubelet": {
             "extra": {"args": [f"--enable-apiserver-support={str(offloaded_api_access).lower()}"]}

@@ -13,12 +13,14 @@ its CSIDriver declares only Persistent volumes), so the PV names the bucket and 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 
 from components.kube.charts import MOUNTPOINT_S3_CSI, helm_release
+from components.kube.labels import tolerations_of
 from components.kube.objects import Manifest
 
 DRIVER = "s3.csi.aws.com"
@@ -37,11 +39,20 @@ def model_directories(prefix: str) -> tuple[str, ...]:
     return tuple(f"{prefix}{directory}" for directory in MODEL_DIRECTORIES)
 
 
-def render_csi_values() -> dict[str, Any]:
-    """Chart values (charts/aws-mountpoint-s3-csi-driver/values.yaml)."""
+def render_csi_values(node_taints: Sequence[str]) -> dict[str, Any]:
+    """Chart values (charts/aws-mountpoint-s3-csi-driver/values.yaml). The node DaemonSet
+    tolerates the GPU worker's taints by name, with the chart's ``defaultTolerations``
+    (CriticalAddonsOnly, its own agent-not-ready taint, NoExecute for 300 s): not
+    ``tolerateAllTaints``, whose bare ``operator: Exists`` (templates/node.yaml) also tolerates the
+    stopped worker's unreachable taint, so that an upgrade would wait for a pod that cannot start
+    (components/kube/labels.py STOPPED_NODE_TAINT)."""
     return {
         # k3s's kubelet root is the standard /var/lib/kubelet (the chart's default, stated).
-        "node": {"kubeletPath": "/var/lib/kubelet", "tolerateAllTaints": True},
+        "node": {
+            "kubeletPath": "/var/lib/kubelet",
+            "tolerateAllTaints": False,
+            "tolerations": tolerations_of(node_taints),
+        },
     }
 
 
@@ -109,6 +120,8 @@ class ModelStoreArgs:
     namespace: str
     """Namespace of the claim (the offloaded LLM namespace, created by Liqo on this cluster)."""
     cache_gib: int
+    node_taints: Sequence[str] = ()
+    """Taints of the GPU worker, where the volume is mounted (tolerated by the CSI node)."""
 
 
 class ModelStore(pulumi.ComponentResource):
@@ -121,7 +134,7 @@ class ModelStore(pulumi.ComponentResource):
             release_name="aws-mountpoint-s3-csi-driver",
             chart=MOUNTPOINT_S3_CSI,
             namespace=NAMESPACE,
-            values=render_csi_values(),
+            values=render_csi_values(args.node_taints),
             create_namespace=False,
             opts=pulumi.ResourceOptions(parent=self),
         )

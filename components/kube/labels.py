@@ -4,6 +4,7 @@ node label, the control-plane taint, and Kubernetes label-value syntax (pure, no
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 GPU_RESOURCE = "nvidia.com/gpu"
 NVIDIA_RUNTIME_CLASS = "nvidia"
@@ -17,6 +18,24 @@ runs."""
 GPU_TAINT = "nvidia.com/gpu=present:NoSchedule"
 """On the AWS GPU worker: only GPU work (and DaemonSets that tolerate it) lands on the node
 that stops when idle."""
+
+AWS_CONTROL_NODE_TAINTS = (CONTROL_PLANE_TAINT,)
+AWS_GPU_WORKER_TAINTS = (GPU_TAINT,)
+"""The AWS nodes' taints (their k3s ``node-taint``), which their DaemonSets tolerate by name."""
+
+STOPPED_NODE_TAINT = "node.kubernetes.io/unreachable:NoSchedule"
+"""Put by the node lifecycle controller on a node whose kubelet stopped reporting: the AWS GPU
+worker while it is stopped (its idle state). A DaemonSet whose pods tolerate it keeps counting the
+stopped node in ``desiredNumberScheduled`` (kubernetes/kubernetes@v1.33.0
+pkg/controller/daemon/daemon_controller.go ``NodeShouldRunDaemonPod``: any untolerated NoSchedule
+taint gives shouldRun=false; the controller's own default tolerations,
+pkg/controller/daemon/util/daemonset_util.go ``AddOrUpdateDaemonPodTolerations``, cover this
+taint only as NoExecute). Helm's wait requires ``updatedNumberScheduled == desiredNumberScheduled``
+(helm/helm@v3.20.2 pkg/kube/ready.go ``daemonSetReady``), and the stopped node's old pod stays
+Terminating without a kubelet: an upgrade that changes the pod template would wait out its
+timeout and be rolled back (``atomic``), failing the ``up``. So DaemonSets that can land on the
+stoppable worker tolerate its taints by name (:func:`tolerations_of`), never with a bare
+``operator: Exists``."""
 
 NODE_OUTAGE_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
 """The NoExecute taints the node lifecycle controller puts on a node whose status stops coming
@@ -49,6 +68,12 @@ def gpu_node_labels(gpu_type: str) -> tuple[str, ...]:
     """Labels of a GPU worker: what the scheduler, the GPU operator and Liqo select on."""
     check_label_value(gpu_type, "gpu type")
     return ("=".join(GPU_NODE_LABEL), f"gpu-type={gpu_type}", "nvidia.com/gpu.present=true")
+
+
+def tolerations_of(taints: Sequence[str]) -> list[dict[str, str]]:
+    """Tolerations of exactly these ``key[=value]:Effect`` taints (see
+    :data:`STOPPED_NODE_TAINT` for why DaemonSets on the AWS nodes list theirs)."""
+    return [toleration(taint) for taint in taints]
 
 
 def toleration(taint: str) -> dict[str, str]:

@@ -20,6 +20,7 @@ import pulumi
 
 from components.k3s.pod_security import with_level
 from components.kube.charts import PROMETHEUS_NODE_EXPORTER, helm_release
+from components.kube.labels import tolerations_of
 from components.kube.objects import Manifest, declare
 from components.nebula.config import NODE_EXPORTER_PORT
 
@@ -39,6 +40,8 @@ class NodeTarget:
     role: str
     node_selector: Mapping[str, str]
     node_port: int
+    node_taints: Sequence[str] = ()
+    """Taints of those nodes (``key[=value]:Effect``), tolerated by name."""
 
 
 def render_namespace() -> Manifest:
@@ -51,8 +54,10 @@ def render_namespace() -> Manifest:
 
 def render_values(target: NodeTarget) -> dict[str, Any]:
     """Chart values (charts/prometheus-node-exporter/values.yaml of the pinned tag). The chart's
-    defaults keep: host network and PID, read-only root, UID 65534, every NoSchedule taint
-    tolerated (the control node's and the GPU worker's)."""
+    defaults keep: host network and PID, read-only root, UID 65534. Its default toleration of
+    every NoSchedule taint is replaced by the node's own taints: it would also tolerate the
+    stopped worker's unreachable taint, and an upgrade would wait for a pod that cannot start
+    (components/kube/labels.py STOPPED_NODE_TAINT)."""
     # A hard node affinity rather than nodeSelector, whose chart default (kubernetes.io/os) we
     # keep; the chart's own default affinity (no Fargate, no virtual kubelets) only applies
     # while this one is empty, and our nodes are neither.
@@ -75,6 +80,7 @@ def render_values(target: NodeTarget) -> dict[str, Any]:
             # reaches it through the NodePort, the one port the mesh opens for it.
             "listenOnAllInterfaces": False,
         },
+        "tolerations": tolerations_of(target.node_taints),
         # No Prometheus Operator on the AWS cluster: the homelab scrapes the NodePort.
         "prometheus": {"monitor": {"enabled": False}},
     }

@@ -4,18 +4,35 @@ recommendation or a scheduled event, then cordons and drains the node."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 
 from components.kube.charts import NODE_TERMINATION_HANDLER, helm_release
+from components.kube.labels import tolerations_of
 
 NAMESPACE = "kube-system"
 
+# The NoSchedule taints NTH puts on the node it drains (aws/aws-node-termination-handler@v1.25.6
+# pkg/node/node.go: SpotInterruptionTaint, ScheduledMaintenanceTaint,
+# ASGLifecycleTerminationTaint, RebalanceRecommendationTaint), tolerated so that a restarted NTH
+# pod can still finish its work on a node it tainted.
+NTH_TAINTS = tuple(
+    f"aws-node-termination-handler/{reason}:NoSchedule"
+    for reason in (
+        "spot-itn",
+        "scheduled-maintenance",
+        "asg-lifecycle-termination",
+        "rebalance-recommendation",
+    )
+)
 
-def render_nth_values(node_selector: Mapping[str, str]) -> dict[str, Any]:
+
+def render_nth_values(
+    node_selector: Mapping[str, str], node_taints: Sequence[str] = ()
+) -> dict[str, Any]:
     """Chart values for IMDS ("queue-processor" off) mode
     (https://github.com/aws/aws-node-termination-handler#instance-metadata-service-processor).
 
@@ -37,7 +54,11 @@ def render_nth_values(node_selector: Mapping[str, str]) -> dict[str, Any]:
         "nodeTerminationGracePeriod": 110,
         "taintNode": True,
         "emitKubernetesEvents": True,
-        "daemonsetTolerations": [{"operator": "Exists"}],
+        # The watched nodes' own taints and NTH's, by name: not the chart's default
+        # `operator: Exists`, which also tolerates the stopped worker's unreachable taint and
+        # makes an upgrade wait for a pod that cannot start (components/kube/labels.py
+        # STOPPED_NODE_TAINT).
+        "daemonsetTolerations": tolerations_of([*node_taints, *NTH_TAINTS]),
     }
 
 
@@ -45,6 +66,8 @@ def render_nth_values(node_selector: Mapping[str, str]) -> dict[str, Any]:
 class NodeTerminationHandlerArgs:
     node_selector: Mapping[str, str] = field(default_factory=dict)
     """Nodes to watch (the spot GPU worker); empty: every node."""
+    node_taints: Sequence[str] = ()
+    """Taints of those nodes (``key[=value]:Effect``), tolerated by name."""
 
 
 class NodeTerminationHandler(pulumi.ComponentResource):
@@ -55,7 +78,7 @@ class NodeTerminationHandler(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("hybridgpu:platform:NodeTerminationHandler", name, None, opts)
-        self.values = render_nth_values(args.node_selector)
+        self.values = render_nth_values(args.node_selector, args.node_taints)
         self.release = helm_release(
             f"{name}-release",
             release_name="aws-node-termination-handler",
