@@ -5,18 +5,15 @@ reaches the cluster as a Secret, never in a command."""
 
 from __future__ import annotations
 
-import base64
 import json
-import re
-import shlex
 from typing import Any
 
 import pytest
-import yaml
 
 from components.aws.backup_bucket import writer_policy
 from components.k3s.etcd_snapshots import S3_CONFIG_SECRET, S3_CONFIG_SECRET_TYPE
 from stacks.backups import ETCD_FOLDER
+from tests.k3s_configs import homelab_installs
 from tools import offline
 from tools.offline import StackRun
 
@@ -141,22 +138,13 @@ def test_the_bucket_is_private_encrypted_versioned_with_a_lifecycle(
     assert tls["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def _script_parameters(script: str) -> dict[str, str]:
-    found = re.findall(r"^([A-Z][A-Z0-9_]*)=(\S*)$", script, re.MULTILINE)
-    return {name: (shlex.split(value) or [""])[0] for name, value in found}
-
-
 def test_every_homelab_server_snapshots_to_s3_on_the_schedule(homelab_run: StackRun) -> None:
     homelab = offline.stack_config_file("homelab")["hybridgpu:homelab"]
     etcd = homelab["backups"]["etcd"]
     servers = {vm["name"] for vm in homelab["controlPlanes"]}
     seen = set()
-    for reg in homelab_run.by_type("command:remote:Command"):
-        if not (reg.name.startswith("homelab-k3s-") and reg.name.endswith("-install")):
-            continue
-        node = reg.name.removeprefix("homelab-k3s-").removesuffix("-install")
-        params = _script_parameters(reg.plain_inputs["create"])
-        config = yaml.safe_load(base64.b64decode(params["CONFIG_B64"]))
+    for install in homelab_installs(homelab_run):
+        node, config = install.node, install.config
         s3_keys = sorted(k for k in config if k.startswith("etcd-"))
         if node not in servers:
             assert s3_keys == [], node

@@ -18,6 +18,11 @@ GPU_TAINT = "nvidia.com/gpu=present:NoSchedule"
 """On the AWS GPU worker: only GPU work (and DaemonSets that tolerate it) lands on the node
 that stops when idle."""
 
+VELERO_BACKUP_VOLUMES = "backup.velero.io/backup-volumes"
+"""Pod annotation listing the pod's volumes Velero's file-system backup copies (opt-in,
+vmware-tanzu/velero site/content/docs/v1.18/file-system-backup.md@v1.18.1 "Using opt-in pod
+volume backup"); the app components set it on the pods whose data must survive a restore."""
+
 NODE_OUTAGE_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
 """The NoExecute taints the node lifecycle controller puts on a node whose status stops coming
 (a virtual node whose peer is behind a WAN outage, a worker whose control plane reboots)."""
