@@ -192,7 +192,8 @@ def render_velero_values(plugin_image: str) -> dict[str, Any]:
         "deployNodeAgent": True,
         "nodeAgent": {
             "podVolumePath": KUBELET_PODS,
-            "podSecurityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
+            # The chart's default (root); RuntimeDefault seccomp is on the container.
+            "podSecurityContext": {"runAsUser": 0},
             "containerSecurityContext": node_agent_context,
             # On every node that runs pods with volumes, GPU workers and tainted ones included.
             "tolerations": [{"operator": "Exists"}],

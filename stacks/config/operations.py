@@ -139,11 +139,13 @@ class VeleroScheduleSettings(Model):
     opt in) on ``scheduleCron``, kept ``retentionDays`` (the backup's TTL)."""
 
     name: DnsLabel
+    """The Schedule's name; its backups are ``<name>-<UTC time>``."""
     schedule_cron: str = Field(pattern=CRON_PATTERN)
     """When Velero starts the backup (UTC, 5-field cron; robfig/cron like k3s)."""
     retention_days: int = Field(ge=1, le=3650)
     """The backups' TTL: Velero deletes a backup (objects and its S3 data) this long after it."""
     namespaces: tuple[DnsLabel, ...] = Field(default=VELERO_DEFAULT_NAMESPACES, min_length=1)
+    """Namespaces backed up: all their objects, and the volumes their pods opt in."""
 
 
 class VeleroSettings(Model):
@@ -151,6 +153,7 @@ class VeleroSettings(Model):
     volumes (kopia, node-agent) to the aws-gpu stack's backup bucket under ``velero/``."""
 
     enabled: bool = True
+    """Install Velero in the homelab (it writes with the aws-gpu stack's Velero key)."""
     schedules: tuple[VeleroScheduleSettings, ...] = Field(
         default=(
             VeleroScheduleSettings(name="daily", schedule_cron="0 3 * * *", retention_days=14),
