@@ -70,20 +70,27 @@ def etcd_snapshots(homelab: HomelabSettings) -> EtcdSnapshots | None:
     )
 
 
+def _fields(target: pulumi.Output[Any], *keys: str) -> list[pulumi.Output[Any]]:
+    """The entries ``keys`` of a map-valued stack output, each as an output of its own."""
+    return [target.apply(lambda t, key=key: t[key]) for key in keys]
+
+
 def homelab_snapshot_store(
     homelab: HomelabSettings, aws_gpu: AwsGpuReference, opts: pulumi.ResourceOptions
 ) -> EtcdSnapshotStore | None:
     """The S3 config Secret in the homelab cluster, from the aws-gpu stack's outputs."""
     if not homelab.backups.etcd.enabled:
         return None
-    target = aws_gpu.require("etcdBackup")
+    bucket, region, folder, endpoint = _fields(
+        aws_gpu.require("etcdBackup"), "bucket", "region", "folder", "endpoint"
+    )
     return EtcdSnapshotStore(
         "etcd-snapshot-store",
         EtcdSnapshotStoreArgs(
-            bucket=target.apply(lambda t: t["bucket"]),
-            region=target.apply(lambda t: t["region"]),
-            folder=target.apply(lambda t: t["folder"]),
-            endpoint=target.apply(lambda t: t["endpoint"]),
+            bucket=bucket,
+            region=region,
+            folder=folder,
+            endpoint=endpoint,
             access_key_id=aws_gpu.require("etcdBackupAccessKeyId"),
             secret_access_key=aws_gpu.require("etcdBackupSecretAccessKey"),
         ),
@@ -111,13 +118,13 @@ def homelab_velero(
     """Velero in the homelab cluster, writing to the aws-gpu stack's bucket with its own key."""
     if not homelab.backups.velero.enabled:
         return None
-    target = aws_gpu.require("veleroBackup")
+    bucket, region, prefix = _fields(aws_gpu.require("veleroBackup"), "bucket", "region", "prefix")
     return Velero(
         "velero",
         VeleroArgs(
-            bucket=target.apply(lambda t: t["bucket"]),
-            region=target.apply(lambda t: t["region"]),
-            prefix=target.apply(lambda t: t["prefix"]),
+            bucket=bucket,
+            region=region,
+            prefix=prefix,
             access_key_id=aws_gpu.require("veleroBackupAccessKeyId"),
             secret_access_key=aws_gpu.require("veleroBackupSecretAccessKey"),
             schedules=velero_schedules(homelab),

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from stacks.backups import ETCD_FOLDER, VELERO_FOLDER
 from tests.moto_server import MotoServer
@@ -90,6 +93,16 @@ def fill(server: MotoServer) -> datetime:
         Bucket=BUCKET, Key=f"{VELERO_FOLDER}/kopia/jupyterhub/kopia.repository", Body=b"k"
     )
     return uploaded
+
+
+@pytest.fixture(scope="module")
+def backup_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """A moto server holding the filled bucket, one per test module (a pytest plugin fixture:
+    tests/conftest.py)."""
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "server.log")
+    fill(server)
+    yield server
+    server.stop()
 
 
 def aws_outputs(bucket: str = BUCKET) -> dict[str, Any]:

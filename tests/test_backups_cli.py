@@ -5,7 +5,6 @@ outputs as the Pulumi CLI prints them."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,19 +12,10 @@ import pytest
 
 from stacks.backups import ETCD_FOLDER
 from stacks.outputs import AWS_GPU_OUTPUTS
-from tests import backup_store
 from tests.backup_store import BUCKET, aws_outputs, fake_pulumi, run_module, snapshot_name
 from tests.moto_server import MotoServer
 from tools import backups
 from tools.offline import StackRun
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = MotoServer(tmp_path_factory.mktemp("moto") / "server.log")
-    backup_store.fill(server)
-    yield server
-    server.stop()
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -33,23 +23,23 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 @pytest.fixture
-def env(moto: MotoServer, tmp_path: Path) -> dict[str, str]:
+def env(backup_s3: MotoServer, tmp_path: Path) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
     fake_pulumi(bin_dir, {"aws-gpu": aws_outputs()})
-    return moto.env() | {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    return backup_s3.env() | {"PATH": f"{bin_dir}:/usr/bin:/bin"}
 
 
-def _uploaded(moto: MotoServer) -> datetime:
-    head = moto.client("s3").head_object(
+def _uploaded(backup_s3: MotoServer) -> datetime:
+    head = backup_s3.client("s3").head_object(
         Bucket=BUCKET, Key=f"{ETCD_FOLDER}/{snapshot_name('k3s-cp-2')}"
     )
     return head["LastModified"]
 
 
 def test_lists_snapshots_with_age_and_size_and_passes_when_fresh(
-    moto: MotoServer, env: dict[str, str]
+    backup_s3: MotoServer, env: dict[str, str]
 ) -> None:
-    now = _uploaded(moto) + timedelta(hours=7)
+    now = _uploaded(backup_s3) + timedelta(hours=7)
     result = run_cli("--schedule", "0 */6 * * *", "--now", now.isoformat(), env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -67,9 +57,9 @@ def test_lists_snapshots_with_age_and_size_and_passes_when_fresh(
 
 
 def test_lists_velero_backups_with_schedule_phase_age_and_size(
-    moto: MotoServer, env: dict[str, str]
+    backup_s3: MotoServer, env: dict[str, str]
 ) -> None:
-    now = _uploaded(moto) + timedelta(hours=7)
+    now = _uploaded(backup_s3) + timedelta(hours=7)
     result = run_cli("--now", now.isoformat(), env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -83,7 +73,7 @@ def test_lists_velero_backups_with_schedule_phase_age_and_size(
         ("weekly-20261129040000", "weekly", "Completed", "2d07h"),
     ]
     # A backup's size is all its files (Backup object, tarball, logs), not the kopia data.
-    listing = moto.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="velero/backups/")
+    listing = backup_s3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="velero/backups/")
     for row in rows:
         files = [o for o in listing["Contents"] if o["Key"].split("/")[2] == row[0]]
         assert len(files) == 3
@@ -92,11 +82,11 @@ def test_lists_velero_backups_with_schedule_phase_age_and_size(
 
 
 def test_fails_when_a_velero_schedule_has_no_recent_completed_backup(
-    moto: MotoServer, env: dict[str, str]
+    backup_s3: MotoServer, env: dict[str, str]
 ) -> None:
     """Daily runs at 03:00: its newest completed backup may be at most 48 h old. A newer but
     PartiallyFailed one does not count. A monthly etcd schedule keeps the snapshots fresh."""
-    uploaded = _uploaded(moto)
+    uploaded = _uploaded(backup_s3)
     monthly = ("--schedule", "0 0 1 * *")
     fresh = run_cli(*monthly, "--now", (uploaded + timedelta(hours=46)).isoformat(), env=env)
     assert fresh.returncode == 0, fresh.stderr
@@ -112,9 +102,9 @@ def test_fails_when_a_velero_schedule_has_no_recent_completed_backup(
 
 
 def test_fails_when_the_newest_is_older_than_twice_the_schedule(
-    moto: MotoServer, env: dict[str, str]
+    backup_s3: MotoServer, env: dict[str, str]
 ) -> None:
-    now = _uploaded(moto) + timedelta(hours=12, minutes=1)
+    now = _uploaded(backup_s3) + timedelta(hours=12, minutes=1)
     result = run_cli("--schedule", "0 */6 * * *", "--now", now.isoformat(), env=env)
     assert result.returncode == 1
     assert "is 12h01m old, more than twice the schedule '0 */6 * * *'" in result.stderr
@@ -123,17 +113,17 @@ def test_fails_when_the_newest_is_older_than_twice_the_schedule(
     assert daily.returncode == 0, daily.stderr
 
 
-def test_newest_prints_one_name_for_the_restore(moto: MotoServer, env: dict[str, str]) -> None:
+def test_newest_prints_one_name_for_the_restore(backup_s3: MotoServer, env: dict[str, str]) -> None:
     result = run_cli("--newest", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("etcd-snapshot-k3s-cp-")
 
 
-def test_an_empty_folder_fails_naming_it(moto: MotoServer, tmp_path: Path) -> None:
-    moto.create_bucket("empty-backups")
+def test_an_empty_folder_fails_naming_it(backup_s3: MotoServer, tmp_path: Path) -> None:
+    backup_s3.create_bucket("empty-backups")
     bin_dir = tmp_path / "bin"
     fake_pulumi(bin_dir, {"aws-gpu": aws_outputs("empty-backups")})
-    result = run_cli(env=moto.env() | {"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    result = run_cli(env=backup_s3.env() | {"PATH": f"{bin_dir}:/usr/bin:/bin"})
     assert result.returncode == 1
     assert "no etcd snapshot in s3://empty-backups/etcd/" in result.stderr
 

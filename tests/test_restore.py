@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +39,6 @@ SECRET = aws_outputs()["etcdBackupSecretAccessKey"]
 # --- etcd ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = MotoServer(tmp_path_factory.mktemp("moto") / "server.log")
-    backup_store.fill(server)
-    yield server
-    server.stop()
-
-
 FAKE_SSH = """#!/usr/bin/env python3
 import json, os, sys
 stdin = sys.stdin.read()
@@ -58,13 +49,16 @@ sys.exit(1 if os.environ.get("SSH_FAIL") and os.environ["SSH_FAIL"] in sys.argv[
 
 
 @pytest.fixture
-def env(moto: MotoServer, tmp_path: Path) -> dict[str, str]:
+def env(backup_s3: MotoServer, tmp_path: Path) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
     fake_pulumi(bin_dir, {"aws-gpu": aws_outputs(), "homelab": {"controlPlaneIps": SERVERS}})
     ssh = bin_dir / "ssh"
     ssh.write_text(FAKE_SSH)
     ssh.chmod(0o755)
-    return moto.env() | {"PATH": f"{bin_dir}:/usr/bin:/bin", "SSH_LOG": str(tmp_path / "ssh.log")}
+    return backup_s3.env() | {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "SSH_LOG": str(tmp_path / "ssh.log"),
+    }
 
 
 def ssh_calls(env: dict[str, str]) -> list[dict[str, Any]]:
