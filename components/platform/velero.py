@@ -23,6 +23,7 @@ import pulumi
 
 from components.k3s.pod_security import with_level
 from components.kube.charts import VELERO, digest_skip, helm_release
+from components.kube.network_policies import NamespaceIsolation, NamespaceIsolationArgs
 from components.kube.objects import Manifest, declare
 from components.kube.security import (
     checkov_skips,
@@ -230,6 +231,13 @@ class Velero(pulumi.ComponentResource):
         super().__init__("hybridgpu:platform:Velero", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         namespace = declare(f"{name}-namespace", render_namespace(), child)
+        # Nothing calls into Velero's pods (no webhook; its metrics are not scraped): ingress
+        # denied but between its own pods. It only calls out (the API, S3).
+        NamespaceIsolation(
+            f"{name}-isolation",
+            NamespaceIsolationArgs(namespace=NAMESPACE, wait_for=(namespace,)),
+            opts=child,
+        )
         secret = declare(
             f"{name}-credentials",
             render_credentials_secret(args.access_key_id, args.secret_access_key),

@@ -28,6 +28,8 @@ RESERVED_NAMESPACES = frozenset(
         "open-webui",
         "liqo",
         "cattle-system",
+        # Velero's own: a team there would hold the backup credentials.
+        "velero",
     }
 )
 
