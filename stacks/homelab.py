@@ -20,7 +20,7 @@ from components.nebula.host import NebulaHost
 from components.proxmox.node_assets import GpuMapping, ProxmoxNodeAssets, ProxmoxNodeAssetsArgs
 from components.proxmox.vm import ProxmoxVm, ProxmoxVmArgs
 from stacks import access, mesh
-from stacks.backups import etcd_snapshots, homelab_snapshot_store
+from stacks.backups import etcd_snapshots, homelab_snapshot_store, homelab_velero
 from stacks.config import (
     STACK_HOMELAB,
     GpuWorkerVm,
@@ -318,6 +318,7 @@ def main() -> None:
         ),
     )
     homelab_snapshot_store(config.homelab, aws_gpu, pulumi.ResourceOptions(provider=homelab_k8s))
+    homelab_velero(config.homelab, aws_gpu, pulumi.ResourceOptions(provider=homelab_k8s))
     federation = homelab_federation(
         config,
         provider=homelab_k8s,

@@ -113,6 +113,18 @@ AWS_GPU_OUTPUTS: tuple[OutputSpec, ...] = (
         "Secret key of the backup writer; replace its aws.iam.AccessKey to rotate it.",
         secret=True,
     ),
+    OutputSpec(
+        "veleroBackup",
+        "Where the homelab's Velero backups go: {bucket, region, prefix} (its storage location).",
+    ),
+    OutputSpec(
+        "veleroBackupAccessKeyId", "Access key id of Velero's writer (only the Velero folder)."
+    ),
+    OutputSpec(
+        "veleroBackupSecretAccessKey",
+        "Secret key of Velero's writer; replace its aws.iam.AccessKey to rotate it.",
+        secret=True,
+    ),
 )
 
 HOMELAB_OUTPUTS: tuple[OutputSpec, ...] = (

@@ -15,6 +15,10 @@ import pytest
 from tests import fixture_configs
 from tools import mocks, offline
 
+# Fixtures of the tests of commands that talk to a cluster (`serve`: a loopback Kubernetes API)
+# or to the backup bucket (`backup_s3`: a loopback moto S3 filled as the homelab fills it).
+pytest_plugins = ["tests.fake_kube_api", "tests.backup_store"]
+
 # The single set_mocks of the test session (set_mocks is process-global).
 MOCKS, MONITOR = mocks.install_mocks()
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
-import re
-import shlex
 from typing import Any
 
 import pytest
@@ -22,6 +20,7 @@ from components.k3s.audit import (
     render_audit_policy,
 )
 from components.k3s.scripts import template
+from tests.k3s_configs import homelab_installs
 from tools import offline
 from tools.offline import StackRun
 
@@ -197,21 +196,12 @@ def _check_args(config: dict[str, Any]) -> None:
     }
 
 
-def _script_parameters(script: str) -> dict[str, str]:
-    found = re.findall(r"^([A-Z][A-Z0-9_]*)=(\S*)$", script, re.MULTILINE)
-    return {name: (shlex.split(value) or [""])[0] for name, value in found}
-
-
 def test_every_homelab_server_gets_the_policy_and_the_arguments(homelab_run: StackRun) -> None:
     homelab = offline.stack_config_file("homelab")["hybridgpu:homelab"]
     servers = {vm["name"] for vm in homelab["controlPlanes"]}
     seen = set()
-    for reg in homelab_run.by_type("command:remote:Command"):
-        if not (reg.name.startswith("homelab-k3s-") and reg.name.endswith("-install")):
-            continue
-        node = reg.name.removeprefix("homelab-k3s-").removesuffix("-install")
-        params = _script_parameters(reg.plain_inputs["create"])
-        config = yaml.safe_load(base64.b64decode(params["CONFIG_B64"]))
+    for install in homelab_installs(homelab_run):
+        node, params, config = install.node, install.parameters, install.config
         if node in servers:
             _check_args(config)
             assert base64.b64decode(params["AUDIT_POLICY_B64"]).decode() == render_audit_policy()

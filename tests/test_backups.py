@@ -5,18 +5,15 @@ reaches the cluster as a Secret, never in a command."""
 
 from __future__ import annotations
 
-import base64
 import json
-import re
-import shlex
 from typing import Any
 
 import pytest
-import yaml
 
 from components.aws.backup_bucket import writer_policy
 from components.k3s.etcd_snapshots import S3_CONFIG_SECRET, S3_CONFIG_SECRET_TYPE
-from stacks.backups import ETCD_FOLDER
+from stacks.backups import ETCD_FOLDER, VELERO_FOLDER
+from tests.k3s_configs import homelab_installs
 from tools import offline
 from tools.offline import StackRun
 
@@ -39,13 +36,24 @@ def _bucket(run: StackRun) -> tuple[str, str]:
     return outputs["bucketName"], outputs["arn"]
 
 
-def policy_problems(document: dict[str, Any], bucket_arn: str, folder: str) -> list[str]:
-    """Anything the backup writer may do beyond its snapshot folder."""
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def policy_problems(
+    document: dict[str, Any],
+    bucket_arn: str,
+    folder: str,
+    list_prefixes: list[str] | None = None,
+) -> list[str]:
+    """Anything a backup writer may do beyond its folder (``list_prefixes``: the s3:prefix
+    values its listing may use; k3s's ``[folder, folder/*]`` by default)."""
     problems = []
     allowed_resources = {bucket_arn, f"{bucket_arn}/{folder}/*"}
+    expected_prefixes = list_prefixes or [folder, f"{folder}/*"]
     for st in document["Statement"]:
-        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
-        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        actions = _list(st["Action"])
+        resources = _list(st["Resource"])
         if st["Effect"] != "Allow":
             continue
         problems += [f"action {a}" for a in actions if a not in NEEDED_ACTIONS]
@@ -59,7 +67,7 @@ def policy_problems(document: dict[str, Any], bucket_arn: str, folder: str) -> l
                     problems.append(f"{action} on {resource}")
         if "s3:ListBucket" in actions:
             prefixes = next(iter(st.get("Condition", {}).values()), {}).get("s3:prefix", [])
-            if sorted(prefixes) != sorted([folder, f"{folder}/*"]):
+            if sorted(prefixes) != sorted(expected_prefixes):
                 problems.append(f"ListBucket prefixes {prefixes}")
     return problems
 
@@ -69,7 +77,7 @@ def test_the_writer_policy_allows_only_the_snapshot_folder(aws_gpu_run: StackRun
     policy = _one(aws_gpu_run, "aws:iam/userPolicy:UserPolicy", "backups-writer-policy")
     document = json.loads(policy["policy"])
     assert policy_problems(document, arn, ETCD_FOLDER) == []
-    granted = {a for st in document["Statement"] for a in st["Action"]}
+    granted = {a for st in document["Statement"] for a in _list(st["Action"])}
     assert granted == NEEDED_ACTIONS
     # No version deletes: a stolen key cannot erase history; k3s's deletes leave versions.
     assert "s3:DeleteObjectVersion" not in granted
@@ -90,13 +98,39 @@ def test_the_policy_check_can_fail() -> None:
     assert policy_problems(document, arn, "etcd") == ["ListBucket prefixes []"]
 
 
-def test_the_writer_has_that_policy_and_nothing_else(aws_gpu_run: StackRun) -> None:
+def test_velero_writer_policy_allows_only_the_velero_folder(aws_gpu_run: StackRun) -> None:
+    """Velero's key: the same object rights on velero/ only, listing only under velero/ (never
+    the etcd folder, no bare-folder or prefix-less listing), no version deletes."""
+    _, arn = _bucket(aws_gpu_run)
+    policy = _one(aws_gpu_run, "aws:iam/userPolicy:UserPolicy", "backups-velero-writer-policy")
+    document = json.loads(policy["policy"])
+    prefixes = [f"{VELERO_FOLDER}/", f"{VELERO_FOLDER}/*"]
+    assert policy_problems(document, arn, VELERO_FOLDER, prefixes) == []
+    (listing,) = [s for s in document["Statement"] if s["Action"] == "s3:ListBucket"]
+    assert list(listing["Condition"]) == ["StringLike"]  # no IfExists: no HeadBucket
+    granted = {a for st in document["Statement"] for a in _list(st["Action"])}
+    assert granted == NEEDED_ACTIONS
+    # The etcd writer's policy fails the Velero check, and the other way round.
+    etcd = json.loads(
+        _one(aws_gpu_run, "aws:iam/userPolicy:UserPolicy", "backups-writer-policy")["policy"]
+    )
+    assert policy_problems(etcd, arn, VELERO_FOLDER, prefixes) != []
+    assert policy_problems(document, arn, ETCD_FOLDER) != []
+
+
+def test_each_writer_has_its_one_policy_and_nothing_else(aws_gpu_run: StackRun) -> None:
     users = aws_gpu_run.by_type("aws:iam/user:User")
-    assert [u.name for u in users] == ["backups-writer"]
+    assert sorted(u.name for u in users) == ["backups-velero-writer", "backups-writer"]
     assert not aws_gpu_run.by_type("aws:iam/userPolicyAttachment:UserPolicyAttachment")
     assert not aws_gpu_run.by_type("aws:iam/userGroupMembership:UserGroupMembership")
-    (inline,) = aws_gpu_run.by_type("aws:iam/userPolicy:UserPolicy")
-    assert inline.plain_inputs["user"].startswith("backups-writer")
+    inline = {
+        r.name: r.plain_inputs["user"] for r in aws_gpu_run.by_type("aws:iam/userPolicy:UserPolicy")
+    }
+    assert sorted(inline) == ["backups-velero-writer-policy", "backups-writer-policy"]
+    for name, user in inline.items():
+        assert user.startswith(name.removesuffix("-policy") + "-"), (name, user)
+    keys = sorted(k.name for k in aws_gpu_run.by_type("aws:iam/accessKey:AccessKey"))
+    assert keys == ["backups-velero-writer-key", "backups-writer-key"]
 
 
 def test_the_bucket_is_private_encrypted_versioned_with_a_lifecycle(
@@ -141,22 +175,13 @@ def test_the_bucket_is_private_encrypted_versioned_with_a_lifecycle(
     assert tls["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def _script_parameters(script: str) -> dict[str, str]:
-    found = re.findall(r"^([A-Z][A-Z0-9_]*)=(\S*)$", script, re.MULTILINE)
-    return {name: (shlex.split(value) or [""])[0] for name, value in found}
-
-
 def test_every_homelab_server_snapshots_to_s3_on_the_schedule(homelab_run: StackRun) -> None:
     homelab = offline.stack_config_file("homelab")["hybridgpu:homelab"]
     etcd = homelab["backups"]["etcd"]
     servers = {vm["name"] for vm in homelab["controlPlanes"]}
     seen = set()
-    for reg in homelab_run.by_type("command:remote:Command"):
-        if not (reg.name.startswith("homelab-k3s-") and reg.name.endswith("-install")):
-            continue
-        node = reg.name.removeprefix("homelab-k3s-").removesuffix("-install")
-        params = _script_parameters(reg.plain_inputs["create"])
-        config = yaml.safe_load(base64.b64decode(params["CONFIG_B64"]))
+    for install in homelab_installs(homelab_run):
+        node, config = install.node, install.config
         s3_keys = sorted(k for k in config if k.startswith("etcd-"))
         if node not in servers:
             assert s3_keys == [], node
@@ -204,7 +229,9 @@ def test_snapshots_can_be_turned_off(enabled: bool) -> None:
     assert etcd_snapshots(parse_homelab(parse_project({}), raw)) is None
 
 
-def test_the_rotation_command_in_the_readme_names_the_access_key(aws_gpu_run: StackRun) -> None:
-    (key,) = aws_gpu_run.by_type("aws:iam/accessKey:AccessKey")
+def test_the_rotation_commands_in_the_readme_name_the_access_keys(aws_gpu_run: StackRun) -> None:
+    keys = aws_gpu_run.by_type("aws:iam/accessKey:AccessKey")
+    assert len(keys) == 2  # etcd's and Velero's writer
     readme = (offline.REPO_ROOT / "README.md").read_text()
-    assert f"--replace\n'{key.urn}'" in readme or f"--replace '{key.urn}'" in readme
+    for key in keys:
+        assert f"--replace\n'{key.urn}'" in readme or f"--replace '{key.urn}'" in readme, key.name

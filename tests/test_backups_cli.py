@@ -1,13 +1,10 @@
-"""``./dev backups`` (tools/backups.py) against a loopback moto S3 holding snapshots laid out as
-k3s writes them (``<folder>/etcd-snapshot-<node>-<unix time>.zip`` plus ``<folder>/.metadata/``),
-through the aws-gpu stack's outputs as the Pulumi CLI prints them."""
+"""``./dev backups`` (tools/backups.py) against a loopback moto S3 holding etcd snapshots and
+Velero backups as k3s and Velero write them (tests/backup_store.py), through the aws-gpu stack's
+outputs as the Pulumi CLI prints them."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,68 +12,34 @@ import pytest
 
 from stacks.backups import ETCD_FOLDER
 from stacks.outputs import AWS_GPU_OUTPUTS
+from tests.backup_store import BUCKET, aws_outputs, fake_pulumi, run_module, snapshot_name
 from tests.moto_server import MotoServer
 from tools import backups
 from tools.offline import StackRun
 
-ROOT = Path(__file__).resolve().parent.parent
-BUCKET = "hybridgpu-backups-test"
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = MotoServer(tmp_path_factory.mktemp("moto") / "server.log")
-    server.create_bucket(BUCKET)
-    s3 = server.client("s3")
-    for node, size in (("k3s-cp-1", 2048), ("k3s-cp-2", 4096)):
-        name = f"etcd-snapshot-{node}-1764669600.zip"
-        s3.put_object(Bucket=BUCKET, Key=f"{ETCD_FOLDER}/{name}", Body=b"x" * size)
-        s3.put_object(Bucket=BUCKET, Key=f"{ETCD_FOLDER}/.metadata/{name}", Body=b"{}")
-    s3.put_object(Bucket=BUCKET, Key="velero/unrelated", Body=b"y")
-    yield server
-    server.stop()
-
-
-def fake_pulumi(bin_dir: Path, outputs: dict[str, object]) -> None:
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    script = bin_dir / "pulumi"
-    script.write_text(f"#!/bin/sh\ncat <<'EOF'\n{json.dumps(outputs)}\nEOF\n")
-    script.chmod(0o755)
-
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tools.backups", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_module("tools.backups", *args, env=env)
 
 
 @pytest.fixture
-def env(moto: MotoServer, tmp_path: Path) -> dict[str, str]:
+def env(backup_s3: MotoServer, tmp_path: Path) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
-    fake_pulumi(
-        bin_dir,
-        {"etcdBackup": {"bucket": BUCKET, "region": "us-west-2", "folder": ETCD_FOLDER}},
-    )
-    return moto.env() | {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    fake_pulumi(bin_dir, {"aws-gpu": aws_outputs()})
+    return backup_s3.env() | {"PATH": f"{bin_dir}:/usr/bin:/bin"}
 
 
-def _uploaded(moto: MotoServer) -> datetime:
-    head = moto.client("s3").head_object(
-        Bucket=BUCKET, Key=f"{ETCD_FOLDER}/etcd-snapshot-k3s-cp-2-1764669600.zip"
+def _uploaded(backup_s3: MotoServer) -> datetime:
+    head = backup_s3.client("s3").head_object(
+        Bucket=BUCKET, Key=f"{ETCD_FOLDER}/{snapshot_name('k3s-cp-2')}"
     )
     return head["LastModified"]
 
 
 def test_lists_snapshots_with_age_and_size_and_passes_when_fresh(
-    moto: MotoServer, env: dict[str, str]
+    backup_s3: MotoServer, env: dict[str, str]
 ) -> None:
-    now = _uploaded(moto) + timedelta(hours=7)
+    now = _uploaded(backup_s3) + timedelta(hours=7)
     result = run_cli("--schedule", "0 */6 * * *", "--now", now.isoformat(), env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -88,14 +51,60 @@ def test_lists_snapshots_with_age_and_size_and_passes_when_fresh(
     assert {r[1] for r in rows} == {"k3s-cp-1", "k3s-cp-2"}
     assert all(r[2] == "7h00m" for r in rows)
     assert {" ".join(r[3:]) for r in rows} == {"2.0 KiB", "4.0 KiB"}
-    assert f"2 snapshot(s) in s3://{BUCKET}/{ETCD_FOLDER}/" in lines[-1]
-    assert "12:00:00" in lines[-1]  # twice the 6 h schedule
+    (summary,) = [line for line in lines if "snapshot(s) in" in line]
+    assert f"2 snapshot(s) in s3://{BUCKET}/{ETCD_FOLDER}/" in summary
+    assert "12:00:00" in summary  # twice the 6 h schedule
+
+
+def test_lists_velero_backups_with_schedule_phase_age_and_size(
+    backup_s3: MotoServer, env: dict[str, str]
+) -> None:
+    now = _uploaded(backup_s3) + timedelta(hours=7)
+    result = run_cli("--now", now.isoformat(), env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("velero backup"))
+    rows = [line.split() for line in lines[start + 1 : -1]]
+    # Newest first; the half-written one (no velero-backup.json) and kopia's data are not listed.
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        ("daily-20261201150000", "daily", "PartiallyFailed", "7h05m"),
+        ("daily-20261201030000", "daily", "Completed", "8h00m"),
+        ("daily-20261130030000", "daily", "Completed", "1d08h"),
+        ("weekly-20261129040000", "weekly", "Completed", "2d07h"),
+    ]
+    # A backup's size is all its files (Backup object, tarball, logs), not the kopia data.
+    listing = backup_s3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="velero/backups/")
+    for row in rows:
+        files = [o for o in listing["Contents"] if o["Key"].split("/")[2] == row[0]]
+        assert len(files) == 3
+        assert " ".join(row[4:]) == backups.human_size(sum(o["Size"] for o in files))
+    assert lines[-1] == f"4 Velero backup(s) in s3://{BUCKET}/velero/backups/"
+
+
+def test_fails_when_a_velero_schedule_has_no_recent_completed_backup(
+    backup_s3: MotoServer, env: dict[str, str]
+) -> None:
+    """Daily runs at 03:00: its newest completed backup may be at most 48 h old. A newer but
+    PartiallyFailed one does not count. A monthly etcd schedule keeps the snapshots fresh."""
+    uploaded = _uploaded(backup_s3)
+    monthly = ("--schedule", "0 0 1 * *")
+    fresh = run_cli(*monthly, "--now", (uploaded + timedelta(hours=46)).isoformat(), env=env)
+    assert fresh.returncode == 0, fresh.stderr
+    late = uploaded + timedelta(hours=47, minutes=30)
+    result = run_cli(*monthly, "--now", late.isoformat(), env=env)
+    assert result.returncode == 1
+    assert (
+        "the newest completed backup of Velero schedule 'daily' (daily-20261201030000) is "
+        "2d00h old, more than 2 days, 0:00:00 (twice its schedule)" in result.stderr
+    )
+    assert "weekly" not in result.stderr
+    assert "snapshot" not in result.stderr
 
 
 def test_fails_when_the_newest_is_older_than_twice_the_schedule(
-    moto: MotoServer, env: dict[str, str]
+    backup_s3: MotoServer, env: dict[str, str]
 ) -> None:
-    now = _uploaded(moto) + timedelta(hours=12, minutes=1)
+    now = _uploaded(backup_s3) + timedelta(hours=12, minutes=1)
     result = run_cli("--schedule", "0 */6 * * *", "--now", now.isoformat(), env=env)
     assert result.returncode == 1
     assert "is 12h01m old, more than twice the schedule '0 */6 * * *'" in result.stderr
@@ -104,20 +113,17 @@ def test_fails_when_the_newest_is_older_than_twice_the_schedule(
     assert daily.returncode == 0, daily.stderr
 
 
-def test_newest_prints_one_name_for_the_restore(moto: MotoServer, env: dict[str, str]) -> None:
+def test_newest_prints_one_name_for_the_restore(backup_s3: MotoServer, env: dict[str, str]) -> None:
     result = run_cli("--newest", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("etcd-snapshot-k3s-cp-")
 
 
-def test_an_empty_folder_fails_naming_it(moto: MotoServer, tmp_path: Path) -> None:
-    moto.create_bucket("empty-backups")
+def test_an_empty_folder_fails_naming_it(backup_s3: MotoServer, tmp_path: Path) -> None:
+    backup_s3.create_bucket("empty-backups")
     bin_dir = tmp_path / "bin"
-    fake_pulumi(
-        bin_dir,
-        {"etcdBackup": {"bucket": "empty-backups", "region": "us-west-2", "folder": "etcd"}},
-    )
-    result = run_cli(env=moto.env() | {"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    fake_pulumi(bin_dir, {"aws-gpu": aws_outputs("empty-backups")})
+    result = run_cli(env=backup_s3.env() | {"PATH": f"{bin_dir}:/usr/bin:/bin"})
     assert result.returncode == 1
     assert "no etcd snapshot in s3://empty-backups/etcd/" in result.stderr
 

@@ -6,7 +6,6 @@ import base64
 import itertools
 import json
 import re
-import shlex
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from components.k3s.config import (
 )
 from components.k3s.vip import VipSettings
 from components.kube.labels import CONTROL_PLANE_TAINT
+from tests.k3s_configs import script_parameters
 from tests.real_tools import shellcheck
 from tools import mocks, offline
 from tools.mocks import redact
@@ -194,12 +194,6 @@ def test_kubeconfig_and_liqo_use_the_vip(homelab_run: StackRun) -> None:
     assert liqo["values"]["apiServer"]["address"] == f"https://{VIP}:6443"
 
 
-def _install_parameters(script: str) -> dict[str, str]:
-    """The filled-in parameter lines of a rendered script, unquoted."""
-    found = re.findall(r"^([A-Z][A-Z0-9_]*)=(\S*)$", script, re.MULTILINE)
-    return {name: (shlex.split(value) or [""])[0] for name, value in found}
-
-
 def test_the_vip_is_on_every_server_and_answers_before_anything_joins(
     homelab_run: StackRun,
 ) -> None:
@@ -207,7 +201,7 @@ def test_the_vip_is_on_every_server_and_answers_before_anything_joins(
     config = _config()
     first = config["controlPlanes"][0]["name"]
     for node, reg in installs.items():
-        params = _install_parameters(reg.plain_inputs["create"])
+        params = script_parameters(reg.plain_inputs["create"])
         node_config = yaml.safe_load(base64.b64decode(params["CONFIG_B64"]))
         is_server = node in {vm["name"] for vm in config["controlPlanes"]}
         if is_server:
@@ -286,7 +280,7 @@ def test_scripts_pass_shellcheck(node: K3sNode, tmp_path: Path) -> None:
     script = render_install_script(node, SETTINGS)
     shellcheck(script, tmp_path, "install.sh")
     shellcheck(render_uninstall_script(node), tmp_path, "uninstall.sh")
-    params = _install_parameters(script)
+    params = script_parameters(script)
     assert params["K3S_VERSION"] == "v1.33.5+k3s1"
     assert params["INSTALLER_URL"] == (
         "https://raw.githubusercontent.com/k3s-io/k3s/v1.33.5%2Bk3s1/install.sh"

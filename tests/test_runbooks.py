@@ -21,6 +21,7 @@ EXPECTED = {
     "liqo-peering-down",
     "etcd-member-lost",
     "restore-etcd-from-s3",
+    "restore-namespace-velero",
     "adding-a-gpu-node",
     "upgrading-k3s",
     # one per alert (components/platform/monitoring_files/alerts.rules.yaml, runbook_url)

@@ -1,19 +1,22 @@
-"""``./dev backups``: the homelab's etcd snapshots in the aws-gpu stack's backup bucket, newest
-first, with age and size; exits 1 when there is none or the newest is older than twice the
-snapshot schedule's longest interval (a missed run is tolerated, two are not).
+"""``./dev backups``: the homelab's etcd snapshots and Velero backups in the aws-gpu stack's
+backup bucket, newest first, with age and size; exits 1 when there is no snapshot or the newest
+is older than twice the snapshot schedule's longest interval (a missed run is tolerated, two are
+not), and likewise for each Velero schedule's newest completed backup.
 
     ./dev backups [--stack aws-gpu] [--homelab-stack homelab] [--schedule CRON] [--newest]
 
-The bucket, region and folder come from the aws-gpu stack's output ``etcdBackup`` (Pulumi CLI);
-the schedule from ``hybridgpu:homelab.backups.etcd.scheduleCron`` in ``Pulumi.<homelab>.yaml``
-(else k3s's setting's default here). S3 is read with the operator's own AWS credentials.
-``--newest`` prints only the newest snapshot's name (for the restore runbook).
+The bucket, region and folders come from the aws-gpu stack's outputs ``etcdBackup`` and
+``veleroBackup`` (Pulumi CLI); the schedules from ``hybridgpu:homelab.backups`` in
+``Pulumi.<homelab>.yaml`` (else the defaults of stacks/config/operations.py). S3 is read with
+the operator's own AWS credentials. ``--newest`` prints only the newest snapshot's name (for the
+restore runbook). Velero is skipped when ``backups.velero.enabled`` is false.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -25,11 +28,13 @@ from typing import Any
 import boto3
 import yaml
 
-from stacks.config.operations import EtcdSnapshotSettings
+from stacks.config.operations import EtcdSnapshotSettings, VeleroSettings
 from tools.stack_outputs import StackOutputsError, read_stack_outputs
+from tools.velero_backups import VeleroBackup, stale_schedules, velero_backups
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = "etcdBackup"
+VELERO_OUTPUT = "veleroBackup"
 METADATA_DIR = ".metadata"
 """k3s uploads each snapshot's metadata beside it under ``<folder>/.metadata/``
 (k3s-io/k3s pkg/etcd/s3/s3.go@v1.33.5+k3s1); those are not snapshots."""
@@ -120,6 +125,16 @@ def list_objects(bucket: str, folder: str, region: str) -> list[dict[str, Any]]:
     return [obj for page in pages for obj in page.get("Contents", [])]
 
 
+def list_velero_backups(bucket: str, prefix: str, region: str) -> list[VeleroBackup]:
+    client = boto3.client("s3", region_name=region)
+
+    def read_json(key: str) -> dict[str, Any]:
+        return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    objects = list_objects(bucket, f"{prefix.strip('/')}/backups", region)
+    return velero_backups(objects, prefix, read_json)
+
+
 def human_size(size: int) -> str:
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -136,14 +151,27 @@ def human_age(age: timedelta) -> str:
     return f"{days}d{hours:02d}h" if days else f"{hours}h{minutes:02d}m"
 
 
-def schedule_from_config(homelab_stack: str) -> str:
+def _backups_config(homelab_stack: str) -> dict[str, Any]:
+    """``hybridgpu:homelab.backups`` of ``Pulumi.<homelab_stack>.yaml`` ({} without one)."""
     path = REPO_ROOT / f"Pulumi.{homelab_stack}.yaml"
-    default = EtcdSnapshotSettings().schedule_cron
     if not path.exists():
-        return default
+        return {}
     config = (yaml.safe_load(path.read_text()) or {}).get("config", {})
-    homelab = config.get("hybridgpu:homelab") or {}
-    return ((homelab.get("backups") or {}).get("etcd") or {}).get("scheduleCron", default)
+    return (config.get("hybridgpu:homelab") or {}).get("backups") or {}
+
+
+def schedule_from_config(homelab_stack: str) -> str:
+    default = EtcdSnapshotSettings().schedule_cron
+    etcd = _backups_config(homelab_stack).get("etcd") or {}
+    return etcd.get("scheduleCron", default)
+
+
+def velero_schedules_from_config(homelab_stack: str) -> list[tuple[str, str]] | None:
+    """(name, cron) of each Velero schedule; None when Velero is turned off."""
+    settings = VeleroSettings.model_validate(_backups_config(homelab_stack).get("velero") or {})
+    if not settings.enabled:
+        return None
+    return [(s.name, s.schedule_cron) for s in settings.schedules]
 
 
 def report(found: Sequence[Snapshot], now: datetime, limit: timedelta, where: str) -> list[str]:
@@ -154,6 +182,33 @@ def report(found: Sequence[Snapshot], now: datetime, limit: timedelta, where: st
     ]
     lines.append(f"{len(found)} snapshot(s) in {where}; newest must be younger than {limit}")
     return lines
+
+
+def velero_report(found: Sequence[VeleroBackup], now: datetime, where: str) -> list[str]:
+    lines = [f"{'velero backup':<40} {'schedule':<12} {'phase':<16} {'age':>8} {'size':>10}"]
+    lines += [
+        f"{b.name:<40} {b.schedule or '-':<12} {b.phase:<16} "
+        f"{human_age(now - b.finished):>8} {human_size(b.size):>10}"
+        for b in found
+    ]
+    lines.append(f"{len(found)} Velero backup(s) in {where}")
+    return lines
+
+
+def check_velero(outputs: dict[str, Any], homelab_stack: str, now: datetime) -> list[str]:
+    """Print the Velero backups; return why a schedule is behind (empty when all are fresh)."""
+    schedules = velero_schedules_from_config(homelab_stack)
+    if schedules is None:
+        return []
+    target = outputs.get(VELERO_OUTPUT)
+    if not isinstance(target, dict):
+        return [f"the aws-gpu stack has no output '{VELERO_OUTPUT}'; `pulumi up` it"]
+    bucket, prefix, region = target["bucket"], target["prefix"], target["region"]
+    found = list_velero_backups(bucket, prefix, region)
+    print()
+    print("\n".join(velero_report(found, now, f"s3://{bucket}/{prefix}/backups/")))
+    limits = [(name, 2 * longest_interval(cron)) for name, cron in schedules]
+    return stale_schedules(found, limits, now, human_age)
 
 
 def main(argv: Sequence[str] | None = None, now: datetime | None = None) -> int:
@@ -183,14 +238,18 @@ def main(argv: Sequence[str] | None = None, now: datetime | None = None) -> int:
         schedule = args.schedule or schedule_from_config(args.homelab_stack)
         limit = 2 * longest_interval(schedule)
         print("\n".join(report(found, now, limit, where)))
+        problems = []
         age = now - found[0].modified
         if age > limit:
-            raise BackupsError(
+            problems.append(
                 f"the newest snapshot {found[0].name} is {human_age(age)} old, more than twice "
                 f"the schedule '{schedule}' ({limit}): snapshots are not reaching S3 (see "
                 "docs/runbooks/restore-etcd-from-s3.md and `journalctl -u k3s | grep -i "
                 "snapshot` on a control plane)"
             )
+        problems += check_velero(outputs, args.homelab_stack, now)
+        if problems:
+            raise BackupsError("\n".join(problems))
     except (BackupsError, StackOutputsError) as err:
         print(f"backups: {err}", file=sys.stderr)
         return 1

@@ -106,6 +106,8 @@ DEV_COMMAND_READERS: dict[str, tuple[str, re.Pattern[str]]] = {
         re.compile(r"_require\(outputs, \"(\w+)\"|outputs\.get\(\"(\w+)\""),
     ),
     "./dev models": ("tools/models/cli.py", re.compile(r"^\w+_OUTPUT = \"(\w+)\"", re.M)),
+    "./dev backups": ("tools/backups.py", re.compile(r"^\w*OUTPUT = \"(\w+)\"", re.M)),
+    "./dev restore": ("tools/restore.py", re.compile(r"\"(etcdBackup\w+)\"")),
 }
 
 

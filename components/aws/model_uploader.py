@@ -22,6 +22,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.aws.prefix_policy import prefix_access_policy
+
 ROLE_TAG = "model-uploader"
 # Role, user or account root ARNs only: a session ARN (sts::...:assumed-role/...) cannot be a
 # trust principal (IAM docs, "Role session principals" are not valid in trust policies' AWS).
@@ -51,34 +53,18 @@ def trust_policy(principals: Sequence[str]) -> str:
 
 def upload_policy(bucket_arn: str, prefix: str) -> str:
     """Write access to one prefix of one bucket, and the listing the command needs."""
-    if not bucket_arn.startswith("arn:") or "*" in bucket_arn or "/" in bucket_arn:
-        raise ValueError(f"'{bucket_arn}' is not the ARN of one bucket")
-    if not prefix.endswith("/") or prefix.startswith("/") or "*" in prefix:
-        raise ValueError(f"models prefix '{prefix}' must be a folder such as 'ollama/'")
-    document: dict[str, Any] = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "ListModelPrefix",
-                "Effect": "Allow",
-                "Action": "s3:ListBucket",
-                "Resource": bucket_arn,
-                "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}*"]}},
-            },
-            {
-                "Sid": "WriteModels",
-                "Effect": "Allow",
-                "Action": [
-                    "s3:AbortMultipartUpload",
-                    "s3:DeleteObject",
-                    "s3:GetObject",
-                    "s3:PutObject",
-                ],
-                "Resource": f"{bucket_arn}/{prefix}*",
-            },
+    return prefix_access_policy(
+        bucket_arn,
+        prefix,
+        object_actions=[
+            "s3:AbortMultipartUpload",
+            "s3:DeleteObject",
+            "s3:GetObject",
+            "s3:PutObject",
         ],
-    }
-    return json.dumps(document, indent=2, sort_keys=True)
+        sids=("ListModelPrefix", "WriteModels"),
+        what="models",
+    )
 
 
 @dataclass(frozen=True)

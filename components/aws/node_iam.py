@@ -22,6 +22,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.aws.prefix_policy import prefix_access_policy
+
 # EC2 assumes the role on the instance's behalf (https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_use_switch-role-ec2.html).
 EC2_ASSUME_ROLE_POLICY = json.dumps(
     {
@@ -41,29 +43,13 @@ EC2_ASSUME_ROLE_POLICY = json.dumps(
 
 def model_read_policy(bucket_arn: str, prefix: str) -> str:
     """Read-only access to one prefix of one bucket: list it, get its objects."""
-    if not bucket_arn.startswith("arn:") or "*" in bucket_arn or "/" in bucket_arn:
-        raise ValueError(f"'{bucket_arn}' is not the ARN of one bucket")
-    if not prefix.endswith("/") or prefix.startswith("/") or "*" in prefix:
-        raise ValueError(f"models prefix '{prefix}' must be a folder such as 'ollama/'")
-    document: dict[str, Any] = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "ListModelPrefix",
-                "Effect": "Allow",
-                "Action": "s3:ListBucket",
-                "Resource": bucket_arn,
-                "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}*"]}},
-            },
-            {
-                "Sid": "ReadModels",
-                "Effect": "Allow",
-                "Action": "s3:GetObject",
-                "Resource": f"{bucket_arn}/{prefix}*",
-            },
-        ],
-    }
-    return json.dumps(document, indent=2, sort_keys=True)
+    return prefix_access_policy(
+        bucket_arn,
+        prefix,
+        object_actions=["s3:GetObject"],
+        sids=("ListModelPrefix", "ReadModels"),
+        what="models",
+    )
 
 
 def parameter_read_policy(path_arn: str) -> str:

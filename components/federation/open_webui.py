@@ -17,6 +17,7 @@ import pulumi
 
 from components.k3s.pod_security import Level, with_level
 from components.kube.charts import digest_skip
+from components.kube.labels import VELERO_BACKUP_VOLUMES
 from components.kube.objects import Manifest, app_labels, declare, render_service
 from components.kube.security import (
     NON_ROOT_UID,
@@ -86,11 +87,19 @@ def render_secret(
 
 def render_data_claim(namespace: str, storage_gib: int) -> Manifest:
     """Open WebUI keeps its SQLite database here: on a node-local volume, never on NFS
-    (LOCAL_CLASS); the pod then stays on that node."""
+    (LOCAL_CLASS); the pod then stays on that node. A ``local`` volume, not the provisioner's
+    default ``hostPath`` one (rancher/local-path-provisioner README "Volume Types", PVC annotation
+    ``volumeType``): Velero's file-system backup skips hostPath volumes, which the kubelet does
+    not mount under its pods directory (vmware-tanzu/velero pkg/podvolume/backupper.go@v1.18.1
+    isHostPathVolume)."""
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": {"name": f"{APP}-data", "namespace": namespace},
+        "metadata": {
+            "name": f"{APP}-data",
+            "namespace": namespace,
+            "annotations": {"volumeType": "local"},
+        },
         "spec": {
             "accessModes": ["ReadWriteOnce"],
             "storageClassName": LOCAL_CLASS,
@@ -127,7 +136,11 @@ def render_deployment(namespace: str, image: str, admin_email: str) -> Manifest:
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": app_labels(APP)},
             "template": {
-                "metadata": {"labels": app_labels(APP)},
+                "metadata": {
+                    "labels": app_labels(APP),
+                    # Velero copies the SQLite database and uploads (components/platform/velero.py).
+                    "annotations": {VELERO_BACKUP_VOLUMES: "data"},
+                },
                 "spec": {
                     # Open WebUI never talks to the Kubernetes API; an admin's Python (Functions,
                     # Tools) runs in this pod and must not find a token.

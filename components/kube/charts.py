@@ -76,6 +76,9 @@ PROMETHEUS_NODE_EXPORTER = Chart(
 DCGM_EXPORTER = Chart(
     "https://nvidia.github.io/dcgm-exporter/helm-charts", "dcgm-exporter", "4.8.2"
 )
+# https://github.com/vmware-tanzu/helm-charts/releases (chart velero-12.1.0 = Velero 1.18.1):
+# homelab backups of namespaced objects and volume data (components/platform/velero.py).
+VELERO = Chart("https://vmware-tanzu.github.io/helm-charts", "velero", "12.1.0")
 
 DIGEST_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -187,6 +190,14 @@ KUBE_VIP = ImagePin(
     None,
     "a single uncorroborated third-party pin; " + _NO_UPSTREAM_DIGEST,
 )
+# Velero's AWS object-store plugin. The chart names none (values.yaml@velero-12.1.0 only shows a
+# commented v1.13.1). The plugin's compatibility table pairs v1.14.x with Velero v1.18.x and
+# v1.13.x with v1.17.x only (vmware-tanzu/velero-plugin-for-aws README.md@v1.14.0-rc.1,
+# "Compatibility"); v1.14.0-rc.1 is the one v1.14 tag upstream has (built against velero
+# v1.18.0-rc.1, go.mod), so it is the pin; move to v1.14.0 once it is tagged.
+VELERO_PLUGIN_FOR_AWS = ImagePin(
+    "docker.io/velero/velero-plugin-for-aws", "v1.14.0-rc.1", None, _NO_UPSTREAM_DIGEST
+)
 
 IMAGES: Mapping[str, ImagePin] = {
     "ollama": OLLAMA,
@@ -196,6 +207,7 @@ IMAGES: Mapping[str, ImagePin] = {
     "local-path-provisioner": LOCAL_PATH_PROVISIONER,
     "busybox": BUSYBOX,
     "kube-vip": KUBE_VIP,
+    "velero-plugin-for-aws": VELERO_PLUGIN_FOR_AWS,
 }
 """Every image the program sets itself (chart-internal images are the charts' business)."""
 
@@ -206,6 +218,7 @@ JUPYTER_GPU_IMAGE = JUPYTER_GPU.ref
 LOCAL_PATH_PROVISIONER_IMAGE = LOCAL_PATH_PROVISIONER.ref
 BUSYBOX_IMAGE = BUSYBOX.ref
 KUBE_VIP_IMAGE = KUBE_VIP.ref
+VELERO_PLUGIN_FOR_AWS_IMAGE = VELERO_PLUGIN_FOR_AWS.ref
 
 
 def with_digest(pin: ImagePin, digest: str | None) -> str:

@@ -37,6 +37,11 @@ timeout and be rolled back (``atomic``), failing the ``up``. So DaemonSets that 
 stoppable worker tolerate its taints by name (:func:`tolerations_of`), never with a bare
 ``operator: Exists``."""
 
+VELERO_BACKUP_VOLUMES = "backup.velero.io/backup-volumes"
+"""Pod annotation listing the pod's volumes Velero's file-system backup copies (opt-in,
+vmware-tanzu/velero site/content/docs/v1.18/file-system-backup.md@v1.18.1 "Using opt-in pod
+volume backup"); the app components set it on the pods whose data must survive a restore."""
+
 NODE_OUTAGE_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
 """The NoExecute taints the node lifecycle controller puts on a node whose status stops coming
 (a virtual node whose peer is behind a WAN outage, a worker whose control plane reboots)."""

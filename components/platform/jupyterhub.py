@@ -11,10 +11,11 @@ from typing import Any, Literal
 import pulumi
 
 from components.kube.charts import JUPYTERHUB, helm_release, parse_image
-from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS
+from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS, VELERO_BACKUP_VOLUMES
 from components.platform.storage_classes import LOCAL_CLASS, NFS_CLASS, SCRATCH_CLASS
 
 NAMESPACE = "jupyterhub"
+HOME_VOLUME = "volume-{user_server}"
 SCRATCH_MOUNT = "/scratch"
 # z2jh's names for the authenticators bundled in its hub image
 # (https://z2jh.jupyter.org/en/stable/administrator/authentication.html).
@@ -145,6 +146,10 @@ def render_jupyterhub_values(
         },
         "singleuser": {
             "image": {"name": image_name, "tag": image_tag},
+            # Velero copies each user's home volume (components/platform/velero.py); KubeSpawner
+            # expands the same template the chart names that volume with
+            # (jupyterhub/values.yaml@4.4.0 singleuser.storage.dynamic.volumeNameTemplate).
+            "extraAnnotations": {VELERO_BACKUP_VOLUMES: HOME_VOLUME},
             "storage": {
                 "type": "dynamic",
                 "capacity": f"{user_storage_gib}Gi",

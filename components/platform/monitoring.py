@@ -24,7 +24,7 @@ import yaml
 
 from components.k3s.pod_security import with_level
 from components.kube.charts import KUBE_PROMETHEUS_STACK, helm_release
-from components.kube.labels import GPU_RESOURCE, toleration
+from components.kube.labels import GPU_RESOURCE, VELERO_BACKUP_VOLUMES, toleration
 from components.kube.objects import Manifest, declare
 from components.platform import alert_routing
 
@@ -169,6 +169,9 @@ def render_values(
             # Stateless: dashboards and the data source are provisioned, the admin comes from
             # the Secret; nothing needs a volume.
             "persistence": {"enabled": False},
+            # Its SQLite state (users, preferences, dashboards made in the UI) lives in the
+            # chart's "storage" emptyDir: Velero copies it (components/platform/velero.py).
+            "podAnnotations": {VELERO_BACKUP_VOLUMES: "storage"},
             "sidecar": {
                 "dashboards": {
                     "enabled": True,

@@ -1,5 +1,5 @@
 """Day-N sections: teams (``hybridgpu:homelab.teams``: namespaces with quotas and RBAC), etcd
-snapshots (``hybridgpu:homelab.backups``) and the off-site bucket they go to
+snapshots and Velero (``hybridgpu:homelab.backups``) and the off-site bucket they go to
 (``hybridgpu:aws.backups``)."""
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ RESERVED_NAMESPACES = frozenset(
         "open-webui",
         "liqo",
         "cattle-system",
+        # Velero's own: a team there would hold the backup credentials.
+        "velero",
     }
 )
 
@@ -129,8 +131,57 @@ class EtcdSnapshotSettings(Model):
     compress: bool = True
 
 
+# The namespaces whose data Velero backs up by default: JupyterHub (user homes), Open WebUI
+# (its data volume) and monitoring (Grafana), as components/platform/velero.py annotates them.
+VELERO_DEFAULT_NAMESPACES = ("jupyterhub", "open-webui", "monitoring")
+
+
+class VeleroScheduleSettings(Model):
+    """One Velero Schedule: a backup of ``namespaces`` (their objects, and the volumes their pods
+    opt in) on ``scheduleCron``, kept ``retentionDays`` (the backup's TTL)."""
+
+    name: DnsLabel
+    """The Schedule's name; its backups are ``<name>-<UTC time>``."""
+    schedule_cron: str = Field(pattern=CRON_PATTERN)
+    """When Velero starts the backup (UTC, 5-field cron; robfig/cron like k3s)."""
+    retention_days: int = Field(ge=1, le=3650)
+    """The backups' TTL: Velero deletes a backup (objects and its S3 data) this long after it."""
+    namespaces: tuple[DnsLabel, ...] = Field(default=VELERO_DEFAULT_NAMESPACES, min_length=1)
+    """Namespaces backed up: all their objects, and the volumes their pods opt in."""
+
+
+class VeleroSettings(Model):
+    """Velero (chart velero-12.1.0, Velero 1.18.1) backing up namespaced objects and the opted-in
+    volumes (kopia, node-agent) to the aws-gpu stack's backup bucket under ``velero/``."""
+
+    enabled: bool = True
+    """Install Velero in the homelab (it writes with the aws-gpu stack's Velero key)."""
+    schedules: tuple[VeleroScheduleSettings, ...] = Field(
+        default=(
+            VeleroScheduleSettings(name="daily", schedule_cron="0 3 * * *", retention_days=14),
+        ),
+        min_length=1,
+    )
+
+    @field_validator("schedules")
+    @classmethod
+    def _unique(
+        cls, value: tuple[VeleroScheduleSettings, ...]
+    ) -> tuple[VeleroScheduleSettings, ...]:
+        seen: dict[str, int] = {}
+        for i, schedule in enumerate(value):
+            if schedule.name in seen:
+                first = seen[schedule.name]
+                raise ValueError(
+                    f"schedules[{i}].name: '{schedule.name}' is already schedules[{first}]"
+                )
+            seen[schedule.name] = i
+        return value
+
+
 class BackupSettings(Model):
     etcd: EtcdSnapshotSettings = EtcdSnapshotSettings()
+    velero: VeleroSettings = VeleroSettings()
 
 
 class BackupBucketSettings(Model):
