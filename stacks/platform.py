@@ -17,10 +17,12 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components.kube.charts import BUSYBOX, CUDA_SAMPLE, LOCAL_PATH_PROVISIONER, with_digest
+from components.kube.ingress import IngressTls
 from components.kube.labels import CONTROL_PLANE_TAINT, GPU_NODE_LABEL
 from components.kube.network_policies import NamespaceIsolation, NamespaceIsolationArgs
 from components.nebula.config import DCGM_EXPORTER_NODEPORT, GPU_WAKER_PORT
 from components.platform import cuda_validation, storage_classes
+from components.platform.cert_manager import CertManager, CertManagerArgs, Issuer
 from components.platform.cuda_validation import CudaValidation, CudaValidationArgs
 from components.platform.dcgm_exporter import DcgmExporter, DcgmExporterArgs
 from components.platform.gpu_operator import GpuOperator, GpuOperatorArgs
@@ -49,6 +51,10 @@ class HomelabPlatform:
     ingress_address: str
     grafana_url: str | None
     grafana_admin_password: pulumi.Output[str] | None
+    tls: IngressTls
+    """cert-manager's issuer, for every ingress host."""
+    tls_ca_cert: pulumi.Output[str] | None
+    """The private CA's certificate (None with ACME)."""
 
 
 @dataclass(frozen=True)
@@ -60,11 +66,13 @@ class AwsScrapeTargets:
 
 
 def homelab_platform(
-    config: HomelabConfig, provider: k8s.Provider, aws: AwsScrapeTargets
+    config: HomelabConfig, provider: k8s.Provider, aws: AwsScrapeTargets, issuer: Issuer
 ) -> HomelabPlatform:
     homelab = config.homelab
     platform = homelab.platform
     on_cluster = pulumi.ResourceOptions(provider=provider)
+    cert_manager = CertManager("cert-manager", CertManagerArgs(issuer=issuer), opts=on_cluster)
+    tls = IngressTls(issuer=cert_manager.issuer_name, ready=(cert_manager.issuer,))
     pool = homelab.load_balancer
     ingress = LanLoadBalancer(
         "lan-load-balancer",
@@ -88,6 +96,7 @@ def homelab_platform(
             MonitoringArgs(
                 grafana_hostname=settings.grafana_hostname,
                 tls_secret=settings.tls_secret,
+                tls=tls,
                 admin_password=grafana_password,
                 retention_days=settings.retention_days,
                 storage_gib=settings.storage_gib,
@@ -154,6 +163,7 @@ def homelab_platform(
             cull_every_seconds=hub.cull_every_seconds,
             user_storage_gib=hub.user_storage_gib,
             scratch_gib=hub.scratch_gib,
+            tls=tls,
         ),
         opts=pulumi.ResourceOptions(provider=provider, depends_on=[storage, gpu_operator]),
     )
@@ -187,6 +197,8 @@ def homelab_platform(
                 bootstrap_password=random.RandomPassword(
                     "rancher-bootstrap-password", length=32, special=False
                 ).result,
+                tls=tls,
+                ca_cert_pem=cert_manager.ca_cert_pem,
             ),
             opts=on_cluster,
         )
@@ -200,6 +212,8 @@ def homelab_platform(
         ingress_address=ingress.ingress_address,
         grafana_url=monitoring.url if monitoring is not None else None,
         grafana_admin_password=grafana_password,
+        tls=tls,
+        tls_ca_cert=cert_manager.ca_cert_pem,
     )
 
 

@@ -28,12 +28,14 @@ TRAEFIK_NAMESPACE = "kube-system"
 @dataclass(frozen=True)
 class IngressAllow:
     """Pods of ``pod_labels`` accept ``ports`` (TCP) from pods of ``from_pods`` in
-    ``from_namespace``."""
+    ``from_namespace``; from any source when ``from_namespace`` is None (callers that are no
+    pods: the API server calling a webhook runs on the host network, which no pod or namespace
+    selector matches)."""
 
     name: str
     pod_labels: Mapping[str, str]
     ports: Sequence[int]
-    from_namespace: str
+    from_namespace: str | None
     from_pods: Mapping[str, str]
 
 
@@ -41,6 +43,25 @@ def from_ingress_controller(pod_labels: Mapping[str, str], ports: Sequence[int])
     return IngressAllow(
         "allow-from-ingress-controller", pod_labels, ports, TRAEFIK_NAMESPACE, TRAEFIK_PODS
     )
+
+
+def from_api_server(pod_labels: Mapping[str, str], ports: Sequence[int]) -> IngressAllow:
+    """An admission webhook's port, which the API server must reach; the webhook itself
+    authenticates nothing but serves TLS the API server verifies (caBundle)."""
+    return IngressAllow("allow-from-api-server", pod_labels, ports, None, {})
+
+
+def _source(allow: IngressAllow) -> dict[str, object]:
+    if allow.from_namespace is None:
+        return {}
+    return {
+        "from": [
+            {
+                "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: allow.from_namespace}},
+                "podSelector": {"matchLabels": dict(allow.from_pods)},
+            }
+        ]
+    }
 
 
 def _policy(namespace: str, name: str, spec: Manifest) -> Manifest:
@@ -78,14 +99,7 @@ def render_isolation(namespace: str, allows: Sequence[IngressAllow] = ()) -> lis
                     "policyTypes": ["Ingress"],
                     "ingress": [
                         {
-                            "from": [
-                                {
-                                    "namespaceSelector": {
-                                        "matchLabels": {NAMESPACE_NAME_LABEL: allow.from_namespace}
-                                    },
-                                    "podSelector": {"matchLabels": dict(allow.from_pods)},
-                                }
-                            ],
+                            **_source(allow),
                             "ports": [{"protocol": "TCP", "port": p} for p in allow.ports],
                         }
                     ],
