@@ -42,22 +42,32 @@ def aws_acme_dns(settings: AwsSettings, opts: pulumi.ResourceOptions) -> dict[st
     }
 
 
+def acme_zone_error(ours: str, theirs: dict[str, Any] | None) -> ConfigError | None:
+    """Why the aws-gpu stack's DNS-01 key (``theirs``: its ``acmeDns01`` output) cannot answer
+    challenges in the issuer's zone ``ours``; None when it can."""
+    zone = (theirs or {}).get("hostedZoneId")
+    if zone == ours:
+        return None
+    found = "has no DNS-01 key" if zone is None else f"made its key for zone '{zone}'"
+    return ConfigError(
+        f"{key('homelab')}.tls.issuer.hostedZoneId: '{ours}' but the aws-gpu stack {found}; "
+        f"set {key('aws')}.acmeDns01.hostedZoneId to '{ours}' and update aws-gpu first"
+    )
+
+
 def check_acme_zone(config: HomelabConfig, aws_gpu: AwsGpuReference) -> pulumi.Output[Any]:
-    """The ACME issuer's zone must be the one the aws-gpu stack's key may change."""
+    """The ACME issuer's zone must be the one the aws-gpu stack's key may change (a gate
+    check: nothing is registered after a mismatch)."""
     issuer = config.homelab.tls.issuer
     if issuer.type != ACME_ROUTE53:
         return pulumi.Output.from_input(None)
     ours = issuer.hosted_zone_id
+    assert ours is not None
 
-    def compare(theirs: dict[str, Any]) -> dict[str, Any]:
-        zone = (theirs or {}).get("hostedZoneId")
-        if zone != ours:
-            found = "has no DNS-01 key" if zone is None else f"made its key for zone '{zone}'"
-            raise ConfigError(
-                f"{key('homelab')}.tls.issuer.hostedZoneId: '{ours}' but the aws-gpu stack "
-                f"{found}; set {key('aws')}.acmeDns01.hostedZoneId to '{ours}' and update "
-                "aws-gpu first"
-            )
+    def compare(theirs: dict[str, Any] | None) -> dict[str, Any] | None:
+        error = acme_zone_error(ours, theirs)
+        if error is not None:
+            raise error
         return theirs
 
     return aws_gpu.require("acmeDns01").apply(compare)
