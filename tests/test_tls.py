@@ -6,6 +6,7 @@ tests/test_checkov.py; the bad issuer configs are tests/fixtures/invalid/homelab
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +23,8 @@ from components.kube.ingress import ANNOTATIONS, IngressTls, declare_certificate
 from components.platform import cert_manager
 from stacks.config.tls import LETS_ENCRYPT
 from stacks.tls import acme_zone_error
-from tests.upstream_data import UPSTREAM
+from tests.test_kubernetes_objects import crd_charts, problems_of
+from tests.upstream_data import UPSTREAM, find_crd, plain_object
 from tools.offline import StackRun
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -339,3 +341,25 @@ def test_an_issuer_zone_the_aws_key_cannot_write_is_refused_naming_the_key() -> 
     none = acme_zone_error(ZONE, {"hostedZoneId": None})
     assert none is not None
     assert "has no DNS-01 key" in str(none)
+
+
+def test_certificates_and_issuers_validate_against_cert_managers_crds(
+    homelab_run: StackRun, private_ca_run: StackRun
+) -> None:
+    """The same check tests/test_kubernetes_objects.py runs over every object, shown here for
+    these kinds: the CRDs are cert-manager's at v1.19.1, and a broken object fails."""
+    for label, run in (("homelab", homelab_run), (f"fixture {FIXTURE}", private_ca_run)):
+        charts = crd_charts(label, run)
+        objects = [plain_object(r) for r in (*run.by_type(CERTIFICATE), *run.by_type(ISSUER))]
+        assert len(objects) >= 4
+        for obj in objects:
+            (crd,) = find_crd(charts, obj["apiVersion"], obj["kind"])
+            assert crd.chart == "cert-manager v1.19.1"
+            assert problems_of(obj, charts) == [], obj
+    charts = crd_charts("homelab", homelab_run)
+    broken = copy.deepcopy(plain_object(homelab_run.one(CERTIFICATE, "open-webui-certificate")))
+    del broken["spec"]["issuerRef"]
+    broken["spec"]["privateKey"]["algorithm"] = "DSA"
+    problems = "\n".join(problems_of(broken, charts))
+    assert "'issuerRef' is a required property" in problems
+    assert "'DSA' is not one of" in problems
