@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +26,7 @@ from stacks.config.tls import LETS_ENCRYPT
 from stacks.tls import acme_zone_error
 from tests.test_kubernetes_objects import crd_charts, problems_of
 from tests.upstream_data import UPSTREAM, find_crd, plain_object
-from tools.offline import StackRun
+from tools.offline import REPO_ROOT, StackRun
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 CERTIFICATE = "kubernetes:cert-manager.io/v1:Certificate"
@@ -363,3 +364,11 @@ def test_certificates_and_issuers_validate_against_cert_managers_crds(
     problems = "\n".join(problems_of(broken, charts))
     assert "'issuerRef' is a required property" in problems
     assert "'DSA' is not one of" in problems
+
+
+def test_the_readme_rotation_command_names_the_real_key(aws_gpu_run: StackRun) -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("### TLS certificates", 1)[1].split("\n## ", 1)[0]
+    (urn,) = re.findall(r"'(urn:pulumi:aws-gpu::[^']+)'", section)
+    key = aws_gpu_run.one("aws:iam/accessKey:AccessKey", "acme-dns01-key")
+    assert urn == key.urn

@@ -75,3 +75,5 @@ class AcmeDns01Settings(Model):
     homelab's cert-manager reads the key from this stack's outputs."""
 
     hosted_zone_id: HostedZoneId
+    """The Route 53 hosted zone of the homelab's ingress host names (the same as
+    ``homelab.tls.issuer.hostedZoneId``): the only zone the key may write challenges in."""
