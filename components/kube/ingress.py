@@ -131,8 +131,8 @@ def declare_certificate(
     namespace: str,
     hostname: str,
     tls: IngressTls | None,
-    manual_secret: str | None,
     parent: pulumi.Resource,
+    manual_secret: str | None = None,
     depends_on: Sequence[pulumi.Resource] = (),
     secret_name: str | None = None,
 ) -> pulumi.Resource | None:

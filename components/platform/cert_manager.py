@@ -29,7 +29,7 @@ from components.kube.network_policies import (
     NamespaceIsolationArgs,
     from_api_server,
 )
-from components.kube.objects import Manifest, declare
+from components.kube.objects import Manifest, declare, namespace_manifest, secret_manifest
 
 NAMESPACE = "cert-manager"
 RELEASE = "cert-manager"
@@ -82,11 +82,7 @@ Issuer = AcmeRoute53 | PrivateCa
 
 
 def render_namespace() -> Manifest:
-    return with_level(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
-        "restricted",
-        POD_SECURITY_REASON,
-    )
+    return with_level(namespace_manifest(NAMESPACE), "restricted", POD_SECURITY_REASON)
 
 
 def render_values(issuer: Issuer) -> dict[str, Any]:
@@ -142,13 +138,11 @@ def render_acme_issuer(issuer: AcmeRoute53) -> Manifest:
 def render_route53_secret(
     access_key_id: pulumi.Input[str], secret_access_key: pulumi.Input[str]
 ) -> Manifest:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": ROUTE53_SECRET, "namespace": NAMESPACE},
-        "type": "Opaque",
-        "stringData": {"access-key-id": access_key_id, "secret-access-key": secret_access_key},
-    }
+    return secret_manifest(
+        ROUTE53_SECRET,
+        NAMESPACE,
+        {"access-key-id": access_key_id, "secret-access-key": secret_access_key},
+    )
 
 
 def render_ca_issuer() -> Manifest:
@@ -163,13 +157,9 @@ def render_ca_issuer() -> Manifest:
 
 def render_ca_secret(cert_pem: pulumi.Input[str], key_pem: pulumi.Input[str]) -> Manifest:
     """A ``kubernetes.io/tls`` Secret (tls.crt, tls.key), what the ca issuer reads."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": CA_SECRET, "namespace": NAMESPACE},
-        "type": "kubernetes.io/tls",
-        "stringData": {"tls.crt": cert_pem, "tls.key": key_pem},
-    }
+    return secret_manifest(
+        CA_SECRET, NAMESPACE, {"tls.crt": cert_pem, "tls.key": key_pem}, "kubernetes.io/tls"
+    )
 
 
 @dataclass(frozen=True)

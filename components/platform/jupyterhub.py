@@ -237,7 +237,6 @@ class JupyterHub(pulumi.ComponentResource):
             namespace=NAMESPACE,
             hostname=args.hostname,
             tls=args.tls,
-            manual_secret=None,
             parent=self,
             depends_on=[self.release],
         )

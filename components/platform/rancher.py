@@ -20,7 +20,7 @@ import pulumi
 from components.k3s.pod_security import with_level
 from components.kube.charts import RANCHER, helm_release
 from components.kube.ingress import ANNOTATIONS, INGRESS_CLASS, IngressTls, declare_certificate
-from components.kube.objects import Manifest, declare
+from components.kube.objects import Manifest, declare, namespace_manifest, secret_manifest
 
 NAMESPACE = "cattle-system"
 APP = "rancher"
@@ -40,7 +40,7 @@ class RancherArgs:
 
 def render_namespace() -> Manifest:
     return with_level(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        namespace_manifest(NAMESPACE),
         "privileged",
         "Rancher's own namespace, exempt from Pod Security on the API server "
         "(stacks/pod_security.py RANCHER_NAMESPACES)",
@@ -48,13 +48,7 @@ def render_namespace() -> Manifest:
 
 
 def render_ca_secret(ca_cert_pem: pulumi.Input[str]) -> Manifest:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": CA_SECRET, "namespace": NAMESPACE},
-        "type": "Opaque",
-        "stringData": {"cacerts.pem": ca_cert_pem},
-    }
+    return secret_manifest(CA_SECRET, NAMESPACE, {"cacerts.pem": ca_cert_pem})
 
 
 def render_values(hostname: str, replicas: int, private_ca: bool) -> dict[str, Any]:
@@ -93,7 +87,6 @@ class Rancher(pulumi.ComponentResource):
             namespace=NAMESPACE,
             hostname=args.hostname,
             tls=args.tls,
-            manual_secret=None,
             parent=self,
             depends_on=[namespace],
             # The Secret the chart's Ingress names (and Rancher reads) with source "secret".
