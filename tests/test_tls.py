@@ -302,9 +302,9 @@ def test_the_private_ca_is_the_same_for_the_same_seed_and_window() -> None:
     public = cert.public_key()
     assert isinstance(public, ec.EllipticCurvePublicKey)
     assert public.curve.name == "secp256r1"
-    public.verify(
-        cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm)
-    )
+    digest = cert.signature_hash_algorithm
+    assert digest is not None
+    public.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(digest))
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
     other = ca_from_seed(bytes(32), "lab CA", start, end)
     assert other.key_pem != first.key_pem
