@@ -91,11 +91,16 @@ def test_the_policy_check_can_fail() -> None:
 
 
 def test_the_writer_has_that_policy_and_nothing_else(aws_gpu_run: StackRun) -> None:
-    users = aws_gpu_run.by_type("aws:iam/user:User")
+    # The other IAM user, the ACME DNS-01 key's, is tests/test_tls.py's.
+    users = [u for u in aws_gpu_run.by_type("aws:iam/user:User") if u.name != "acme-dns01"]
     assert [u.name for u in users] == ["backups-writer"]
     assert not aws_gpu_run.by_type("aws:iam/userPolicyAttachment:UserPolicyAttachment")
     assert not aws_gpu_run.by_type("aws:iam/userGroupMembership:UserGroupMembership")
-    (inline,) = aws_gpu_run.by_type("aws:iam/userPolicy:UserPolicy")
+    (inline,) = [
+        p
+        for p in aws_gpu_run.by_type("aws:iam/userPolicy:UserPolicy")
+        if p.name != "acme-dns01-policy"
+    ]
     assert inline.plain_inputs["user"].startswith("backups-writer")
 
 
@@ -205,6 +210,6 @@ def test_snapshots_can_be_turned_off(enabled: bool) -> None:
 
 
 def test_the_rotation_command_in_the_readme_names_the_access_key(aws_gpu_run: StackRun) -> None:
-    (key,) = aws_gpu_run.by_type("aws:iam/accessKey:AccessKey")
+    key = aws_gpu_run.one("aws:iam/accessKey:AccessKey", "backups-writer-key")
     readme = (offline.REPO_ROOT / "README.md").read_text()
     assert f"--replace\n'{key.urn}'" in readme or f"--replace '{key.urn}'" in readme
