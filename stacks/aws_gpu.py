@@ -34,6 +34,7 @@ from stacks.gpu_waker import aws_gpu_waker
 from stacks.outputs import export_stack_outputs
 from stacks.platform import aws_platform
 from stacks.renewal import RenewalClock
+from stacks.tls import aws_acme_dns
 
 KUBECONFIG_REFRESH_DAYS = 30
 """The admin kubeconfig is read again every 30 days: k3s renews its one-year client certificate
@@ -95,7 +96,8 @@ def main() -> None:
         ),
         opts=on_aws,
     )
-    backup_outputs = aws_backups(settings, on_aws)
+    # What the homelab reads for its etcd snapshots and its ACME DNS-01 challenges.
+    backup_outputs = {**aws_backups(settings, on_aws), **aws_acme_dns(settings, on_aws)}
     control_path = aws_nodes.node_parameter_path("control-node")
     worker_path = aws_nodes.node_parameter_path("gpu-worker")
     control_role = NodeRole(

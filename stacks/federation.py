@@ -28,6 +28,7 @@ from components.federation.ollama import Ollama, OllamaArgs, OllamaSettings
 from components.federation.open_webui import OpenWebUi, OpenWebUiArgs
 from components.k3s.config import k3s_api_url
 from components.kube.charts import BUSYBOX, with_digest
+from components.kube.ingress import IngressTls
 from components.kube.labels import (
     AWS_CONTROL_NODE_TAINTS,
     AWS_GPU_WORKER_TAINTS,
@@ -142,9 +143,11 @@ def homelab_federation(
     remote: ProviderSide,
     wait_for: list[pulumi.Resource],
     ingress: pulumi.Resource,
+    tls: IngressTls | None = None,
 ) -> HomelabFederation:
     """``wait_for``: the GPU stack; Liqo's gateway and Ollama's RuntimeClass come after it.
-    ``ingress``: Traefik's address, which Open WebUI's Ingress is awaited for."""
+    ``ingress``: Traefik's address, which Open WebUI's Ingress is awaited for; ``tls``: where
+    its certificate comes from."""
     project = config.project
     network = project.network
     homelab = config.homelab
@@ -233,6 +236,7 @@ def homelab_federation(
             secret_key=secret_key.result,
             admin_password=admin_password.result,
             tls_secret=webui.tls_secret,
+            tls=tls,
             ingress_ready=(ingress,),
         ),
         opts=on_cluster,

@@ -34,6 +34,7 @@ from stacks.outputs import AwsGpuReference, export_stack_outputs
 from stacks.platform import AwsScrapeTargets, homelab_platform
 from stacks.pod_security import homelab_admission_config
 from stacks.renewal import RenewalClock
+from stacks.tls import check_acme_zone, issuer_of
 
 
 def proxmox_provider(
@@ -276,6 +277,7 @@ def main() -> None:
             aws_gpu.require("llmNamespace"),
             "the AWS models volume is bound to that namespace",
         ),
+        check_acme_zone(config, aws_gpu),
     )
     host_keys = access.vm_host_keys(config.homelab)
     pinned = access.pinned_host_keys(config.homelab, host_keys)
@@ -283,10 +285,11 @@ def main() -> None:
     # Host certificates are signed with the CA the aws-gpu stack owns. Its key is read from
     # SSM at run time with the operator's AWS credentials (an invoke: its result is kept in no
     # state), so this stack's state never holds it.
+    clock = RenewalClock()
     nebula_hosts = mesh.homelab_hosts(
         config.project,
         config.homelab,
-        clock=RenewalClock(),
+        clock=clock,
         ca_cert_pem=aws_gpu.require("nebulaCaCert"),
         ca_bundle_pem=aws_gpu.require("nebulaCaBundle"),
         ca_key_pem=mesh_ca_key(aws_gpu),
@@ -316,6 +319,7 @@ def main() -> None:
             gpu_waker_token=aws_gpu.require("gpuWakerToken"),
             worker_gpu_count=aws_gpu.require("gpuWorkerGpuCount"),
         ),
+        issuer=issuer_of(config, aws_gpu, clock),
     )
     homelab_snapshot_store(config.homelab, aws_gpu, pulumi.ResourceOptions(provider=homelab_k8s))
     homelab_velero(config.homelab, aws_gpu, pulumi.ResourceOptions(provider=homelab_k8s))
@@ -337,6 +341,7 @@ def main() -> None:
         ),
         wait_for=[platform.gpu_stack],
         ingress=platform.ingress,
+        tls=platform.tls,
     )
     export_stack_outputs(
         STACK_HOMELAB,
@@ -358,5 +363,6 @@ def main() -> None:
             "cudaValidation": platform.cuda_validation,
             "grafanaUrl": platform.grafana_url,
             "grafanaAdminPassword": platform.grafana_admin_password,
+            "tlsCaCert": platform.tls_ca_cert,
         },
     )

@@ -125,6 +125,20 @@ AWS_GPU_OUTPUTS: tuple[OutputSpec, ...] = (
         "Secret key of Velero's writer; replace its aws.iam.AccessKey to rotate it.",
         secret=True,
     ),
+    OutputSpec(
+        "acmeDns01",
+        "{hostedZoneId}: the Route 53 zone the DNS-01 key may write challenges in (null "
+        "without aws.acmeDns01).",
+    ),
+    OutputSpec(
+        "acmeDns01AccessKeyId",
+        "Access key id of the homelab cert-manager's DNS-01 user (null without aws.acmeDns01).",
+    ),
+    OutputSpec(
+        "acmeDns01SecretAccessKey",
+        "Its secret key; replace its aws.iam.AccessKey to rotate it.",
+        secret=True,
+    ),
 )
 
 HOMELAB_OUTPUTS: tuple[OutputSpec, ...] = (
@@ -158,6 +172,11 @@ HOMELAB_OUTPUTS: tuple[OutputSpec, ...] = (
         "grafanaAdminPassword",
         "Password of Grafana's 'admin' account (generated; null without homelab.monitoring).",
         secret=True,
+    ),
+    OutputSpec(
+        "tlsCaCert",
+        "PEM of the private CA that signs the ingress certificates (homelab.tls.issuer "
+        "private-ca): import it into browsers and OS trust stores; null with ACME.",
     ),
 )
 

@@ -17,6 +17,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components.kube.charts import BUSYBOX, CUDA_SAMPLE, LOCAL_PATH_PROVISIONER, with_digest
+from components.kube.ingress import IngressTls
 from components.kube.labels import (
     AWS_CONTROL_NODE_TAINTS,
     AWS_GPU_WORKER_TAINTS,
@@ -32,6 +33,7 @@ from components.nebula.config import (
 )
 from components.platform import cuda_validation, monitoring_network, storage_classes
 from components.platform.alert_routing import AlertReceivers, EmailReceiver, WebhookReceiver
+from components.platform.cert_manager import CertManager, CertManagerArgs, Issuer
 from components.platform.cuda_validation import CudaValidation, CudaValidationArgs
 from components.platform.dcgm_exporter import DcgmExporter, DcgmExporterArgs
 from components.platform.gpu_operator import GpuOperator, GpuOperatorArgs
@@ -62,6 +64,10 @@ class HomelabPlatform:
     ingress_address: str
     grafana_url: str | None
     grafana_admin_password: pulumi.Output[str] | None
+    tls: IngressTls
+    """cert-manager's issuer, for every ingress host."""
+    tls_ca_cert: pulumi.Output[str] | None
+    """The private CA's certificate (None with ACME)."""
 
 
 @dataclass(frozen=True)
@@ -75,11 +81,13 @@ class AwsScrapeTargets:
 
 
 def homelab_platform(
-    config: HomelabConfig, provider: k8s.Provider, aws: AwsScrapeTargets
+    config: HomelabConfig, provider: k8s.Provider, aws: AwsScrapeTargets, issuer: Issuer
 ) -> HomelabPlatform:
     homelab = config.homelab
     platform = homelab.platform
     on_cluster = pulumi.ResourceOptions(provider=provider)
+    cert_manager = CertManager("cert-manager", CertManagerArgs(issuer=issuer), opts=on_cluster)
+    tls = IngressTls(issuer=cert_manager.issuer_name, ready=(cert_manager.issuer,))
     pool = homelab.load_balancer
     ingress = LanLoadBalancer(
         "lan-load-balancer",
@@ -103,6 +111,7 @@ def homelab_platform(
             MonitoringArgs(
                 grafana_hostname=settings.grafana_hostname,
                 tls_secret=settings.tls_secret,
+                tls=tls,
                 admin_password=grafana_password,
                 retention_days=settings.retention_days,
                 storage_gib=settings.storage_gib,
@@ -183,6 +192,7 @@ def homelab_platform(
             cull_every_seconds=hub.cull_every_seconds,
             user_storage_gib=hub.user_storage_gib,
             scratch_gib=hub.scratch_gib,
+            tls=tls,
         ),
         opts=pulumi.ResourceOptions(provider=provider, depends_on=[storage, gpu_operator]),
     )
@@ -216,6 +226,8 @@ def homelab_platform(
                 bootstrap_password=random.RandomPassword(
                     "rancher-bootstrap-password", length=32, special=False
                 ).result,
+                tls=tls,
+                ca_cert_pem=cert_manager.ca_cert_pem,
             ),
             opts=on_cluster,
         )
@@ -229,6 +241,8 @@ def homelab_platform(
         ingress_address=ingress.ingress_address,
         grafana_url=monitoring.url if monitoring is not None else None,
         grafana_admin_password=grafana_password,
+        tls=tls,
+        tls_ca_cert=cert_manager.ca_cert_pem,
     )
 
 

@@ -6,6 +6,7 @@ recorded API replies by path, records what is POSTed and DELETEd, and answers cl
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -89,6 +90,14 @@ def serve() -> Iterator[Any]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+def silent_port() -> tuple[socket.socket, int]:
+    """A port that accepts connections and never answers (a black-holed API)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    return sock, sock.getsockname()[1]
 
 
 def kubeconfig(server: str) -> str:

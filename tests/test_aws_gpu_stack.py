@@ -39,6 +39,7 @@ ROLE_BY_COMPONENT = {
     "hybridgpu:aws:CostBudget": "budget",
     "hybridgpu:aws:BackupBucket": "backups",
     "hybridgpu:aws:ModelUploader": "model-uploader",
+    "hybridgpu:aws:AcmeDnsUser": "acme-dns01",
 }
 NODE_ROLES = ("control-node", "gpu-worker")
 

@@ -422,7 +422,8 @@ def test_values_carry_retention_storage_and_the_grafana_ingress() -> None:
     ingress = values["grafana"]["ingress"]
     assert ingress["ingressClassName"] == "traefik"
     assert ingress["annotations"] == {
-        "traefik.ingress.kubernetes.io/router.entrypoints": "websecure"
+        "traefik.ingress.kubernetes.io/router.entrypoints": "websecure",
+        "traefik.ingress.kubernetes.io/router.tls": "true",
     }
     assert ingress["tls"] == [{"hosts": ["grafana.lab.example"], "secretName": "grafana-tls"}]
     assert values["grafana"]["admin"]["existingSecret"] == monitoring.GRAFANA_ADMIN_SECRET

@@ -252,8 +252,11 @@ def test_rancher_is_off_by_default_and_optional(
     rancher = with_rancher.one(RELEASE, "rancher-release")
     assert rancher.plain_inputs["values"]["hostname"] == "rancher.lab.example"
     assert any(p.startswith("values") for p in rancher.secret_inputs)
-    cert_manager = with_rancher.one(RELEASE, "rancher-cert-manager")
-    assert cert_manager.urn in rancher.dependencies
+    # Its certificate from the cluster's issuer (tests/test_tls.py), before the release.
+    certificate = with_rancher.one(
+        "kubernetes:cert-manager.io/v1:Certificate", "rancher-certificate"
+    )
+    assert certificate.urn in rancher.dependencies
 
 
 def test_every_chart_and_image_is_pinned(aws_gpu_run: StackRun, homelab_run: StackRun) -> None:

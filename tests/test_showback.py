@@ -13,15 +13,13 @@ from typing import Any
 
 import pytest
 
-from tests import test_verify
-from tests.test_verify import FakeApi, kubeconfig
+from tests.fake_kube_api import FakeApi, kubeconfig, silent_port
 from tools import showback
 
 RECORDED = json.loads(
     (Path(__file__).parent / "fixtures" / "showback" / "prometheus-replies.json").read_text()
 )
 NOW = datetime.fromisoformat(RECORDED["now"])
-serve = test_verify.serve  # the loopback server fixture of ./dev verify's tests
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -101,7 +99,7 @@ def test_an_error_reply_fails_clearly(serve: Any, capsys: pytest.CaptureFixture[
 def test_an_unresponsive_prometheus_fails_within_the_bound(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    sock, port = test_verify._silent_port()
+    sock, port = silent_port()
     try:
         started = time.monotonic()
         code, _, err = run(["--prometheus", f"http://127.0.0.1:{port}"], capsys)

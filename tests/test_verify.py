@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import copy
 import json
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fake_kube_api import FakeApi, kubeconfig
+from tests.fake_kube_api import FakeApi, kubeconfig, silent_port
 from tools import verify
 from tools.verify import FAIL, PASS, SKIP, Result
 
@@ -168,16 +167,8 @@ def test_a_stopped_worker_skips_ollama_rather_than_waking_it(serve: Any) -> None
     assert "stopped" in results["ollama-tags"].reason
 
 
-def _silent_port() -> tuple[socket.socket, int]:
-    """A port that accepts connections and never answers (a black-holed API)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    return sock, sock.getsockname()[1]
-
-
 def test_an_unresponsive_api_fails_clearly_within_the_bound() -> None:
-    sock, port = _silent_port()
+    sock, port = silent_port()
     try:
         started = time.monotonic()
         results = run_verify(f"http://127.0.0.1:{port}", timeout=3.0)
@@ -193,7 +184,7 @@ def test_an_unresponsive_api_fails_clearly_within_the_bound() -> None:
 
 
 def test_a_refused_api_fails_clearly() -> None:
-    sock, port = _silent_port()
+    sock, port = silent_port()
     sock.close()  # nothing listens now
     (result,) = run_verify(f"http://127.0.0.1:{port}", timeout=3.0)
     assert result.status == FAIL

@@ -17,6 +17,12 @@ import pulumi
 
 from components.k3s.pod_security import Level, with_level
 from components.kube.charts import digest_skip
+from components.kube.ingress import (
+    IngressTls,
+    declare_certificate,
+    render_ingress,
+    tls_secret_name,
+)
 from components.kube.labels import VELERO_BACKUP_VOLUMES
 from components.kube.objects import Manifest, app_labels, declare, render_service
 from components.kube.security import (
@@ -211,39 +217,6 @@ def render_deployment(namespace: str, image: str, admin_email: str) -> Manifest:
     }
 
 
-def render_ingress(namespace: str, hostname: str, tls_secret: str | None) -> Manifest:
-    spec: dict[str, object] = {
-        "ingressClassName": "traefik",
-        "rules": [
-            {
-                "host": hostname,
-                "http": {
-                    "paths": [
-                        {
-                            "path": "/",
-                            "pathType": "Prefix",
-                            "backend": {"service": {"name": APP, "port": {"name": "http"}}},
-                        }
-                    ]
-                },
-            }
-        ],
-    }
-    if tls_secret is not None:
-        spec["tls"] = [{"hosts": [hostname], "secretName": tls_secret}]
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": {
-            "name": APP,
-            "namespace": namespace,
-            # HTTPS only: Traefik's websecure entry point.
-            "annotations": {"traefik.ingress.kubernetes.io/router.entrypoints": "websecure"},
-        },
-        "spec": spec,
-    }
-
-
 @dataclass(frozen=True)
 class OpenWebUiArgs:
     namespace: str
@@ -258,6 +231,9 @@ class OpenWebUiArgs:
     secret_key: pulumi.Input[str]
     admin_password: pulumi.Input[str]
     tls_secret: str | None = None
+    """A manual certificate's Secret; overrides ``tls``."""
+    tls: IngressTls | None = None
+    """cert-manager's issuer: a Certificate for ``hostname`` unless ``tls_secret`` is set."""
     ingress_ready: Sequence[pulumi.Resource] = ()
     """What gives the ingress controller its address: pulumi-kubernetes waits for an Ingress
     until its status carries one (provider/pkg/await/ingress.go)."""
@@ -294,9 +270,25 @@ class OpenWebUi(pulumi.ComponentResource):
             pulumi.ResourceOptions(parent=self, depends_on=[secret, claim]),
         )
         declare(f"{name}-service", render_service(APP, args.namespace, 80), in_namespace)
+        declare_certificate(
+            f"{name}-certificate",
+            app=APP,
+            namespace=args.namespace,
+            hostname=args.hostname,
+            tls=args.tls,
+            manual_secret=args.tls_secret,
+            parent=self,
+            depends_on=[namespace],
+        )
         declare(
             f"{name}-ingress",
-            render_ingress(args.namespace, args.hostname, args.tls_secret),
+            render_ingress(
+                APP,
+                args.namespace,
+                args.hostname,
+                "http",
+                tls_secret_name(APP, args.tls, args.tls_secret),
+            ),
             pulumi.ResourceOptions(parent=self, depends_on=[namespace, *args.ingress_ready]),
         )
         self.url = f"https://{args.hostname}/"

@@ -49,6 +49,28 @@ def app_labels(app: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": app}
 
 
+def namespace_manifest(name: str) -> Manifest:
+    """A bare Namespace (callers add their Pod Security level: components/k3s/pod_security.py)."""
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+def secret_manifest(
+    name: str,
+    namespace: str,
+    string_data: Mapping[str, pulumi.Input[str]],
+    secret_type: str = "Opaque",  # noqa: S107 - the Secret type, not a credential
+) -> Manifest:
+    """A Secret from plain strings (``stringData``); callers wrap secret values in
+    ``Output.secret``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": secret_type,
+        "stringData": dict(string_data),
+    }
+
+
 def render_service(app: str, namespace: str, port: int) -> Manifest:
     """ClusterIP Service of an app whose pods name their port ``http``."""
     return {

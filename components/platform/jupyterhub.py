@@ -11,10 +11,17 @@ from typing import Any, Literal
 import pulumi
 
 from components.kube.charts import JUPYTERHUB, helm_release, parse_image
+from components.kube.ingress import (
+    IngressTls,
+    chart_ingress_values,
+    declare_certificate,
+    tls_secret_name,
+)
 from components.kube.labels import GPU_RESOURCE, NVIDIA_RUNTIME_CLASS, VELERO_BACKUP_VOLUMES
 from components.platform.storage_classes import LOCAL_CLASS, NFS_CLASS, SCRATCH_CLASS
 
 NAMESPACE = "jupyterhub"
+APP = "jupyterhub"
 HOME_VOLUME = "volume-{user_server}"
 SCRATCH_MOUNT = "/scratch"
 # z2jh's names for the authenticators bundled in its hub image
@@ -120,6 +127,7 @@ def render_jupyterhub_values(
     cull_every_seconds: int,
     user_storage_gib: int,
     scratch_gib: int,
+    tls_secret: str | None = None,
 ) -> dict[str, Any]:
     """Chart values (jupyterhub/values.yaml of the pinned chart), secrets excluded."""
     pin = parse_image(image)
@@ -132,18 +140,9 @@ def render_jupyterhub_values(
             "db": {"type": "sqlite-pvc", "pvc": {"storageClassName": LOCAL_CLASS}},
         },
         "proxy": {"service": {"type": "ClusterIP"}},
-        "ingress": {
-            "enabled": True,
-            "ingressClassName": "traefik",
-            "hosts": [hostname],
-            # HTTPS only: the websecure entry point, TLS on the router (k3s's Traefik serves its
-            # default certificate when the Ingress names none). OAuth session cookies never
-            # cross the LAN in clear (jupyterhub/values.yaml@4.4.0 ingress.annotations).
-            "annotations": {
-                "traefik.ingress.kubernetes.io/router.entrypoints": "websecure",
-                "traefik.ingress.kubernetes.io/router.tls": "true",
-            },
-        },
+        # HTTPS only (components/kube/ingress.py): OAuth session cookies never cross the LAN
+        # in clear (jupyterhub/values.yaml@4.4.0 ingress: hosts, annotations, tls).
+        "ingress": chart_ingress_values(hostname, tls_secret),
         "singleuser": {
             "image": {"name": image_name, "tag": image_tag},
             # Velero copies each user's home volume (components/platform/velero.py); KubeSpawner
@@ -195,6 +194,8 @@ class JupyterHubArgs:
     cull_every_seconds: int = 600
     user_storage_gib: int = 10
     scratch_gib: int = 100
+    tls: IngressTls | None = None
+    """cert-manager's issuer: a Certificate for ``hostname``."""
 
 
 class JupyterHub(pulumi.ComponentResource):
@@ -212,6 +213,7 @@ class JupyterHub(pulumi.ComponentResource):
             cull_every_seconds=args.cull_every_seconds,
             user_storage_gib=args.user_storage_gib,
             scratch_gib=args.scratch_gib,
+            tls_secret=tls_secret_name(APP, args.tls, None),
         )
         section = AUTHENTICATOR_SECTIONS[args.authenticator.kind]
 
@@ -232,6 +234,16 @@ class JupyterHub(pulumi.ComponentResource):
             namespace=NAMESPACE,
             values=self.values,
             opts=pulumi.ResourceOptions(parent=self),
+        )
+        # In the release's namespace, which Helm creates.
+        declare_certificate(
+            f"{name}-certificate",
+            app=APP,
+            namespace=NAMESPACE,
+            hostname=args.hostname,
+            tls=args.tls,
+            parent=self,
+            depends_on=[self.release],
         )
         self.url = f"https://{args.hostname}/"
         self.register_outputs({"url": self.url})

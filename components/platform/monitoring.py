@@ -24,6 +24,12 @@ import yaml
 
 from components.k3s.pod_security import with_level
 from components.kube.charts import KUBE_PROMETHEUS_STACK, helm_release
+from components.kube.ingress import (
+    IngressTls,
+    chart_ingress_values,
+    declare_certificate,
+    tls_secret_name,
+)
 from components.kube.labels import GPU_RESOURCE, VELERO_BACKUP_VOLUMES, toleration
 from components.kube.objects import Manifest, declare
 from components.platform import alert_routing
@@ -33,6 +39,7 @@ RULES_FILE = FILES / "alerts.rules.yaml"
 DASHBOARDS_DIR = FILES / "dashboards"
 NAMESPACE = "monitoring"
 RELEASE = "monitoring"
+GRAFANA = "grafana"
 GRAFANA_ADMIN_SECRET = "grafana-admin"  # noqa: S105 - a Secret object name, not a credential
 GPU_WAKER_SECRET = "gpu-waker-scrape"  # noqa: S105 - a Secret object name, not a credential
 # Grafana's dashboard sidecar loads ConfigMaps carrying this label (kube-prometheus-stack
@@ -97,16 +104,8 @@ def render_values(
 ) -> dict[str, Any]:
     """kube-prometheus-stack values (prometheus-community/helm-charts
     charts/kube-prometheus-stack/values.yaml@kube-prometheus-stack-88.5.3)."""
-    ingress: dict[str, Any] = {
-        "enabled": True,
-        "ingressClassName": "traefik",
-        # HTTPS only, like Open WebUI: Traefik's websecure entry point.
-        "annotations": {"traefik.ingress.kubernetes.io/router.entrypoints": "websecure"},
-        "hosts": [grafana_hostname],
-        "path": "/",
-    }
-    if tls_secret is not None:
-        ingress["tls"] = [{"hosts": [grafana_hostname], "secretName": tls_secret}]
+    # The chart's Grafana ingress, shaped like every other (components/kube/ingress.py).
+    ingress = {**chart_ingress_values(grafana_hostname, tls_secret), "path": "/"}
     routing = alert_routing.render_values()
     # Node exporter runs on every node, GPU workers (tainted for GPU work) and control planes too.
     node_tolerations = [toleration(t) for t in node_taints] + [
@@ -366,6 +365,9 @@ class MonitoringArgs:
     runbook_base_url: str = ""
     """Prefix of the alerts' ``runbook_url`` (their pages' paths in this repository)."""
     tls_secret: str | None = None
+    """A manual certificate's Secret; overrides ``tls``."""
+    tls: IngressTls | None = None
+    """cert-manager's issuer: a Certificate for Grafana unless ``tls_secret`` is set."""
     alert_receivers: alert_routing.AlertReceivers | None = None
     """None: alerts are only listed in Alertmanager's and Grafana's UIs."""
     node_taints: tuple[str, ...] = ()
@@ -386,9 +388,19 @@ class Monitoring(pulumi.ComponentResource):
             render_admin_secret(pulumi.Output.secret(args.admin_password)),
             in_namespace,
         )
+        declare_certificate(
+            f"{name}-grafana-certificate",
+            app=GRAFANA,
+            namespace=NAMESPACE,
+            hostname=args.grafana_hostname,
+            tls=args.tls,
+            manual_secret=args.tls_secret,
+            parent=self,
+            depends_on=[namespace],
+        )
         self.values = render_values(
             grafana_hostname=args.grafana_hostname,
-            tls_secret=args.tls_secret,
+            tls_secret=tls_secret_name(GRAFANA, args.tls, args.tls_secret),
             retention_days=args.retention_days,
             storage_gib=args.storage_gib,
             storage_class=args.storage_class,

@@ -31,6 +31,7 @@ from stacks.config.gpu_instances import (
 )
 from stacks.config.operations import BackupBucketSettings
 from stacks.config.project import ProjectSettings
+from stacks.config.tls import AcmeDns01Settings
 
 NVIDIA_FAMILIES_ONLY: JsonDict = {"allowed": "family " + ", ".join(sorted(NVIDIA_GPU_FAMILIES))}
 
@@ -272,6 +273,8 @@ class AwsSettings(Model):
     federation: AwsFederationSettings = AwsFederationSettings()
     model_store: ModelStoreSettings = ModelStoreSettings()
     gpu_waker: GpuWakerSettings = GpuWakerSettings()
+    acme_dns01: AcmeDns01Settings | None = None
+    """The DNS-01 key of the homelab's ACME issuer (``homelab.tls.issuer``); absent: none."""
 
     @property
     def admin_over_mesh(self) -> bool:

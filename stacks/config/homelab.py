@@ -36,6 +36,7 @@ from stacks.config.proxmox import (
     VmSpec,
     reject_duplicates,
 )
+from stacks.config.tls import TlsSettings
 
 # What the program relies on from k3s's packaged components (https://docs.k3s.io/installation/
 # packaged-components): Traefik serves every web app, local-storage the SQLite volumes, and
@@ -162,6 +163,8 @@ class HomelabSettings(Model):
     image_digests: ImageDigests = ImageDigests()
     monitoring: MonitoringSettings | None = None
     """Prometheus, Alertmanager and Grafana; absent: no monitoring stack."""
+    tls: TlsSettings = TlsSettings()
+    """cert-manager and the issuer of every ingress certificate (README "TLS certificates")."""
 
     @field_validator("control_planes")
     @classmethod
