@@ -25,16 +25,18 @@ from components.nebula.config import (
 )
 from components.platform import cuda_validation, monitoring, node_exporter
 from components.platform.monitoring import (
-    AWS_GPUS_RULE,
     AWS_NODE_LABEL,
     NODE_EXPORTER_JOB,
-    RULES_FILE,
     STOPPABLE_NODE,
+    render_values,
+    retention_size,
+)
+from components.platform.monitoring_rules import (
+    AWS_GPUS_RULE,
+    RULES_FILE,
     aws_gpus_expr,
     dashboard_files,
     load_rule_groups,
-    render_values,
-    retention_size,
     with_aws_gpus,
     with_runbook_base,
 )

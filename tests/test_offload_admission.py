@@ -237,7 +237,8 @@ def _tolerations(values: Any) -> list[dict[str, Any]]:
 
 def test_only_liqo_tolerates_the_control_node_taint(aws_gpu_run: StackRun) -> None:
     """The AWS control node is tainted; of what the program installs there, only Liqo (its
-    controllers and gateway placed there, its fabric on every node) tolerates it. k3s's own
+    controllers and gateway placed there, its fabric on every node) and the control node's own
+    node exporter (its metrics over the mesh) tolerate it. k3s's own
     CoreDNS, metrics-server and local-path-provisioner tolerate it by their manifests
     (k3s-io/k3s manifests/coredns.yaml: CriticalAddonsOnly and the control-plane taint)."""
     (config,) = [
@@ -252,4 +253,4 @@ def test_only_liqo_tolerates_the_control_node_taint(aws_gpu_run: StackRun) -> No
         values = plain_object(reg).get("values") or {}
         if any(t.get("key") in (key, None) for t in _tolerations(values)):
             tolerating.add(reg.name)
-    assert tolerating == {"liqo-release"}
+    assert tolerating == {"liqo-release", "node-exporter-control-node"}

@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from components.platform.monitoring import DASHBOARDS_DIR
 from components.platform.monitoring import NAMESPACE as MONITORING_NAMESPACE
+from components.platform.monitoring_rules import DASHBOARDS_DIR
 from tools.stack_outputs import StackOutputsError, read_stack_outputs
 from tools.verify.api import Kube, VerifyError
 from tools.verify.site import PROMETHEUS_SERVICE

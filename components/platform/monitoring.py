@@ -16,11 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pulumi
-import yaml
 
 from components.k3s.pod_security import with_level
 from components.kube.charts import KUBE_PROMETHEUS_STACK, helm_release
@@ -33,18 +31,22 @@ from components.kube.ingress import (
 from components.kube.labels import GPU_RESOURCE, VELERO_BACKUP_VOLUMES, toleration
 from components.kube.objects import Manifest, declare
 from components.platform import alert_routing
+from components.platform.monitoring_rules import (
+    DASHBOARD_LABEL,
+    aws_gpus_expr,
+    dashboard_files,
+    load_rule_groups,
+    render_dashboard,
+    render_rule,
+    with_aws_gpus,
+    with_runbook_base,
+)
 
-FILES = Path(__file__).parent / "monitoring_files"
-RULES_FILE = FILES / "alerts.rules.yaml"
-DASHBOARDS_DIR = FILES / "dashboards"
 NAMESPACE = "monitoring"
 RELEASE = "monitoring"
 GRAFANA = "grafana"
 GRAFANA_ADMIN_SECRET = "grafana-admin"  # noqa: S105 - a Secret object name, not a credential
 GPU_WAKER_SECRET = "gpu-waker-scrape"  # noqa: S105 - a Secret object name, not a credential
-# Grafana's dashboard sidecar loads ConfigMaps carrying this label (kube-prometheus-stack
-# 88.5.3 values.yaml grafana.sidecar.dashboards.label / labelValue).
-DASHBOARD_LABEL = ("grafana_dashboard", "1")
 # The job names the alerts and dashboards refer to (alerts.rules.yaml: PrometheusTargetDown).
 AWS_DCGM_JOB = "aws-dcgm-exporter"
 GPU_WAKER_JOB = "gpu-waker"
@@ -64,14 +66,6 @@ PrometheusTargetDown (alerts.rules.yaml) allows unless gpu-waker reports the wor
 RETENTION_SHARE = 0.9
 """Prometheus drops the oldest blocks once the TSDB reaches this share of its volume (before
 the time limit), so a full volume never stops ingestion."""
-
-
-def load_rule_groups() -> list[dict[str, Any]]:
-    return yaml.safe_load(RULES_FILE.read_text())["groups"]
-
-
-def dashboard_files() -> list[Path]:
-    return sorted(DASHBOARDS_DIR.glob("*.json"))
 
 
 def retention_size(storage_gib: int) -> str:
@@ -199,78 +193,6 @@ def render_admin_secret(password: pulumi.Input[str]) -> Manifest:
         "metadata": {"name": GRAFANA_ADMIN_SECRET, "namespace": NAMESPACE},
         "type": "Opaque",
         "stringData": {"admin-user": "admin", "admin-password": password},
-    }
-
-
-AWS_GPUS_RULE = "aws:gpu_worker_gpus:count"
-"""The recording rule holding the AWS worker's GPU count (a constant in the rule file)."""
-
-
-def with_runbook_base(groups: list[dict[str, Any]], base_url: str) -> list[dict[str, Any]]:
-    """Each alert's ``runbook_url`` (its page's path in this repository) prefixed with
-    ``base_url``; an empty base keeps the repository path."""
-    return [
-        {
-            **group,
-            "rules": [
-                {
-                    **rule,
-                    "annotations": {
-                        **rule["annotations"],
-                        "runbook_url": base_url + rule["annotations"]["runbook_url"],
-                    },
-                }
-                if "alert" in rule
-                else rule
-                for rule in group["rules"]
-            ],
-        }
-        for group in groups
-    ]
-
-
-def aws_gpus_expr(gpus: int) -> str:
-    return f"vector({int(gpus)})"
-
-
-def with_aws_gpus(groups: list[dict[str, Any]], expr: pulumi.Input[str]) -> list[dict[str, Any]]:
-    """The AWS worker's GPU count (``aws_gpus_expr`` of the aws-gpu stack's gpuWorkerGpuCount) as
-    the expression of its recording rule, which the billed AWS GPU-hours multiply by."""
-    return [
-        {
-            **group,
-            "rules": [
-                {**rule, "expr": expr} if rule.get("record") == AWS_GPUS_RULE else rule
-                for rule in group["rules"]
-            ],
-        }
-        for group in groups
-    ]
-
-
-def render_rule(groups: list[dict[str, Any]]) -> Manifest:
-    return {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "PrometheusRule",
-        "metadata": {
-            "name": "hybridgpu-alerts",
-            "namespace": NAMESPACE,
-            "labels": {"app.kubernetes.io/part-of": "hybridgpu"},
-        },
-        "spec": {"groups": groups},
-    }
-
-
-def render_dashboard(path: Path) -> Manifest:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": f"dashboard-{path.stem}",
-            "namespace": NAMESPACE,
-            "labels": {DASHBOARD_LABEL[0]: DASHBOARD_LABEL[1]},
-        },
-        "data": {path.name: path.read_text()},
     }
 
 
@@ -422,9 +344,13 @@ class Monitoring(pulumi.ComponentResource):
         after_release = pulumi.ResourceOptions(parent=self, depends_on=[self.release])
         groups = with_runbook_base(load_rule_groups(), args.runbook_base_url)
         aws_gpus = pulumi.Output.from_input(args.aws_worker_gpus).apply(aws_gpus_expr)
-        declare(f"{name}-alerts", render_rule(with_aws_gpus(groups, aws_gpus)), after_release)
+        declare(
+            f"{name}-alerts", render_rule(with_aws_gpus(groups, aws_gpus), NAMESPACE), after_release
+        )
         for path in dashboard_files():
-            declare(f"{name}-dashboard-{path.stem}", render_dashboard(path), in_namespace)
+            declare(
+                f"{name}-dashboard-{path.stem}", render_dashboard(path, NAMESPACE), in_namespace
+            )
         waker_secret = declare(
             f"{name}-gpu-waker-token",
             render_waker_secret(pulumi.Output.secret(args.gpu_waker_token)),
