@@ -8,13 +8,13 @@ import io
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from stacks.outputs import AWS_GPU_OUTPUTS
+from tests.backup_store import run_module
 from tests.moto_server import MotoServer
 from tests.ollama_models import two_models
 from tools.models import cli
@@ -49,15 +49,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     if models_dir is not None:
         env = {**env, "OLLAMA_MODELS": str(models_dir)}
-    return subprocess.run(
-        [sys.executable, "-m", "tools.models", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_module("tools.models", *args, env=env)
 
 
 def test_the_outputs_read_are_in_the_stack_contract() -> None:
