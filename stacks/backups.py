@@ -9,6 +9,7 @@ from typing import Any
 import pulumi
 
 from components.aws.backup_bucket import BackupBucket, BackupBucketArgs
+from components.k3s.config import server_taints
 from components.k3s.etcd_snapshots import EtcdSnapshots
 from components.kube.charts import VELERO_PLUGIN_FOR_AWS_IMAGE
 from components.platform.etcd_snapshot_store import EtcdSnapshotStore, EtcdSnapshotStoreArgs
@@ -129,6 +130,7 @@ def homelab_velero(
             secret_access_key=aws_gpu.require("veleroBackupSecretAccessKey"),
             schedules=velero_schedules(homelab),
             plugin_image=VELERO_PLUGIN_FOR_AWS_IMAGE,
+            node_taints=server_taints(),
         ),
         opts=opts,
     )

@@ -111,11 +111,11 @@ def test_etcd_prints_the_exact_k3s_commands_for_the_newest_snapshot(
 
 
 def test_etcd_run_sends_the_key_on_stdin_only_and_keeps_the_order(env: dict[str, str]) -> None:
-    result = run_module("tools.restore", "etcd", "--run", "--first", "k3s-cp-2", env=env)
+    result = run_module("tools.restore", "etcd", "--run", env=env)
     assert result.returncode == 0, result.stderr
     calls = ssh_calls(env)
     hosts = [c["argv"][0] for c in calls]
-    first, others = "ubuntu@192.168.10.22", ["ubuntu@192.168.10.21", "ubuntu@192.168.10.23"]
+    first, others = "ubuntu@192.168.10.21", ["ubuntu@192.168.10.22", "ubuntu@192.168.10.23"]
     assert hosts == [first, *others, first, first, *others]
     reset = calls[3]
     assert "--cluster-reset" in reset["argv"][1]
@@ -135,6 +135,16 @@ def test_etcd_run_stops_at_the_first_failed_step(env: dict[str, str]) -> None:
     calls = ssh_calls(env)
     assert len(calls) == 4  # three stops, the failed reset; nothing started
     assert "--cluster-reset" in calls[-1]["argv"][1]
+
+
+def test_etcd_resets_only_on_the_cluster_init_server(env: dict[str, str]) -> None:
+    """k3s-cp-1 is the first of homelab.controlPlanes in Pulumi.homelab.yaml: the one with
+    cluster-init, which would start a new cluster if it rejoined with an empty database."""
+    result = run_module("tools.restore", "etcd", "--first", "k3s-cp-2", env=env)
+    assert result.returncode != 0
+    assert "cluster-init server 'k3s-cp-1'" in result.stderr
+    assert ssh_calls(env) == []
+    assert run_module("tools.restore", "etcd", "--first", "k3s-cp-1", env=env).returncode == 0
 
 
 def test_etcd_refuses_an_unknown_first_server(env: dict[str, str]) -> None:

@@ -95,7 +95,7 @@ def test_the_plan_lists_cert_manager_the_issuer_and_a_certificate_per_ingress(
     )
     assert release["values"]["crds"] == {"enabled": True, "keep": True}
     (issuer,) = [r.plain_inputs for r in homelab_run.by_type(ISSUER)]
-    assert issuer["metadata"]["name"] == cert_manager.ISSUER
+    assert issuer["metadata"]["name"].startswith("hybridgpu-acme-")
     hosts = ingress_hosts(homelab_run)
     assert set(hosts) == {"chat.lab.example", "jupyter.lab.example", "grafana.lab.example"}
     certs = certificates(homelab_run)
@@ -105,7 +105,7 @@ def test_the_plan_lists_cert_manager_the_issuer_and_a_certificate_per_ingress(
         assert certs[host]["metadata"]["namespace"] == namespace, host
         assert spec["secretName"] == secret, f"{host}: the Ingress serves another Secret"
         assert spec["issuerRef"] == {
-            "name": cert_manager.ISSUER,
+            "name": issuer["metadata"]["name"],
             "kind": "ClusterIssuer",
             "group": "cert-manager.io",
         }
@@ -372,3 +372,39 @@ def test_the_readme_rotation_command_names_the_real_key(aws_gpu_run: StackRun) -
     (urn,) = re.findall(r"'(urn:pulumi:aws-gpu::[^']+)'", section)
     key = aws_gpu_run.one("aws:iam/accessKey:AccessKey", "acme-dns01-key")
     assert urn == key.urn
+
+
+def test_the_issuer_is_renamed_when_what_signs_changes() -> None:
+    """A new issuerRef is what makes cert-manager re-issue at once (cert_manager.issuer_name)."""
+
+    def acme(server: str, email: str = "ops@lab.example") -> cert_manager.AcmeRoute53:
+        return cert_manager.AcmeRoute53(email, server, "Z0123456789ABCDEFGHIJ", "us-east-1", "", "")
+
+    staging = "https://acme-staging-v02.api.letsencrypt.org/directory"
+    names = {
+        "production": cert_manager.issuer_name(acme(LETS_ENCRYPT)),
+        "staging": cert_manager.issuer_name(acme(staging)),
+        "ca": cert_manager.issuer_name(cert_manager.PrivateCa("lab CA", None)),  # type: ignore[arg-type]
+        "renamed ca": cert_manager.issuer_name(cert_manager.PrivateCa("new CA", None)),  # type: ignore[arg-type]
+    }
+    assert len(set(names.values())) == len(names), names
+    # What does not change the signer keeps the name (and the certificates).
+    assert cert_manager.issuer_name(acme(LETS_ENCRYPT, "other@lab.example")) == names["production"]
+    for name in names.values():
+        assert re.fullmatch(r"hybridgpu-(acme|ca)-[0-9a-f]{8}", name), name
+
+
+def test_the_ca_seed_stays_whatever_the_issuer_type(
+    homelab_run: StackRun, private_ca_run: StackRun
+) -> None:
+    """A protected resource the program stops declaring blocks the `up`: the seed is there with
+    ACME too, so switching the issuer type is an ordinary update (and switching back brings the
+    same CA back)."""
+    acme_issuer = homelab_run.one(ISSUER, "cert-manager-issuer").plain_inputs
+    assert "acme" in acme_issuer["spec"]
+    seeds = [
+        run.one("random:index/randomBytes:RandomBytes", "cert-manager-ca-key-seed")
+        for run in (homelab_run, private_ca_run)
+    ]
+    assert all(seed.protect for seed in seeds)
+    assert seeds[0].urn == seeds[1].urn

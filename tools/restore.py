@@ -101,7 +101,11 @@ def etcd_steps(
         )
     )
     steps.append(Step(f"start {first}", ("ssh", f"{user}@{first}", "sudo systemctl start k3s")))
-    rejoin = f'sudo mv {DB_DIR} "{DB_DIR}.old-$(date +%s)" && sudo systemctl start k3s'
+    # A rebuilt VM has no database to move aside (sudo: the server directory is root-only).
+    rejoin = (
+        f'if sudo test -e {DB_DIR}; then sudo mv {DB_DIR} "{DB_DIR}.old-$(date +%s)"; fi'
+        " && sudo systemctl start k3s"
+    )
     steps += [Step(f"rejoin {ip}", ("ssh", f"{user}@{ip}", rejoin)) for ip in others]
     return steps
 
@@ -124,22 +128,50 @@ def shell_text(steps: Sequence[Step], aws_stack: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def control_planes(homelab_outputs: Mapping[str, Any], first: str | None) -> list[str]:
-    """Control-plane addresses, ``first`` (a name) first, else by name."""
+def control_planes(
+    homelab_outputs: Mapping[str, Any], cluster_init: str | None, first: str | None
+) -> list[str]:
+    """Control-plane addresses, the cluster-init server first. The reset must run there: it is
+    the one server whose k3s config has ``cluster-init`` and no ``server``
+    (components/k3s/config.py), so with its database moved aside as a rejoining server it
+    would start a new, empty cluster beside the restored one. ``cluster_init``: its name from
+    the stack's config (the first control plane); ``first`` may only confirm it."""
     by_name = dict(sorted((homelab_outputs.get("controlPlaneIps") or {}).items()))
     if not by_name:
         raise RestoreError("the homelab stack has no output 'controlPlaneIps'")
-    if first is not None:
-        if first not in by_name:
-            raise RestoreError(f"--first '{first}' is not a control plane: {sorted(by_name)}")
-        by_name = {first: by_name.pop(first), **by_name}
-    return list(by_name.values())
+    if first is not None and first not in by_name:
+        raise RestoreError(f"--first '{first}' is not a control plane: {sorted(by_name)}")
+    if cluster_init is None:
+        if first is None:
+            raise RestoreError(
+                "cannot tell the cluster-init server (the first of homelab.controlPlanes) "
+                "without the stack's config file: pass --first NAME"
+            )
+        cluster_init = first
+    elif first is not None and first != cluster_init:
+        raise RestoreError(
+            f"--first '{first}': the reset must run on the cluster-init server "
+            f"'{cluster_init}' (the first of homelab.controlPlanes); any other would leave "
+            f"'{cluster_init}' to start a new, empty cluster when it rejoins"
+        )
+    if cluster_init not in by_name:
+        raise RestoreError(f"cluster-init server '{cluster_init}' is not in {sorted(by_name)}")
+    return [by_name.pop(cluster_init), *by_name.values()]
+
+
+def homelab_settings(homelab_stack: str) -> dict[str, Any]:
+    path = REPO_ROOT / f"Pulumi.{homelab_stack}.yaml"
+    config = (yaml.safe_load(path.read_text()) or {}).get("config", {}) if path.exists() else {}
+    return config.get("hybridgpu:homelab") or {}
 
 
 def ssh_user(homelab_stack: str) -> str:
-    path = REPO_ROOT / f"Pulumi.{homelab_stack}.yaml"
-    config = (yaml.safe_load(path.read_text()) or {}).get("config", {}) if path.exists() else {}
-    return (config.get("hybridgpu:homelab") or {}).get("sshUser", "ubuntu")
+    return homelab_settings(homelab_stack).get("sshUser", "ubuntu")
+
+
+def cluster_init_server(homelab_stack: str) -> str | None:
+    planes = homelab_settings(homelab_stack).get("controlPlanes") or []
+    return planes[0].get("name") if planes else None
 
 
 def run_steps(steps: Sequence[Step], key: tuple[str, str], log: Callable[[str], None]) -> None:
@@ -163,7 +195,7 @@ def restore_etcd(args: argparse.Namespace) -> int:
     if not found:
         raise RestoreError(f"no etcd snapshot in s3://{target['bucket']}/{target['folder']}/")
     homelab = read_stack_outputs(args.homelab_stack, instead="pass --homelab-stack")
-    servers = control_planes(homelab, args.first)
+    servers = control_planes(homelab, cluster_init_server(args.homelab_stack), args.first)
     steps = etcd_steps(
         servers, args.ssh_user or ssh_user(args.homelab_stack), target, found[0].name
     )
@@ -288,7 +320,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="what", required=True)
     etcd = commands.add_parser("etcd", help="all control planes lost: reset from S3")
     etcd.add_argument("--stack", default="aws-gpu", help="the aws-gpu stack (its outputs)")
-    etcd.add_argument("--first", help="control plane to reset (name; default the first)")
+    etcd.add_argument(
+        "--first",
+        help="the cluster-init server (default: the first of homelab.controlPlanes in the "
+        "stack's config file; needed only without that file)",
+    )
     etcd.add_argument("--ssh-user", help="default hybridgpu:homelab.sshUser")
     etcd.add_argument("--run", action="store_true", help="run the steps over ssh")
     namespace = commands.add_parser("namespace", help="a namespace deleted: Velero restore")

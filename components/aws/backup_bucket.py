@@ -96,6 +96,10 @@ def velero_writer_policy(bucket_arn: str, folder: str) -> str:
         object_actions=VELERO_OBJECT_ACTIONS,
         sids=("ListTheVeleroFolderOnly", "ReadWriteVeleroBackups"),
         what="velero",
+        # The file-system backups' kopia repository checks the bucket on every connect
+        # (kopia/kopia repo/blob/s3/s3_storage.go: BucketExists, a HeadBucket, which S3
+        # authorises as a prefix-less s3:ListBucket); without it no volume is ever copied.
+        head_bucket=True,
     )
 
 

@@ -13,6 +13,7 @@ so the CA and the Route 53 key live in ``cert-manager``."""
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,7 @@ from components.kube.objects import Manifest, declare, namespace_manifest, secre
 
 NAMESPACE = "cert-manager"
 RELEASE = "cert-manager"
-ISSUER = "hybridgpu"
+ISSUER_PREFIX = "hybridgpu"
 CA_SECRET = "hybridgpu-ca"  # noqa: S105 - a Secret object name, not a credential
 ROUTE53_SECRET = "route53-credentials"  # noqa: S105 - a Secret object name, not a credential
 ACME_ACCOUNT_SECRET = "hybridgpu-acme-account"  # noqa: S105 - a Secret object name
@@ -98,6 +99,23 @@ def render_values(issuer: Issuer) -> dict[str, Any]:
     return values
 
 
+def issuer_name(issuer: Issuer) -> str:
+    """The ClusterIssuer's name changes with what signs the certificates (the issuer type, the
+    ACME directory, the CA's subject). cert-manager re-issues a Certificate at once when the
+    issuer recorded on its Secret no longer matches its ``issuerRef``
+    (cert-manager/cert-manager controller/certificates/policies/policies.go: the trigger chain
+    includes the readiness checks, among them ``SecretIssuerAnnotationsMismatch``); a change of
+    the issuer's spec under the same name is no trigger. With one fixed name, switching Let's
+    Encrypt staging to production, ACME to a private CA or renaming the CA would leave every host
+    on its old certificate until its normal renewal, weeks later."""
+    if isinstance(issuer, AcmeRoute53):
+        kind, signer = "acme", issuer.server
+    else:
+        kind, signer = "ca", issuer.common_name
+    digest = hashlib.sha256(signer.encode()).hexdigest()[:8]
+    return f"{ISSUER_PREFIX}-{kind}-{digest}"
+
+
 def render_acme_issuer(issuer: AcmeRoute53) -> Manifest:
     """spec.acme (required: server, privateKeySecretRef) with one dns01.route53 solver: the
     hosted zone named (hostedZoneID: no ListHostedZonesByName lookup needed), the key from a
@@ -106,7 +124,7 @@ def render_acme_issuer(issuer: AcmeRoute53) -> Manifest:
     return {
         "apiVersion": "cert-manager.io/v1",
         "kind": "ClusterIssuer",
-        "metadata": {"name": ISSUER},
+        "metadata": {"name": issuer_name(issuer)},
         "spec": {
             "acme": {
                 "email": issuer.email,
@@ -145,12 +163,12 @@ def render_route53_secret(
     )
 
 
-def render_ca_issuer() -> Manifest:
+def render_ca_issuer(issuer: PrivateCa) -> Manifest:
     """spec.ca (required: secretName): signs with the key pair in that Secret."""
     return {
         "apiVersion": "cert-manager.io/v1",
         "kind": "ClusterIssuer",
-        "metadata": {"name": ISSUER},
+        "metadata": {"name": issuer_name(issuer)},
         "spec": {"ca": {"secretName": CA_SECRET}},
     }
 
@@ -213,6 +231,14 @@ class CertManager(pulumi.ComponentResource):
         )
         self.ca_cert_pem = None
         issuer = args.issuer
+        # The CA's key seed exists whatever the issuer type: a new seed is a new CA every user
+        # would have to trust again (protected), and a protected resource the program stopped
+        # declaring would refuse a switch to ACME; switching back brings the same CA back.
+        seed = random.RandomBytes(
+            f"{name}-ca-key-seed",
+            length=32,
+            opts=pulumi.ResourceOptions(parent=self, protect=True),
+        )
         if isinstance(issuer, AcmeRoute53):
             secret = declare(
                 f"{name}-route53-credentials",
@@ -224,12 +250,6 @@ class CertManager(pulumi.ComponentResource):
             )
             manifest = render_acme_issuer(issuer)
         else:
-            # A new seed is a new CA every user would have to trust again: protected.
-            seed = random.RandomBytes(
-                f"{name}-ca-key-seed",
-                length=32,
-                opts=pulumi.ResourceOptions(parent=self, protect=True),
-            )
             common_name = issuer.common_name
             material = pulumi.Output.all(seed.base64, issuer.validity).apply(
                 lambda v: ca_from_seed(
@@ -244,12 +264,12 @@ class CertManager(pulumi.ComponentResource):
                 ),
                 in_namespace,
             )
-            manifest = render_ca_issuer()
-        self.issuer_name = ISSUER
+            manifest = render_ca_issuer(issuer)
+        self.issuer_name = issuer_name(issuer)
         self.issuer = declare(
             f"{name}-issuer",
             manifest,
             pulumi.ResourceOptions(parent=self, depends_on=[release, secret]),
         )
         self.release = release
-        self.register_outputs({"issuer": ISSUER, "caCertPem": self.ca_cert_pem})
+        self.register_outputs({"issuer": self.issuer_name, "caCertPem": self.ca_cert_pem})

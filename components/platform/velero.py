@@ -23,12 +23,14 @@ import pulumi
 
 from components.k3s.pod_security import with_level
 from components.kube.charts import VELERO, digest_skip, helm_release
+from components.kube.labels import tolerations_of
 from components.kube.network_policies import NamespaceIsolation, NamespaceIsolationArgs
 from components.kube.objects import Manifest, declare
 from components.kube.security import (
     checkov_skips,
     container_security_context,
     pod_security_context,
+    scratch_volumes,
 )
 
 NAMESPACE = "velero"
@@ -149,7 +151,10 @@ def render_schedule(schedule: VeleroSchedule) -> Manifest:
     }
 
 
-def render_velero_values(plugin_image: str) -> dict[str, Any]:
+SCRATCH_HOME = {"name": "HOME", "value": "/scratch"}
+
+
+def render_velero_values(plugin_image: str, node_taints: Sequence[str]) -> dict[str, Any]:
     """Chart values (velero-12.1.0 values.yaml)."""
     hardened = container_security_context()
     node_agent_context = container_security_context(None)
@@ -163,6 +168,7 @@ def render_velero_values(plugin_image: str) -> dict[str, Any]:
         "CKV_K8S_37": "node-agent keeps the file capabilities of root it needs (read any file "
         "for a backup, write and chown it back on a restore), nothing else",
     }
+    tmp_mounts, tmp_volumes = scratch_volumes({"tmp": "/tmp"})  # noqa: S108 - an emptyDir
     return {
         "initContainers": [
             {
@@ -186,6 +192,8 @@ def render_velero_values(plugin_image: str) -> dict[str, Any]:
             "backupStorageLocation": [],
             "volumeSnapshotLocation": [],
             "uploaderType": "kopia",
+            # The server opens the same kopia repositories (maintenance, restores).
+            "extraEnvVars": [SCRATCH_HOME],
             "defaultVolumesToFsBackup": False,
         },
         "credentials": {"useSecret": True, "existingSecret": CREDENTIALS_SECRET},
@@ -196,8 +204,19 @@ def render_velero_values(plugin_image: str) -> dict[str, Any]:
             # The chart's default (root); RuntimeDefault seccomp is on the container.
             "podSecurityContext": {"runAsUser": 0},
             "containerSecurityContext": node_agent_context,
-            # On every node that runs pods with volumes, GPU workers and tainted ones included.
-            "tolerations": [{"operator": "Exists"}],
+            # On every node that runs pods with volumes, the tainted control planes included;
+            # their taints by name, not a bare `operator: Exists`, which would also put it on
+            # Liqo's virtual node and on NotReady nodes, where it cannot run and an upgrade
+            # would wait for it (components/kube/labels.py STOPPED_NODE_TAINT).
+            "tolerations": tolerations_of(node_taints),
+            # A writable /tmp and HOME on the read-only root: the node-agent writes its
+            # credentials file under /tmp at start and exits if it cannot
+            # (vmware-tanzu/velero@v1.18.1 pkg/credentials/file_store.go), and kopia keeps its
+            # repository config under $HOME (pkg/repository/udmrepo/kopialib); /scratch is the
+            # chart's emptyDir (nodeAgent.useScratchEmptyDir).
+            "extraVolumes": tmp_volumes,
+            "extraVolumeMounts": tmp_mounts,
+            "extraEnvVars": [SCRATCH_HOME],
             "annotations": checkov_skips(node_agent_skips),
             "resources": {
                 "requests": {"cpu": "100m", "memory": "256Mi"},
@@ -217,6 +236,8 @@ class VeleroArgs:
     """Secret."""
     schedules: Sequence[VeleroSchedule]
     plugin_image: str
+    node_taints: Sequence[str] = ()
+    """The cluster's node taints (``key[=value]:Effect``): the node-agent tolerates them."""
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.schedules]
@@ -243,7 +264,7 @@ class Velero(pulumi.ComponentResource):
             render_credentials_secret(args.access_key_id, args.secret_access_key),
             pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
         )
-        self.values = render_velero_values(args.plugin_image)
+        self.values = render_velero_values(args.plugin_image, args.node_taints)
         self.release = helm_release(
             f"{name}-release",
             release_name=RELEASE,
