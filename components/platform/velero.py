@@ -113,7 +113,7 @@ def render_storage_location(
     bucket: pulumi.Input[str], region: pulumi.Input[str], prefix: pulumi.Input[str]
 ) -> Manifest:
     """The BackupStorageLocation: the backup bucket's Velero folder, as the default location.
-    The region is given, so the plugin never asks S3 for it (its writer may not HeadBucket)."""
+    The region is given, so the plugin never asks S3 for the bucket's region."""
     return {
         "apiVersion": API_VERSION,
         "kind": "BackupStorageLocation",
