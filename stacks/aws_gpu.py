@@ -308,6 +308,7 @@ def main() -> None:
         cluster=cluster,
         host_key=control_host_key.apply(lambda k: k.public_key),
         wait_for=[kubeconfig],
+        clock=clock,
         opts=on_aws,
     )
 
@@ -379,5 +380,7 @@ def main() -> None:
             "modelsVolume": model_store.manifest,
             "gpuWakerUrl": waker.url,
             "gpuWakerToken": waker.token,
+            "wakeGate": waker.gate,
+            "wakeGatePrivateKey": waker.gate_private_key,
         },
     )

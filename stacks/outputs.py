@@ -102,6 +102,17 @@ AWS_GPU_OUTPUTS: tuple[OutputSpec, ...] = (
         secret=True,
     ),
     OutputSpec(
+        "wakeGate",
+        "When the AWS side sleeps: what the homelab's wake gate needs to start it (region, the "
+        "two instance ids, the Roles Anywhere trust anchor, profile and role ARNs, the gate's "
+        "client certificate, the wake timeout); null when the control node stays on.",
+    ),
+    OutputSpec(
+        "wakeGatePrivateKey",
+        "Key of the wake gate's client certificate (null when the AWS side never sleeps).",
+        secret=True,
+    ),
+    OutputSpec(
         "etcdBackup",
         "Where the homelab's etcd snapshots go: {bucket, region, folder, endpoint} (k3s etcd-s3).",
     ),

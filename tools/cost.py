@@ -1,9 +1,13 @@
 """Monthly cost of the AWS side from the stack config and a dated price table (pure).
 
-Idle = the GPU worker stopped: the control node runs (it is the lighthouse, the k3s server and
-gpu-waker), both root volumes exist, the Elastic IP is billed, the models sit in S3. Busy adds,
-per GPU hour, the worker's instance hour and its public IPv4 (it gets one while it runs). A
-stopped instance bills no instance hours (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-lifecycle.html).
+Idle = the GPU worker stopped. When the AWS side sleeps (``gpuWaker.sleepAfterMinutes``, the
+default) the control node is stopped too, so idle bills no instance hour at all: the root
+volumes, the Elastic IP (billed whether or not its instance runs) and the models in S3. When it
+does not sleep, the control node runs all month. Busy adds, per GPU hour, the worker's instance
+hour and public IPv4 (and the control node's hour when it sleeps otherwise). Each wake also
+bills the tail after its last request: the worker until its idle stop, the control node until it
+sleeps. A stopped instance bills no instance hours
+(https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-lifecycle.html).
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ class CostTable:
     prices: PriceTable
     idle: tuple[CostLine, ...]
     busy_per_gpu_hour: tuple[CostLine, ...]
+    per_wake: tuple[CostLine, ...] = ()
+    """What one wake bills after its last request (idle stop, then the control node's sleep)."""
 
     @property
     def idle_total(self) -> float:
@@ -82,11 +88,20 @@ def aws_costs(
     hours = prices.hours_per_month
     control, worker = aws.control_node, aws.gpu_worker
     gp3 = prices.ebs_per_gib_month["gp3"]
+    control_hour = prices.instance_hour(control.instance_type)
+    worker_hour = prices.instance_hour(worker.instance_type)
+    waker = aws.gpu_waker
+    sleep_minutes = waker.control_sleep_minutes
+    if sleep_minutes is None:
+        control_idle = CostLine(
+            f"control node {control.instance_type} ({hours:.0f} h)", hours * control_hour
+        )
+    else:
+        control_idle = CostLine(
+            f"control node {control.instance_type} (asleep: stopped while idle)", 0.0
+        )
     idle = (
-        CostLine(
-            f"control node {control.instance_type} ({hours:.0f} h)",
-            hours * prices.instance_hour(control.instance_type),
-        ),
+        control_idle,
         CostLine(
             "public IPv4 of the control node (Elastic IP)", hours * prices.public_ipv4_per_hour
         ),
@@ -96,21 +111,37 @@ def aws_costs(
         ),
         CostLine(f"S3 models ({models_gb:g} GB assumed)", models_gb * prices.s3_per_gb_month),
     )
-    busy = (
-        CostLine(
-            f"GPU worker {worker.instance_type} on demand (spot: at most that)",
-            prices.instance_hour(worker.instance_type),
-        ),
+    busy = [
+        CostLine(f"GPU worker {worker.instance_type} on demand (spot: at most that)", worker_hour),
         CostLine("public IPv4 of the running worker", prices.public_ipv4_per_hour),
+    ]
+    per_wake: list[CostLine] = []
+    if waker.enabled:
+        idle_stop_hours = waker.idle_stop_minutes / 60
+        per_wake.append(
+            CostLine(
+                f"GPU worker until its idle stop ({waker.idle_stop_minutes} min)",
+                idle_stop_hours * (worker_hour + prices.public_ipv4_per_hour),
+            )
+        )
+    if sleep_minutes is not None:
+        busy.append(CostLine(f"control node {control.instance_type} (awake)", control_hour))
+        per_wake.append(
+            CostLine(
+                f"control node until it sleeps ({waker.idle_stop_minutes} + {sleep_minutes} min)",
+                (waker.idle_stop_minutes + sleep_minutes) / 60 * control_hour,
+            )
+        )
+    return CostTable(
+        prices=prices, idle=idle, busy_per_gpu_hour=tuple(busy), per_wake=tuple(per_wake)
     )
-    return CostTable(prices=prices, idle=idle, busy_per_gpu_hour=busy)
 
 
 def render(table: CostTable) -> list[str]:
     """The cost block of the offline plan."""
     p = table.prices
     lines = [f"Monthly cost, AWS list prices of {p.date} ({p.region}, tools/prices):"]
-    lines.append("  idle (GPU worker stopped):")
+    lines.append("  idle (GPU worker stopped; the control node too when the AWS side sleeps):")
     for line in table.idle:
         lines.append(f"    {line.usd_per_month:8.2f}  {line.item}")
     lines.append(f"    {table.idle_total:8.2f}  idle total per month")
@@ -118,6 +149,10 @@ def render(table: CostTable) -> list[str]:
     for line in table.busy_per_gpu_hour:
         lines.append(f"    {line.usd_per_month:8.4f}  {line.item}")
     lines.append(f"    {table.busy_hour_total:8.4f}  per GPU hour")
+    if table.per_wake:
+        lines.append("  each wake, after its last request:")
+        for line in table.per_wake:
+            lines.append(f"    {line.usd_per_month:8.4f}  {line.item}")
     return lines
 
 

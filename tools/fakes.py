@@ -110,6 +110,13 @@ def computed_outputs(  # noqa: PLR0912 - one branch per resource type
     if typ == "aws:iam/accessKey:AccessKey":
         # A computed secret (40 characters, like AWS's); the id is the access key id.
         return {"secret": f"mock{resource_digest[:36]}"}
+    if typ in ("aws:rolesanywhere/trustAnchor:TrustAnchor", "aws:rolesanywhere/profile:Profile"):
+        # arn:aws:rolesanywhere:region:account:trust-anchor/<uuid> (profile/<uuid>)
+        kind = "trust-anchor" if typ.endswith("TrustAnchor") else "profile"
+        uuid = f"{resource_digest[:8]}-{resource_digest[8:12]}-{resource_digest[12:16]}-" + (
+            f"{resource_digest[16:20]}-{resource_digest[20:32]}"
+        )
+        return {"arn": f"arn:aws:rolesanywhere:us-west-2:{MOCK_ACCOUNT_ID}:{kind}/{uuid}"}
     if typ.startswith("aws:"):
         return {"arn": f"arn:aws:mock:us-west-2:{MOCK_ACCOUNT_ID}:{name}"}
     if typ in ("command:remote:Command", "command:local:Command"):

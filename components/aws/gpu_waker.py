@@ -51,6 +51,11 @@ class GpuWakerArgs:
     """SSH to the control node (as for the kubeconfig fetch)."""
     kubernetes: pulumi.ProviderResource
     """The AWS cluster's Kubernetes provider."""
+    control_instance_id: pulumi.Input[str] | None = None
+    control_instance_arn: pulumi.Input[str] | None = None
+    sleep_after_minutes: int | None = None
+    """The control node stops itself this long after the worker stopped, nothing asked
+    (the whole AWS side sleeps; the homelab's wake gate starts it). None: always on."""
     wait_for: Sequence[pulumi.Resource] = ()
     machine: pulumi.Resource | None = None
     """The control node: destroying it skips the uninstall (``deleted_with``)."""
@@ -61,6 +66,10 @@ class GpuWakerArgs:
             raise ValueError(f"idle_stop_minutes {self.idle_stop_minutes} is outside 1..1440")
         if self.wake_timeout_seconds <= 0:
             raise ValueError("wake_timeout_seconds must be positive")
+        if self.sleep_after_minutes is not None and (
+            self.control_instance_id is None or self.control_instance_arn is None
+        ):
+            raise ValueError("sleep_after_minutes needs the control node's id and ARN")
 
 
 class GpuWaker(pulumi.ComponentResource):
@@ -75,8 +84,13 @@ class GpuWaker(pulumi.ComponentResource):
         policy = aws.iam.RolePolicy(
             f"{name}-power",
             role=args.control_role_name,
-            policy=pulumi.Output.from_input(args.worker_instance_arn).apply(
-                lambda arn: power_policy(arn, manage_power=args.manage_power)
+            policy=pulumi.Output.all(
+                args.worker_instance_arn,
+                args.control_instance_arn if args.sleep_after_minutes is not None else None,
+            ).apply(
+                lambda arns: power_policy(
+                    arns[0], manage_power=args.manage_power, sleep_arn=arns[1]
+                )
             ),
             opts=child,
         )
@@ -86,9 +100,12 @@ class GpuWaker(pulumi.ComponentResource):
             for manifest in render_rbac()
         ]
 
-        def script(instance_id: str) -> str:
+        def script(ids: list[str | None]) -> str:
+            worker_id, control_id = ids
+            assert worker_id is not None
+            sleeping = args.sleep_after_minutes is not None
             settings = WakerSettings(
-                instance_id=instance_id,
+                instance_id=worker_id,
                 region=args.region,
                 listen_ip=args.listen_ip,
                 port=args.port,
@@ -98,10 +115,14 @@ class GpuWaker(pulumi.ComponentResource):
                 upstream_namespace=args.upstream_namespace,
                 upstream_selector=args.upstream_selector,
                 upstream_port=args.upstream_port,
+                sleep_instance_id=control_id if sleeping else None,
+                sleep_after_minutes=args.sleep_after_minutes,
             )
             return remote_command(render_install_script(settings, args.bundle.sha256))
 
-        install_text = pulumi.Output.from_input(args.worker_instance_id).apply(script)
+        install_text = pulumi.Output.all(args.worker_instance_id, args.control_instance_id).apply(
+            script
+        )
         bundle = args.bundle
         self.install = remote.Command(
             f"{name}-install",

@@ -77,13 +77,16 @@ def load_bundle(package_dir: Path) -> WakerBundle:
     return WakerBundle(base64.b64encode(data).decode(), hashlib.sha256(data).hexdigest())
 
 
-def power_policy(worker_arn: str, *, manage_power: bool) -> str:
+def power_policy(worker_arn: str, *, manage_power: bool, sleep_arn: str | None = None) -> str:
     """The control node role's inline policy: Start/StopInstances on the GPU worker only, and
     DescribeInstances, which supports no resource-level permissions (Resource "*"; it reveals
     no user data: that needs DescribeInstanceAttribute, not granted)
-    (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html)."""
-    if not worker_arn.startswith("arn:") or ":instance/i-" not in worker_arn:
-        raise ValueError(f"'{worker_arn}' is not the ARN of one EC2 instance")
+    (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html).
+    ``sleep_arn``: the control node itself, which may then stop itself (never start: a stopped
+    node runs nothing; the homelab's wake gate starts it)."""
+    for arn in (worker_arn, *([sleep_arn] if sleep_arn is not None else [])):
+        if not arn.startswith("arn:") or ":instance/i-" not in arn:
+            raise ValueError(f"'{arn}' is not the ARN of one EC2 instance")
     statements: list[dict[str, Any]] = [
         {
             "Sid": "ReadWorkerState",
@@ -99,6 +102,15 @@ def power_policy(worker_arn: str, *, manage_power: bool) -> str:
                 "Effect": "Allow",
                 "Action": ["ec2:StartInstances", "ec2:StopInstances"],
                 "Resource": worker_arn,
+            }
+        )
+    if manage_power and sleep_arn is not None:
+        statements.append(
+            {
+                "Sid": "StopThisNode",
+                "Effect": "Allow",
+                "Action": "ec2:StopInstances",
+                "Resource": sleep_arn,
             }
         )
     return json.dumps({"Version": "2012-10-17", "Statement": statements}, indent=2, sort_keys=True)
@@ -118,11 +130,16 @@ class WakerSettings:
     upstream_namespace: str
     upstream_selector: Mapping[str, str]
     upstream_port: int
+    sleep_instance_id: str | None = None
+    """The control node's own id: it stops itself after ``sleep_after_minutes`` (issue #15)."""
+    sleep_after_minutes: int | None = None
 
     def __post_init__(self) -> None:
         ipaddress.IPv4Address(self.listen_ip)
         if not self.instance_id:
             raise ValueError("instance_id is empty")
+        if (self.sleep_instance_id is None) != (self.sleep_after_minutes is None):
+            raise ValueError("sleep_instance_id and sleep_after_minutes go together")
         if not 1 <= self.port <= 65535 or not 1 <= self.upstream_port <= 65535:
             raise ValueError("ports must be in 1..65535")
 
@@ -143,6 +160,14 @@ def render_environment(settings: WakerSettings) -> str:
         "UPSTREAM_SELECTOR": selector,
         "UPSTREAM_PORT": str(settings.upstream_port),
     }
+    if settings.sleep_instance_id is not None:
+        values["SLEEP_INSTANCE_ID"] = settings.sleep_instance_id
+        values["SLEEP_AFTER_MINUTES"] = str(settings.sleep_after_minutes)
+    return environment_file(values)
+
+
+def environment_file(values: Mapping[str, str]) -> str:
+    """``GPU_WAKER_<NAME>=value`` lines of the service's EnvironmentFile."""
     for name, value in values.items():
         if any(c in value for c in "\n\"'\\$` "):
             raise ValueError(f"{name} value {value!r} has characters an EnvironmentFile mangles")

@@ -229,6 +229,26 @@ class GpuWakerSettings(Model):
     wake_timeout_seconds: int = Field(default=240, ge=60, le=600)
     """How long a request is held while the worker starts. At least 60 (no cold start is
     faster); at most 600, so wake + model load stay within Open WebUI's request timeout."""
+    sleep_after_minutes: int | None = Field(default=30, ge=5, le=1440)
+    """The whole AWS side sleeps: once the worker has been stopped this long with nothing
+    asked of it, the control node stops itself too, and the homelab's wake gate starts both
+    nodes on the next request (IAM Roles Anywhere; README "The AWS side sleeps"). Null keeps
+    the control node always on (lighthouse, k3s server and gpu-waker reachable at any time)."""
+
+    @model_validator(mode="after")
+    def _sleep_needs_power_management(self) -> GpuWakerSettings:
+        explicit = "sleep_after_minutes" in self.model_fields_set
+        if not self.enabled and explicit and self.sleep_after_minutes is not None:
+            raise ValueError(
+                f"sleepAfterMinutes: {self.sleep_after_minutes} needs enabled: true (only the "
+                "power-managing gpu-waker knows when the AWS side is idle); set it to null"
+            )
+        return self
+
+    @property
+    def control_sleep_minutes(self) -> int | None:
+        """When the control node sleeps (None: never; with ``enabled: false`` it never does)."""
+        return self.sleep_after_minutes if self.enabled else None
 
 
 class OperatorSettings(Model):
