@@ -54,3 +54,34 @@ def gate(*checks: pulumi.Output[Any]) -> pulumi.Output[list[pulumi.Resource]]:
     read from aws-gpu are outputs, and the Python SDK would otherwise only surface their errors
     at the end of the program (pulumi/runtime/stack.py, wait_for_rpcs)."""
     return pulumi.Output.all(*checks).apply(lambda _: [])
+
+
+def wake_gate_error(ours: bool, theirs: dict[str, Any]) -> ConfigError | None:
+    """Why the homelab's ``ollama.wakeGate`` does not fit the aws-gpu stack's ``wakeGate``
+    output; None when it does. A sleeping AWS side with no gate would never wake; a gate in
+    front of a control node that never sleeps has no credentials to start it with."""
+    sleeps = bool(theirs.get("sleeps"))
+    if ours == sleeps:
+        return None
+    if sleeps:
+        return ConfigError(
+            f"{key('homelab')}.ollama.wakeGate: false, but the aws-gpu stack's control node "
+            "sleeps (gpuWaker.sleepAfterMinutes) and nothing else would start it; set it to "
+            "true, or set hybridgpu:aws.gpuWaker.sleepAfterMinutes to null and update aws-gpu "
+            "first"
+        )
+    return ConfigError(
+        f"{key('homelab')}.ollama.wakeGate: true, but the aws-gpu stack's control node never "
+        "sleeps (gpuWaker.sleepAfterMinutes is null), so it made no wake credentials; set it "
+        "to false, or set a sleepAfterMinutes and update aws-gpu first"
+    )
+
+
+def check_wake_gate(ours: bool, theirs: pulumi.Output[Any]) -> pulumi.Output[Any]:
+    def compare(value: dict[str, Any]) -> dict[str, Any]:
+        error = wake_gate_error(ours, value)
+        if error is not None:
+            raise error
+        return value
+
+    return theirs.apply(compare)

@@ -6,14 +6,16 @@ homelab (consumer): Liqo, the peering (liqoctl), Ollama in the offloaded namespa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
+from pulumi_command import remote
 
-from components.aws.gpu_waker_render import control_node_pod_subnet
+from components.aws.gpu_waker_render import control_node_pod_subnet, load_bundle
 from components.federation import open_webui as open_webui_app
 from components.federation.gpu_waker_clients import GpuWakerClients, GpuWakerClientsArgs
 from components.federation.liqo import Liqo, LiqoArgs, Placement
@@ -26,6 +28,7 @@ from components.federation.offload_admission import (
 )
 from components.federation.ollama import Ollama, OllamaArgs, OllamaSettings
 from components.federation.open_webui import OpenWebUi, OpenWebUiArgs
+from components.federation.wake_gate import WakeGate, WakeGateArgs
 from components.k3s.config import k3s_api_url
 from components.kube.charts import BUSYBOX, with_digest
 from components.kube.ingress import IngressTls
@@ -44,8 +47,9 @@ from components.kube.network_policies import (
     from_ingress_controller,
 )
 from components.kube.objects import app_labels
-from components.nebula.config import LIQO_GATEWAY_NODEPORT
+from components.nebula.config import GPU_WAKER_PORT, LIQO_GATEWAY_NODEPORT
 from stacks.config import AwsGpuConfig, HomelabConfig, ProjectSettings
+from stacks.gpu_waker import RUNTIME_PACKAGE
 
 OPEN_WEBUI_NAMESPACE = "open-webui"
 
@@ -132,6 +136,20 @@ class ProviderSide:
     """gpu-waker on the AWS control node: the only way to Ollama (aws-gpu ``gpuWakerUrl``)."""
     waker_token: pulumi.Input[str]
     """Its clients' bearer token (aws-gpu ``gpuWakerToken``, secret)."""
+    wake_gate: pulumi.Input[dict[str, Any]] | None = None
+    """aws-gpu ``wakeGate`` when the AWS side sleeps (then the gate is what clients call)."""
+    wake_gate_key: pulumi.Input[str] | None = None
+    """aws-gpu ``wakeGatePrivateKey`` (secret)."""
+
+
+@dataclass(frozen=True)
+class GateHost:
+    """Where the wake gate runs: the first control plane (a k3s server on the mesh)."""
+
+    ip: str
+    ssh: remote.ConnectionArgs
+    machine: pulumi.Resource | None
+    wait_for: Sequence[pulumi.Resource]
 
 
 def homelab_federation(
@@ -144,6 +162,7 @@ def homelab_federation(
     wait_for: list[pulumi.Resource],
     ingress: pulumi.Resource,
     tls: IngressTls | None = None,
+    gate_host: GateHost | None = None,
 ) -> HomelabFederation:
     """``wait_for``: the GPU stack; Liqo's gateway and Ollama's RuntimeClass come after it.
     ``ingress``: Traefik's address, which Open WebUI's Ingress is awaited for; ``tls``: where
@@ -220,6 +239,29 @@ def homelab_federation(
         ),
         opts=on_cluster,
     )
+    # Where the homelab's clients reach Ollama: the wake gate when the AWS side sleeps (it starts
+    # it and forwards to gpu-waker on AWS), else gpu-waker on AWS directly.
+    client_url: pulumi.Input[str] = remote.waker_url
+    if homelab.ollama.wake_gate:
+        if gate_host is None or remote.wake_gate is None or remote.wake_gate_key is None:
+            raise ValueError("the wake gate needs its host and aws-gpu's wakeGate outputs")
+        gate = WakeGate(
+            "wake-gate",
+            WakeGateArgs(
+                listen_ip=gate_host.ip,
+                port=GPU_WAKER_PORT,
+                gate=remote.wake_gate,
+                private_key=remote.wake_gate_key,
+                upstream_url=remote.waker_url,
+                client_token=remote.waker_token,
+                bundle=load_bundle(RUNTIME_PACKAGE),
+                ssh=gate_host.ssh,
+                kubernetes=provider,
+                wait_for=gate_host.wait_for,
+                machine=gate_host.machine,
+            ),
+        )
+        client_url = gate.url
     webui = homelab.open_webui
     admin_password = random.RandomPassword("open-webui-admin-password", length=24, special=False)
     secret_key = random.RandomPassword("open-webui-secret-key", length=48, special=False)
@@ -229,7 +271,7 @@ def homelab_federation(
             namespace=OPEN_WEBUI_NAMESPACE,
             image=webui.image,
             hostname=webui.hostname,
-            llm_base_url=pulumi.Output.from_input(remote.waker_url).apply(lambda u: f"{u}/v1"),
+            llm_base_url=pulumi.Output.from_input(client_url).apply(lambda u: f"{u}/v1"),
             llm_token=remote.waker_token,
             admin_email=webui.admin_email,
             storage_gib=webui.storage_gib,
@@ -265,7 +307,7 @@ def homelab_federation(
             "gpu-waker-clients",
             GpuWakerClientsArgs(
                 namespaces=ollama_settings.client_namespaces,
-                url=remote.waker_url,
+                url=client_url,
                 token=remote.waker_token,
             ),
             opts=on_cluster,

@@ -41,8 +41,9 @@ WAKE_CERT_VALIDITY_DAYS, WAKE_CERT_RENEW_BEFORE_DAYS = 365, 60
 class WakerEndpoint:
     url: str
     token: pulumi.Output[str]
-    gate: dict[str, Any] | None
-    """The wake gate's settings for the homelab (output ``wakeGate``); None: no sleep."""
+    gate: dict[str, Any]
+    """The wake gate's settings for the homelab (output ``wakeGate``; ``sleeps`` false: the
+    control node stays on and no gate is needed)."""
     gate_private_key: pulumi.Output[str] | None
     """The gate certificate's key (secret output ``wakeGatePrivateKey``)."""
 
@@ -102,7 +103,9 @@ def aws_gpu_waker(
         opts=opts,
     )
     if sleep_minutes is None:
-        return WakerEndpoint(url=component.url, token=token, gate=None, gate_private_key=None)
+        return WakerEndpoint(
+            url=component.url, token=token, gate={"sleeps": False}, gate_private_key=None
+        )
     credentials = gate_credentials(clock)
     access = WakeAccess(
         "wake-access",
@@ -115,6 +118,7 @@ def aws_gpu_waker(
         opts=opts,
     )
     gate = {
+        "sleeps": True,
         "region": settings.region,
         "controlInstanceId": control_node.instance_id,
         "workerInstanceId": gpu_worker.instance_id,

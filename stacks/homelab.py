@@ -10,7 +10,7 @@ import pulumi_proxmoxve as proxmoxve
 import pulumi_random as random
 
 from components.base.ssh_keys import HostKey
-from components.k3s.cluster import K3sCluster, K3sClusterArgs
+from components.k3s.cluster import K3sCluster, K3sClusterArgs, connection
 from components.k3s.config import K3sClusterSettings, K3sNode, cluster_dns_ip, server_taints
 from components.k3s.vip import VipSettings
 from components.kube.charts import KUBE_VIP, with_digest
@@ -28,8 +28,8 @@ from stacks.config import (
     HomelabSettings,
     load_homelab_config,
 )
-from stacks.cross_stack import check_same_network_plan, check_same_value, gate
-from stacks.federation import ProviderSide, homelab_federation
+from stacks.cross_stack import check_same_network_plan, check_same_value, check_wake_gate, gate
+from stacks.federation import GateHost, ProviderSide, homelab_federation
 from stacks.outputs import AwsGpuReference, export_stack_outputs
 from stacks.platform import AwsScrapeTargets, homelab_platform
 from stacks.pod_security import homelab_admission_config
@@ -251,6 +251,28 @@ def build_cluster(
     )
 
 
+def gate_host(
+    config: HomelabConfig,
+    vms: dict[str, ProxmoxVm],
+    host_keys: dict[str, pulumi.Input[str]],
+    cluster: K3sCluster,
+) -> GateHost:
+    """The wake gate runs on the first control plane: the cluster-init server, on the mesh."""
+    homelab = config.homelab
+    first = homelab.control_planes[0]
+    return GateHost(
+        ip=str(first.ip),
+        ssh=connection(
+            str(first.ip),
+            homelab.ssh_user,
+            config.secrets.ssh_private_key,
+            host_key=host_keys[first.name],
+        ),
+        machine=vms[first.name].vm,
+        wait_for=cluster.ready,
+    )
+
+
 def main() -> None:
     config = load_homelab_config()
     mesh.checked(
@@ -278,6 +300,7 @@ def main() -> None:
             "the AWS models volume is bound to that namespace",
         ),
         check_acme_zone(config, aws_gpu),
+        check_wake_gate(config.homelab.ollama.wake_gate, aws_gpu.require("wakeGate")),
     )
     host_keys = access.vm_host_keys(config.homelab)
     pinned = access.pinned_host_keys(config.homelab, host_keys)
@@ -338,7 +361,12 @@ def main() -> None:
             models_volume=aws_gpu.require("modelsVolume"),
             waker_url=aws_gpu.require("gpuWakerUrl"),
             waker_token=aws_gpu.require("gpuWakerToken"),
+            wake_gate=aws_gpu.require("wakeGate") if config.homelab.ollama.wake_gate else None,
+            wake_gate_key=aws_gpu.require("wakeGatePrivateKey")
+            if config.homelab.ollama.wake_gate
+            else None,
         ),
+        gate_host=gate_host(config, vms, pinned, cluster),
         wait_for=[platform.gpu_stack],
         ingress=platform.ingress,
         tls=platform.tls,

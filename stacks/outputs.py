@@ -103,9 +103,10 @@ AWS_GPU_OUTPUTS: tuple[OutputSpec, ...] = (
     ),
     OutputSpec(
         "wakeGate",
-        "When the AWS side sleeps: what the homelab's wake gate needs to start it (region, the "
-        "two instance ids, the Roles Anywhere trust anchor, profile and role ARNs, the gate's "
-        "client certificate, the wake timeout); null when the control node stays on.",
+        "{sleeps: false} when the control node stays on; when the AWS side sleeps, what the "
+        "homelab's wake gate needs to start it: {sleeps: true, region, controlInstanceId, "
+        "workerInstanceId, trustAnchorArn, profileArn, roleArn, certificate, "
+        "wakeTimeoutSeconds} (Roles Anywhere; the certificate is public).",
     ),
     OutputSpec(
         "wakeGatePrivateKey",

@@ -144,6 +144,69 @@ class WakerSettings:
             raise ValueError("ports must be in 1..65535")
 
 
+@dataclass(frozen=True)
+class GateSettings:
+    """The homelab's wake gate: gpu-waker in gate mode on a homelab k3s server. It holds a
+    request while the sleeping AWS side starts (control node first, the worker at once after it,
+    so both boot together), forwards it to gpu-waker on AWS once that answers, and stops
+    nothing (the AWS side sleeps by itself). Its AWS credentials come from IAM Roles Anywhere
+    with the certificate in ``ETC_DIR`` (nothing secret here)."""
+
+    control_instance_id: str
+    worker_instance_id: str
+    region: str
+    listen_ip: str
+    port: int
+    wake_timeout_seconds: int
+    upstream_url: str
+    """gpu-waker on the AWS control node (``gpuWakerUrl``)."""
+    trust_anchor_arn: str
+    profile_arn: str
+    role_arn: str
+
+    def __post_init__(self) -> None:
+        ipaddress.IPv4Address(self.listen_ip)
+        for name in ("control_instance_id", "worker_instance_id"):
+            if not re.fullmatch(r"[0-9A-Za-z-]+", getattr(self, name)):
+                raise ValueError(f"{name} '{getattr(self, name)}' is not an instance id")
+        if not re.fullmatch(r"http://[0-9.]+:[0-9]+", self.upstream_url):
+            raise ValueError(f"upstream_url '{self.upstream_url}' is not http://<ip>:<port>")
+
+
+# Where the install script puts the gate's certificate and key (from stdin).
+GATE_CERTIFICATE = "rolesanywhere.crt"
+GATE_PRIVATE_KEY = "rolesanywhere.key"
+# The gate forwards to gpu-waker on AWS, which may hold the request up to its own wake timeout
+# while the worker starts, then streams for as long as the model answers: the gate's read
+# timeout covers both (Ollama's slowest answers stream tokens well within it).
+GATE_READ_TIMEOUT_SECONDS = 1800
+
+
+def render_gate_environment(settings: GateSettings, etc_dir: str = ETC_DIR) -> str:
+    return environment_file(
+        {
+            "MODE": "gate",
+            "INSTANCE_ID": settings.control_instance_id,
+            "ALSO_START_INSTANCE_IDS": settings.worker_instance_id,
+            "REGION": settings.region,
+            "LISTEN_HOST": settings.listen_ip,
+            "LISTEN_PORT": str(settings.port),
+            "TOKEN_FILE": f"{etc_dir}/client-token",
+            "KUBECONFIG": f"{etc_dir}/kubeconfig",
+            "WAKE_TIMEOUT_SECONDS": str(settings.wake_timeout_seconds),
+            "UPSTREAM_URL": settings.upstream_url,
+            "READY_PATH": "/healthz",
+            "UPSTREAM_READ_TIMEOUT_SECONDS": str(GATE_READ_TIMEOUT_SECONDS),
+            "CREDENTIALS": "roles-anywhere",
+            "ROLES_ANYWHERE_TRUST_ANCHOR_ARN": settings.trust_anchor_arn,
+            "ROLES_ANYWHERE_PROFILE_ARN": settings.profile_arn,
+            "ROLES_ANYWHERE_ROLE_ARN": settings.role_arn,
+            "CERTIFICATE_FILE": f"{etc_dir}/{GATE_CERTIFICATE}",
+            "PRIVATE_KEY_FILE": f"{etc_dir}/{GATE_PRIVATE_KEY}",
+        }
+    )
+
+
 def render_environment(settings: WakerSettings) -> str:
     selector = ",".join(f"{k}={v}" for k, v in sorted(settings.upstream_selector.items()))
     values = {
@@ -193,7 +256,7 @@ def render_unit(prefix: str = PREFIX, etc_dir: str = ETC_DIR) -> str:
 
 
 def render_install_script(
-    settings: WakerSettings,
+    settings: WakerSettings | GateSettings,
     bundle_sha256: str,
     *,
     prefix: str = PREFIX,
@@ -215,7 +278,12 @@ def render_install_script(
             "SA_NAMESPACE": NAMESPACE,
             "SA_NAME": SERVICE_ACCOUNT,
             "SA_SECRET": TOKEN_SECRET,
-            "ENVIRONMENT": render_environment(settings),
+            "ENVIRONMENT": render_gate_environment(settings, etc_dir)
+            if isinstance(settings, GateSettings)
+            else render_environment(settings),
+            "ROLES_ANYWHERE": "true" if isinstance(settings, GateSettings) else "false",
+            "CERTIFICATE_FILE": GATE_CERTIFICATE,
+            "PRIVATE_KEY_FILE": GATE_PRIVATE_KEY,
             "SYSTEMD_UNIT": render_unit(prefix, etc_dir).rstrip("\n"),
         },
     )
@@ -253,10 +321,20 @@ def remote_command(script: str) -> str:
     )
 
 
-def stdin_payload(token: str, bundle: WakerBundle) -> str:
+def stdin_payload(
+    token: str, bundle: WakerBundle, certificate: tuple[str, str] | None = None
+) -> str:
+    """Line 1 the client token; for the gate, then the base64 of its certificate and of its
+    key (one line each); then the bundle."""
     if not token or "\n" in token:
         raise ValueError("the client token must be one non-empty line")
-    return f"{token}\n{bundle.tar_gz_b64}\n"
+    lines = [token]
+    if certificate is not None:
+        cert_pem, key_pem = certificate
+        if "BEGIN CERTIFICATE" not in cert_pem or "PRIVATE KEY" not in key_pem:
+            raise ValueError("the gate's certificate and key must be PEM")
+        lines += [base64.b64encode(pem.encode()).decode() for pem in (cert_pem, key_pem)]
+    return "\n".join([*lines, bundle.tar_gz_b64]) + "\n"
 
 
 def render_rbac() -> list[dict[str, Any]]:

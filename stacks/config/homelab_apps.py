@@ -48,6 +48,10 @@ class OllamaSettings(Model):
     """Memory request and limit of the Ollama pod (host RAM for model loading)."""
     client_namespaces: tuple[DnsLabel, ...] = ()
     """Namespaces besides Open WebUI's whose pods may call Ollama (network policy)."""
+    wake_gate: bool = True
+    """Run the wake gate (gpu-waker in gate mode on the first control plane): what starts the
+    AWS side when it sleeps (aws-gpu ``gpuWaker.sleepAfterMinutes``). Must match the aws-gpu
+    stack: true when its control node sleeps, false when it stays on (checked at ``up``)."""
 
 
 class OpenWebUiSettings(Model):

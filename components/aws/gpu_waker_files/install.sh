@@ -1,9 +1,12 @@
 #!/bin/bash
-# Installs or refreshes gpu-waker on the AWS control node; run as root over SSH by Pulumi
-# (hybridgpu, components/aws/gpu_waker.py). Idempotent; prints nothing secret.
+# Installs or refreshes gpu-waker on a k3s server: on the AWS control node, or as the wake
+# gate on a homelab server; run as root over SSH by Pulumi (hybridgpu,
+# components/aws/gpu_waker.py, components/federation/wake_gate.py). Idempotent; prints nothing
+# secret.
 #
-# stdin: line 1 is the client token; the rest is the base64 of the bundle, a tar.gz holding
-# requirements.lock (exact versions, SHA-256 of every file) and the gpu_waker sources.
+# stdin: line 1 is the client token; for the gate (ROLES_ANYWHERE=true) lines 2 and 3 are the
+# base64 of its Roles Anywhere certificate and key; the rest is the base64 of the bundle, a
+# tar.gz holding requirements.lock (exact versions, SHA-256 of every file) and the sources.
 set -euo pipefail
 umask 077
 
@@ -17,6 +20,9 @@ readonly SA_NAME="@SA_NAME@"
 readonly SA_SECRET="@SA_SECRET@"
 readonly K3S_CA="@K3S_CA@"
 readonly SYSTEMD_DIR="@SYSTEMD_DIR@"
+readonly ROLES_ANYWHERE="@ROLES_ANYWHERE@"
+readonly CERTIFICATE_FILE="@CERTIFICATE_FILE@"
+readonly PRIVATE_KEY_FILE="@PRIVATE_KEY_FILE@"
 readonly RELEASE="$PREFIX/releases/$BUNDLE_SHA256"
 
 work=$(mktemp -d)
@@ -26,6 +32,17 @@ IFS= read -r token
 if [ "${#token}" -lt 16 ]; then
   echo "gpu-waker: no client token on stdin" >&2
   exit 1
+fi
+certificate="" private_key=""
+if [ "$ROLES_ANYWHERE" = true ]; then
+  IFS= read -r certificate_b64
+  IFS= read -r private_key_b64
+  certificate=$(printf '%s' "$certificate_b64" | base64 -d)
+  private_key=$(printf '%s' "$private_key_b64" | base64 -d)
+  if [[ "$certificate" != *"BEGIN CERTIFICATE"* || "$private_key" != *"PRIVATE KEY"* ]]; then
+    echo "gpu-waker: no Roles Anywhere certificate and key on stdin" >&2
+    exit 1
+  fi
 fi
 base64 -d > "$work/bundle.tar.gz"
 if ! echo "$BUNDLE_SHA256  $work/bundle.tar.gz" | sha256sum --check --status; then
@@ -77,6 +94,10 @@ fi
 install -d -m 0750 -o root -g "$SERVICE_USER" "$ETC_DIR"
 # A here-string, not a pipe: put must run in this shell to record a change.
 put "$ETC_DIR/client-token" 0640 "root:$SERVICE_USER" <<<"$token"
+if [ "$ROLES_ANYWHERE" = true ]; then
+  put "$ETC_DIR/$CERTIFICATE_FILE" 0640 "root:$SERVICE_USER" <<<"$certificate"
+  put "$ETC_DIR/$PRIVATE_KEY_FILE" 0640 "root:$SERVICE_USER" <<<"$private_key"
+fi
 k3s kubectl apply -f - >/dev/null <<MANIFEST
 apiVersion: v1
 kind: Secret
