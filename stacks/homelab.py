@@ -15,7 +15,7 @@ from components.k3s.config import K3sClusterSettings, K3sNode, cluster_dns_ip, s
 from components.k3s.vip import VipSettings
 from components.kube.charts import KUBE_VIP, with_digest
 from components.kube.labels import GPU_NODE_LABEL
-from components.nebula.config import default_policy
+from components.nebula.config import GPU_WAKER_PORT, default_policy
 from components.nebula.host import NebulaHost
 from components.proxmox.node_assets import GpuMapping, ProxmoxNodeAssets, ProxmoxNodeAssetsArgs
 from components.proxmox.vm import ProxmoxVm, ProxmoxVmArgs
@@ -341,6 +341,9 @@ def main() -> None:
             control_node_overlay_ip=aws_gpu.require("controlNodeOverlayIp"),
             gpu_waker_token=aws_gpu.require("gpuWakerToken"),
             worker_gpu_count=aws_gpu.require("gpuWorkerGpuCount"),
+            wake_gate_address=f"{config.homelab.control_planes[0].ip}:{GPU_WAKER_PORT}"
+            if config.homelab.ollama.wake_gate
+            else None,
         ),
         issuer=issuer_of(config, aws_gpu, clock),
     )

@@ -78,6 +78,8 @@ class AwsScrapeTargets:
     gpu_waker_token: pulumi.Input[str]
     worker_gpu_count: pulumi.Input[int] = 1
     """GPUs of the AWS worker (gpuWorkerGpuCount): the billed AWS GPU-hours count each."""
+    wake_gate_address: str | None = None
+    """``host:port`` of the homelab's wake gate (when ``ollama.wakeGate``)."""
 
 
 def homelab_platform(
@@ -120,6 +122,7 @@ def homelab_platform(
                 aws_overlay_ip=aws.control_node_overlay_ip,
                 gpu_waker_token=aws.gpu_waker_token,
                 aws_worker_gpus=aws.worker_gpu_count,
+                wake_gate_address=aws.wake_gate_address,
                 runbook_base_url=settings.runbook_base_url,
                 dcgm_node_port=DCGM_EXPORTER_NODEPORT,
                 node_exporter_ports=NODE_EXPORTER_NODEPORTS,

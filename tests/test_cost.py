@@ -53,23 +53,42 @@ def test_the_price_table_is_dated_and_has_the_profiles_types() -> None:
 
 
 def test_default_profile_idle_and_busy_figures(tmp_path: Path) -> None:
+    """The example config: the AWS side sleeps (gpuWaker.sleepAfterMinutes 30), so idle bills
+    no instance hour, only the Elastic IP, both volumes and S3."""
     figures = _printed(tmp_path)
-    control = HOURS * 0.0188  # t3a.small
+    t3a_small, g4dn_xlarge = 0.0188, 0.526
     expected = {
-        "control node t3a.small (730 h)": control,
+        "control node t3a.small (asleep: stopped while idle)": 0.0,
         "public IPv4 of the control node (Elastic IP)": IPV4,
         "control node gp3 16 GiB": 16 * GP3,
-        "GPU worker gp3 125 GiB (stopped)": 125 * GP3,
+        "GPU worker gp3 115 GiB (stopped)": 115 * GP3,
         "S3 models (20 GB assumed)": S3_20GB,
     }
     for item, usd in expected.items():
         assert figures[item] == pytest.approx(usd, abs=0.005), item
     assert figures["idle total per month"] == pytest.approx(sum(expected.values()), abs=0.01)
-    assert figures["idle total per month"] == pytest.approx(29.11, abs=0.01)
-    # Busy: g4dn.xlarge on demand and its public IPv4, per GPU hour.
-    assert figures["per GPU hour"] == pytest.approx(0.526 + 0.005, abs=0.0001)
-    # Down from the $37.23 (+ S3) the AWS review measured on the old defaults.
-    assert figures["idle total per month"] < 37.23
+    assert figures["idle total per month"] == pytest.approx(14.59, abs=0.01)
+    assert figures["idle total per month"] <= 15.00  # the issue's target for the default
+    # Busy: g4dn.xlarge on demand, its public IPv4 and the awake control node, per GPU hour.
+    assert figures["per GPU hour"] == pytest.approx(g4dn_xlarge + 0.005 + t3a_small, abs=0.0001)
+    # Each wake's tail: the worker until its idle stop (15 min), the control node until it
+    # sleeps (15 + 30 min).
+    worker_tail = 15 / 60 * (g4dn_xlarge + 0.005)
+    assert figures["GPU worker until its idle stop (15 min)"] == pytest.approx(worker_tail, abs=1e-4)
+    control_tail = 45 / 60 * t3a_small
+    assert figures["control node until it sleeps (15 + 30 min)"] == pytest.approx(
+        control_tail, abs=1e-4
+    )
+
+
+def test_a_control_node_that_never_sleeps_bills_every_hour(tmp_path: Path) -> None:
+    figures = _printed(tmp_path, "hybridgpu:aws.gpuWaker.sleepAfterMinutes=null")
+    control = HOURS * 0.0188
+    assert figures["control node t3a.small (730 h)"] == pytest.approx(control, abs=0.005)
+    assert figures["idle total per month"] == pytest.approx(
+        control + IPV4 + 16 * GP3 + 115 * GP3 + S3_20GB, abs=0.01
+    )
+    assert "control node until it sleeps (15 + 30 min)" not in figures
 
 
 def test_frugal_profile_idle_figures(tmp_path: Path) -> None:
@@ -96,4 +115,4 @@ def test_plan_json_carries_the_figures(tmp_path: Path) -> None:
             plan.main(["aws-gpu", "--artifacts", str(tmp_path / "a"), "--json", str(target)]) == 0
         )
     data = json.loads(target.read_text())["costUsd"]
-    assert data == {"pricesDate": "2026-11", "idlePerMonth": 29.11, "busyPerGpuHour": 0.531}
+    assert data == {"pricesDate": "2026-11", "idlePerMonth": 14.59, "busyPerGpuHour": 0.5498}

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from components.aws import gpu_waker_render as render
+from components.nebula.config import GPU_WAKER_PORT
 from stacks.gpu_waker import RUNTIME_PACKAGE
 from tests.real_tools import require, run, shellcheck
 from tools import fakes, offline
@@ -378,8 +379,11 @@ def test_client_namespaces_get_the_address_and_token_as_a_secret(
     secret = homelab.one("kubernetes:core/v1:Secret", "gpu-waker-clients-research")
     data = secret.plain_inputs["stringData"]
     assert secret.plain_inputs["metadata"]["namespace"] == "research"
-    assert data["OLLAMA_HOST"] == aws.values["gpuWakerUrl"]
-    assert data["OPENAI_BASE_URL"] == aws.values["gpuWakerUrl"] + "/v1"
+    # The AWS side sleeps by default: the clients call the wake gate on the first server.
+    assert aws.values["wakeGate"]["sleeps"] is True
+    gate = f"http://{config['controlPlanes'][0]['ip']}:{GPU_WAKER_PORT}"
+    assert data["OLLAMA_HOST"] == gate
+    assert data["OPENAI_BASE_URL"] == gate + "/v1"
     assert data["OPENAI_API_KEY"] == data["GPU_WAKER_TOKEN"] == aws.values["gpuWakerToken"]
     assert any(path.startswith("stringData") for path in secret.secret_inputs)
     # The example config has no client namespace: no such Secret at all.

@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
+from components.federation.liqo import VIRTUAL_NODE_TAINT_KEY
 from components.nebula.config import (
     DCGM_EXPORTER_NODEPORT,
     GPU_WAKER_PORT,
@@ -26,8 +27,11 @@ from components.nebula.config import (
 from components.platform import cuda_validation, monitoring, node_exporter
 from components.platform.monitoring import (
     AWS_NODE_LABEL,
+    GPU_WAKER_JOB,
     NODE_EXPORTER_JOB,
+    SITE_AWS,
     STOPPABLE_NODE,
+    WAKE_GATE_JOB,
     render_values,
     retention_size,
 )
@@ -91,7 +95,10 @@ def test_rule_file_passes_promtool_check_rules() -> None:
 def test_promtool_check_rules_can_fail(tmp_path: Path) -> None:
     broken = tmp_path / "broken.rules.yaml"
     broken.write_text(
-        RULES_FILE.read_text().replace("== 0\n        for: 5m", "== \n        for: 5m")
+        RULES_FILE.read_text().replace(
+            'kube_node_status_condition{condition="Ready",status="true"} == 0\n',
+            'kube_node_status_condition{condition="Ready",status="true"} == \n',
+        )
     )
     result = promtool("check", "rules", broken)
     assert result.returncode != 0
@@ -216,7 +223,11 @@ def test_rules_name_what_the_program_deploys() -> None:
     assert f'namespace="{cuda_validation.NAMESPACE}"' in text
     # PrometheusTargetDown tells the stoppable worker's targets by the label the scrape sets.
     assert f'up{{{AWS_NODE_LABEL}="{STOPPABLE_NODE}"}} == 0' in text
-    assert f'up{{{AWS_NODE_LABEL}!="{STOPPABLE_NODE}"}} == 0' in text
+    assert f'up{{site="{SITE_AWS}",{AWS_NODE_LABEL}!="{STOPPABLE_NODE}"}} == 0' in text
+    # The two gpu-wakers by the jobs their scrapes set; Liqo's virtual node by its taint.
+    assert f'gpu_waker_worker_state{{job="{GPU_WAKER_JOB}",state="ready"}}' in text
+    assert f'gpu_waker_worker_state{{job="{WAKE_GATE_JOB}",state!="ready"}}' in text
+    assert f'kube_node_spec_taint{{key="{VIRTUAL_NODE_TAINT_KEY}"}}' in text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -584,7 +595,7 @@ def test_the_stopped_worker_raises_no_target_down_storm(homelab_run: StackRun) -
     for scrape in homelab_run.by_type(SCRAPE):
         for static in scrape.plain_inputs["spec"]["staticConfigs"]:
             for address in static["targets"]:
-                worker = static["labels"][AWS_NODE_LABEL] == STOPPABLE_NODE
+                worker = static["labels"].get(AWS_NODE_LABEL) == STOPPABLE_NODE
                 assert worker == (address in on_worker), address
                 seen.add(address)
     assert on_worker <= seen

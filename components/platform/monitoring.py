@@ -50,6 +50,9 @@ GPU_WAKER_SECRET = "gpu-waker-scrape"  # noqa: S105 - a Secret object name, not 
 # The job names the alerts and dashboards refer to (alerts.rules.yaml: PrometheusTargetDown).
 AWS_DCGM_JOB = "aws-dcgm-exporter"
 GPU_WAKER_JOB = "gpu-waker"
+WAKE_GATE_JOB = "wake-gate"
+"""The homelab's wake gate (gpu-waker in gate mode): its state says whether the sleeping AWS side
+is up, which NodeNotReady and PrometheusTargetDown (alerts.rules.yaml) go by."""
 NODE_EXPORTER_JOB = "node-exporter"
 """The AWS nodes' exporters share the job of the homelab's (kube-prometheus-stack's own), so the
 chart's node dashboards and node alerts, which select ``job="node-exporter"``, cover them too
@@ -211,6 +214,7 @@ def render_scrape_configs(
     dcgm_node_port: int,
     waker_port: int,
     node_exporter_ports: Mapping[str, int],
+    wake_gate_address: str | None = None,
 ) -> list[Manifest]:
     """The AWS targets, on the control node's overlay address: the GPU worker's DCGM exporter
     (NodePort, kube-proxy forwards to the worker), each AWS node's node exporter (one NodePort
@@ -239,6 +243,25 @@ def render_scrape_configs(
         }
 
     metrics = {"metricsPath": "/metrics"}
+    behind_token = {
+        "metricsPath": "/metrics",
+        "authorization": {
+            "type": "Bearer",
+            "credentials": {"name": GPU_WAKER_SECRET, "key": "token"},
+        },
+    }
+    gate = (
+        [
+            scrape(
+                "wake-gate",
+                WAKE_GATE_JOB,
+                [{"targets": [wake_gate_address], "labels": {"site": SITE_HOMELAB}}],
+                behind_token,
+            )
+        ]
+        if wake_gate_address is not None
+        else []
+    )
     return [
         scrape(
             "aws-dcgm-exporter",
@@ -256,14 +279,9 @@ def render_scrape_configs(
             "gpu-waker",
             GPU_WAKER_JOB,
             [target(waker_port, CONTROL_NODE)],
-            {
-                "metricsPath": "/metrics",
-                "authorization": {
-                    "type": "Bearer",
-                    "credentials": {"name": GPU_WAKER_SECRET, "key": "token"},
-                },
-            },
+            behind_token,
         ),
+        *gate,
     ]
 
 
@@ -284,6 +302,8 @@ class MonitoringArgs:
     """AWS node role (``aws_node`` label) -> the NodePort of its node exporter."""
     aws_worker_gpus: pulumi.Input[int] = 1
     """GPUs of the AWS worker's instance type (the billed AWS GPU-hours count each)."""
+    wake_gate_address: str | None = None
+    """``host:port`` of the homelab's wake gate, when the AWS side sleeps."""
     runbook_base_url: str = ""
     """Prefix of the alerts' ``runbook_url`` (their pages' paths in this repository)."""
     tls_secret: str | None = None
@@ -361,6 +381,7 @@ class Monitoring(pulumi.ComponentResource):
             args.dcgm_node_port,
             args.gpu_waker_port,
             args.node_exporter_ports,
+            args.wake_gate_address,
         ):
             declare(
                 f"{name}-scrape-{scrape['metadata']['name']}",
