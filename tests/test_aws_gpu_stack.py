@@ -40,8 +40,10 @@ ROLE_BY_COMPONENT = {
     "hybridgpu:aws:BackupBucket": "backups",
     "hybridgpu:aws:ModelUploader": "model-uploader",
     "hybridgpu:aws:AcmeDnsUser": "acme-dns01",
+    "hybridgpu:aws:WakeAccess": "wake-gate",
 }
 NODE_ROLES = ("control-node", "gpu-worker")
+WAKE_START_POLICY = "wake-access-start"
 
 
 def _aws_config() -> dict[str, Any]:
@@ -398,7 +400,10 @@ GPU_WAKER_POLICY = "gpu-waker-power"
 
 def _policy_documents(run: StackRun) -> Iterator[tuple[Registration, dict[str, Any]]]:
     for reg in run.by_type(ROLE_POLICY):
-        if reg.name == GPU_WAKER_POLICY:
+        if reg.name in (
+            GPU_WAKER_POLICY,
+            WAKE_START_POLICY,
+        ):  # tests/test_gpu_waker.py, test_wake_gate.py
             continue
         yield reg, json.loads(reg.plain_inputs["policy"])
     for reg in run.by_type("aws:s3/bucketPolicy:BucketPolicy"):
@@ -447,6 +452,9 @@ def test_gpu_worker_reads_models_and_the_control_node_gets_no_s3(aws_gpu_run: St
         trust = json.loads(role.plain_inputs["assumeRolePolicy"])
         if role.name == "model-uploader-role":  # people, not instances (test_model_access.py)
             assert trust["Statement"][0]["Principal"] == {"AWS": ["arn:aws:iam::123456789012:root"]}
+            continue
+        if role.name == "wake-access-role":  # the homelab's gate (tests/test_wake_gate.py)
+            assert trust["Statement"][0]["Principal"] == {"Service": "rolesanywhere.amazonaws.com"}
             continue
         assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
         assert "inlinePolicies" not in role.plain_inputs

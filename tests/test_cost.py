@@ -74,7 +74,9 @@ def test_default_profile_idle_and_busy_figures(tmp_path: Path) -> None:
     # Each wake's tail: the worker until its idle stop (15 min), the control node until it
     # sleeps (15 + 30 min).
     worker_tail = 15 / 60 * (g4dn_xlarge + 0.005)
-    assert figures["GPU worker until its idle stop (15 min)"] == pytest.approx(worker_tail, abs=1e-4)
+    assert figures["GPU worker until its idle stop (15 min)"] == pytest.approx(
+        worker_tail, abs=1e-4
+    )
     control_tail = 45 / 60 * t3a_small
     assert figures["control node until it sleeps (15 + 30 min)"] == pytest.approx(
         control_tail, abs=1e-4

@@ -25,9 +25,11 @@ from components.federation.liqo_peering import (
 )
 from components.federation.ollama import OllamaSettings, render_deployment, render_offloading
 from components.kube.charts import LIQO_DEFAULT_VERSION
+from components.nebula.config import GPU_WAKER_PORT
 from stacks.config import ProjectSettings
 from tests import fake_liqoctl
 from tests.real_tools import shellcheck
+from tools import offline
 from tools.mocks import redact
 from tools.offline import StackRun
 
@@ -280,10 +282,16 @@ def test_open_webui_needs_login_and_talks_to_ollama_through_gpu_waker(
     secret_data = homelab_run.one("kubernetes:core/v1:Secret", "open-webui-secrets").plain_inputs[
         "stringData"
     ]
-    assert secret_data["OPENAI_API_BASE_URLS"] == aws.values["gpuWakerUrl"] + "/v1"
+    # The AWS side sleeps by default: Open WebUI calls the wake gate on the first server, which
+    # forwards to gpu-waker on AWS.
+    assert aws.values["wakeGate"]["sleeps"] is True
+    first_server = offline.stack_config_file("homelab")["hybridgpu:homelab"]["controlPlanes"][0]
+    gate = f"http://{first_server['ip']}:{GPU_WAKER_PORT}"
+    assert secret_data["OPENAI_API_BASE_URLS"] == gate + "/v1"
     assert secret_data["OPENAI_API_KEYS"] == aws.values["gpuWakerToken"]
     assert "gpuWakerToken" in aws.secret_names
-    assert int(env["AIOHTTP_CLIENT_TIMEOUT"]) > 600 + 300  # longest hold + a model load
+    # The gate's longest hold, then gpu-waker's on AWS, then a model load.
+    assert int(env["AIOHTTP_CLIENT_TIMEOUT"]) > 600 + 600 + 300
     assert env["WEBUI_AUTH"] == "True"
     assert env["ENABLE_SIGNUP"] == "False"
     assert env["WEBUI_ADMIN_EMAIL"] == "ops@example.com"

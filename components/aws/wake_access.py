@@ -35,6 +35,7 @@ ROLES_ANYWHERE_SERVICE = "rolesanywhere.amazonaws.com"
 # (https://docs.aws.amazon.com/rolesanywhere/latest/userguide/authentication-create-session.html:
 # durationSeconds 900..43200, default 3600).
 SESSION_SECONDS = 3600
+ROLE_TAG = "wake-gate"
 
 
 def trust_policy(trust_anchor_arn: str, common_name: str) -> str:
@@ -117,6 +118,7 @@ class WakeAccess(pulumi.ComponentResource):
                     x509_certificate_data=args.ca_cert_pem
                 ),
             ),
+            tags={"Role": ROLE_TAG},
             opts=child,
         )
         common_name = args.common_name
@@ -125,6 +127,7 @@ class WakeAccess(pulumi.ComponentResource):
             description="hybridgpu wake gate (IAM Roles Anywhere): starts the AWS nodes",
             assume_role_policy=anchor.arn.apply(lambda arn: trust_policy(arn, common_name)),
             max_session_duration=SESSION_SECONDS,
+            tags={"Role": ROLE_TAG},
             opts=child,
         )
         aws.iam.RolePolicy(
@@ -141,6 +144,7 @@ class WakeAccess(pulumi.ComponentResource):
             enabled=True,
             role_arns=[role.arn],
             duration_seconds=SESSION_SECONDS,
+            tags={"Role": ROLE_TAG},
             opts=child,
         )
         self.trust_anchor_arn = anchor.arn

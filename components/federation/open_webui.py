@@ -65,8 +65,10 @@ def render_namespace(namespace: str) -> Manifest:
 
 SECRET_ENV = ("WEBUI_SECRET_KEY", "WEBUI_ADMIN_PASSWORD", "OPENAI_API_BASE_URLS", "OPENAI_API_KEYS")
 # Open WebUI's total timeout of a backend request, stream included (default 300 s): a cold
-# start holds the request up to gpuWaker.wakeTimeoutSeconds (<= 600), then the model loads.
-REQUEST_TIMEOUT_SECONDS = 1200
+# start holds the request up to gpuWaker.wakeTimeoutSeconds (<= 600) at the wake gate while the
+# sleeping AWS side starts, up to as long again at gpu-waker on AWS while the worker comes up,
+# then the model loads and answers.
+REQUEST_TIMEOUT_SECONDS = 1800
 
 
 def render_secret(

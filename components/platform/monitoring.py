@@ -250,18 +250,8 @@ def render_scrape_configs(
             "credentials": {"name": GPU_WAKER_SECRET, "key": "token"},
         },
     }
-    gate = (
-        [
-            scrape(
-                "wake-gate",
-                WAKE_GATE_JOB,
-                [{"targets": [wake_gate_address], "labels": {"site": SITE_HOMELAB}}],
-                behind_token,
-            )
-        ]
-        if wake_gate_address is not None
-        else []
-    )
+    gate_target = {"targets": [wake_gate_address], "labels": {"site": SITE_HOMELAB}}
+    gate = [scrape("wake-gate", WAKE_GATE_JOB, [gate_target], behind_token)]
     return [
         scrape(
             "aws-dcgm-exporter",
@@ -281,7 +271,7 @@ def render_scrape_configs(
             [target(waker_port, CONTROL_NODE)],
             behind_token,
         ),
-        *gate,
+        *(gate if wake_gate_address is not None else []),
     ]
 
 
