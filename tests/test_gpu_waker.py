@@ -205,11 +205,15 @@ def sandbox(tmp_path: Path) -> dict[str, Path]:
     return {"root": tmp_path, "bin": fakes, "ca": ca, "log": tmp_path / "fake.log"}
 
 
-def _run_install(sandbox: dict[str, Path], stdin: str) -> subprocess.CompletedProcess[str]:
+def _run_install(
+    sandbox: dict[str, Path],
+    stdin: str,
+    settings: render.WakerSettings | render.GateSettings = SETTINGS,
+) -> subprocess.CompletedProcess[str]:
     root = sandbox["root"]
     bundle = render.load_bundle(RUNTIME_PACKAGE)
     script = render.render_install_script(
-        SETTINGS,
+        settings,
         bundle.sha256,
         prefix=str(root / "opt"),
         etc_dir=str(root / "etc" / "gpu-waker"),
@@ -280,6 +284,46 @@ def test_the_install_script_installs_the_bundle_and_is_idempotent(
     third = _run_install(sandbox, render.stdin_payload(TOKEN + "x", bundle))
     assert third.returncode == 0, third.stderr
     assert "systemctl restart gpu-waker.service" in sandbox["log"].read_text()
+
+
+GATE = render.GateSettings(
+    control_instance_id="i-0control",
+    worker_instance_id="i-0worker",
+    region="us-west-2",
+    listen_ip="192.168.10.21",
+    port=11435,
+    wake_timeout_seconds=240,
+    upstream_url="http://10.200.0.1:11435",
+    trust_anchor_arn="arn:aws:rolesanywhere:us-west-2:123456789012:trust-anchor/a",
+    profile_arn="arn:aws:rolesanywhere:us-west-2:123456789012:profile/p",
+    role_arn="arn:aws:iam::123456789012:role/wake",
+)
+GATE_CERT = "-----BEGIN CERTIFICATE-----\nZ2F0ZQ==\n-----END CERTIFICATE-----\n"
+GATE_KEY = "-----BEGIN PRIVATE KEY-----\na2V5\n-----END PRIVATE KEY-----\n"
+
+
+def test_the_gate_install_writes_its_certificate_and_key_from_stdin(
+    sandbox: dict[str, Path],
+) -> None:
+    bundle = render.load_bundle(RUNTIME_PACKAGE)
+    result = _run_install(sandbox, render.stdin_payload(TOKEN, bundle, (GATE_CERT, GATE_KEY)), GATE)
+    assert result.returncode == 0, result.stderr
+    assert GATE_KEY.splitlines()[1] not in result.stdout + result.stderr
+    etc = sandbox["root"] / "etc" / "gpu-waker"
+    assert (etc / render.GATE_CERTIFICATE).read_text() == GATE_CERT
+    assert (etc / render.GATE_PRIVATE_KEY).read_text() == GATE_KEY
+    assert stat.S_IMODE((etc / render.GATE_PRIVATE_KEY).stat().st_mode) == 0o640
+    assert (etc / "client-token").read_text() == TOKEN + "\n"
+    env = (etc / "env").read_text()
+    assert env == render.render_gate_environment(GATE, str(etc)) + "\n"
+    assert "GPU_WAKER_MODE=gate\n" in env
+    assert f"GPU_WAKER_PRIVATE_KEY_FILE={etc}/{render.GATE_PRIVATE_KEY}\n" in env
+    # Without the certificate lines the gate install refuses (and installs nothing).
+    sandbox["log"].write_text("")
+    refused = _run_install(sandbox, render.stdin_payload(TOKEN + "y", bundle), GATE)
+    assert refused.returncode == 1
+    assert "no Roles Anywhere certificate and key on stdin" in refused.stderr
+    assert (etc / "client-token").read_text() == TOKEN + "\n"
 
 
 def test_the_install_script_refuses_a_tampered_bundle_or_no_token(

@@ -35,10 +35,10 @@ if [ "${#token}" -lt 16 ]; then
 fi
 certificate="" private_key=""
 if [ "$ROLES_ANYWHERE" = true ]; then
-  IFS= read -r certificate_b64
-  IFS= read -r private_key_b64
-  certificate=$(printf '%s' "$certificate_b64" | base64 -d)
-  private_key=$(printf '%s' "$private_key_b64" | base64 -d)
+  IFS= read -r certificate_b64 || true
+  IFS= read -r private_key_b64 || true
+  certificate=$(printf '%s' "$certificate_b64" | base64 -d 2>/dev/null || true)
+  private_key=$(printf '%s' "$private_key_b64" | base64 -d 2>/dev/null || true)
   if [[ "$certificate" != *"BEGIN CERTIFICATE"* || "$private_key" != *"PRIVATE KEY"* ]]; then
     echo "gpu-waker: no Roles Anywhere certificate and key on stdin" >&2
     exit 1
