@@ -27,7 +27,7 @@ class _Healthz(http.server.BaseHTTPRequestHandler):
         self.send_response(200 if type(self).up and self.path == "/healthz" else 503)
         self.end_headers()
 
-    def log_message(self, *args: Any) -> None:
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
