@@ -131,6 +131,8 @@ class PowerController:
         """Since when EC2 has reported the worker ``stopped`` without a break (sleep timer)."""
         self._sleep_sent_at: float | None = None
         """When StopInstances of the sleeper was accepted (not re-sent while nothing changed)."""
+        self._sleep_blocked_at = self.last_activity
+        """Last check that found a stream, a GPU pod, or could not list the pods."""
 
     # ---------------------------------------------------------------- bookkeeping
     def _set_state(self, state: str, reason: str) -> None:
@@ -441,12 +443,14 @@ class PowerController:
             return
         if self._stopped_since is None:
             self._stopped_since = now
-        if pods is None:
-            return  # GPU pods unknown: not sleeping while unknown
-        if self.in_flight or pods.pods:
+        # GPU pods unknown (the API did not answer) is not quiet either: the period restarts.
+        if pods is None or pods.pods or self.in_flight:
+            self._sleep_blocked_at = now
             self._sleep_sent_at = None
             return
-        quiet_since = max(self._stopped_since, self.last_activity, self.last_demand)
+        quiet_since = max(
+            self._stopped_since, self.last_activity, self.last_demand, self._sleep_blocked_at
+        )
         if self._sleep_sent_at is not None and quiet_since > self._sleep_sent_at:
             self._sleep_sent_at = None  # used since the stop was sent: a new quiet period
         if now - quiet_since < after or self._sleep_sent_at is not None:
