@@ -57,9 +57,9 @@ class GateWorld:
         )
 
 
-def gate_options(w_front: Ec2Front, tmp: Path, control: str, worker: str, upstream: str) -> list:
+def gate_options(front: Ec2Front, tmp: Path, control: str, worker: str, upstream: str) -> list[str]:
     return cli(
-        w_front,
+        front,
         tmp,
         "--mode", "gate",
         "--instance-id", control,
