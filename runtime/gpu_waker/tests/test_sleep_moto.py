@@ -6,12 +6,14 @@ on the control node's id only."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from gpu_waker.cluster import GpuPod, GpuPods, StaticCluster
 from tests.conftest import AUTH, Running, cli, run, start_cli
@@ -83,9 +85,9 @@ async def sleep_world(server: MotoServer, tmp: Path) -> AsyncIterator[SleepWorld
 
 
 def test_the_control_node_sleeps_once_after_n_minutes_with_the_worker_stopped_and_idle(
-    moto_server: MotoServer, tmp_path: Path
+    moto_server: MotoServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def scenario() -> None:
+    async def scenario() -> tuple[str, str]:
         async with sleep_world(moto_server, tmp_path) as w:
             await w.pass_time(0)
             await w.pass_time(SLEEP - 60)
@@ -101,8 +103,15 @@ def test_the_control_node_sleeps_once_after_n_minutes_with_the_worker_stopped_an
             assert w.front.count("StopInstances", w.worker.instance_id) == 0
             assert w.worker.state() == "stopped"
             assert await w.metric("gpu_waker_sleeps_total") == "gpu_waker_sleeps_total 1.0"
+            return w.control.instance_id, w.worker.instance_id
 
-    run(scenario)
+    with caplog.at_level(logging.INFO, logger="gpu_waker"):
+        control, worker = asyncio.run(scenario())
+    # One state change, logged with its reason.
+    assert [r.getMessage() for r in caplog.records if "sleeping" in r.getMessage()] == [
+        f"control node {control}: running -> sleeping (GPU worker {worker} stopped and unused "
+        "for 30.0 min: no request, no stream, no GPU pod)"
+    ]
 
 
 def test_no_sleep_while_a_stream_is_in_flight(moto_server: MotoServer, tmp_path: Path) -> None:
