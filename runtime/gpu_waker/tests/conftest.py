@@ -7,13 +7,16 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from boto3.session import Session
 
+from gpu_waker.__main__ import build, parser
 from gpu_waker.clock import FakeClock
 from gpu_waker.cluster import StaticCluster
 from gpu_waker.controller import ControllerSettings, PowerController
@@ -130,3 +133,54 @@ async def world(
 
 def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(scenario())
+
+
+@dataclass
+class Running:
+    """A controller and its proxy made from command-line options (``build``), on loopback."""
+
+    controller: PowerController
+    url: str
+    clock: FakeClock
+    runner: web.AppRunner
+    session: aiohttp.ClientSession
+
+    async def close(self) -> None:
+        task = self.controller._wake_task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self.runner.cleanup()
+        await self.session.close()
+
+
+def cli(front: Ec2Front, token_dir: Path, *options: str) -> list[str]:
+    """Options as the IaC writes them, plus what points at the loopback fakes and is fast."""
+    token_file = token_dir / "token"
+    token_file.write_text(TOKEN + "\n")
+    return [
+        "--region", REGION,
+        "--ec2-endpoint-url", front.url,
+        "--token-file", str(token_file),
+        "--poll-seconds", "0.05",
+        "--reconcile-seconds", "3600",  # the tests call reconcile() themselves
+        "--wake-timeout-seconds", str(FAST.wake_timeout_seconds),
+        "--upstream-read-timeout-seconds", "60",
+        *options,
+    ]  # fmt: skip
+
+
+async def start_cli(
+    argv: list[str], *, clock: FakeClock | None = None, aws: Session | None = None
+) -> Running:
+    clock = clock or FakeClock()
+    service = build(parser().parse_args(argv), clock=clock, aws=aws)
+    # What the command line does not set: as fast as the other tests.
+    service.controller.settings = replace(
+        service.controller.settings,
+        probe_timeout_seconds=FAST.probe_timeout_seconds,
+        ready_ttl_seconds=FAST.ready_ttl_seconds,
+        backoff_base_seconds=FAST.backoff_base_seconds,
+    )
+    runner, port = await start_site(service.app)
+    return Running(service.controller, f"http://127.0.0.1:{port}", clock, runner, service.session)

@@ -1,11 +1,13 @@
 """Loopback stand-ins for the outside world of the controller.
 
 - :class:`Ec2Front`: an HTTP front of a real moto EC2 server (ThreadedMotoServer on loopback)
-  that counts the EC2 actions it forwards and can answer one action with an EC2 error instead
-  (InsufficientInstanceCapacity is not something moto simulates).
+  that counts the EC2 actions it forwards (also per instance), can answer one action (for one
+  instance) with an EC2 error instead (InsufficientInstanceCapacity is not something moto
+  simulates), and can report a running instance as ``pending`` (moto starts instances at once).
 - :class:`FakeOllama`: an aiohttp server speaking the few Ollama routes the proxy uses, which
   comes up only after the moto instance is running (plus a boot delay) and goes away when it
-  stops, and whose streams can be held mid-way by a gate.
+  stops, and whose streams can be held mid-way by a gate. With a ``token`` it stands for the
+  AWS-side gpu-waker behind a gate: ``/healthz`` without, everything else with the token.
 """
 
 from __future__ import annotations
@@ -47,6 +49,17 @@ class Fault:
     code: str
     message: str
     status: int = 500
+    instance_id: str | None = None
+    """Only calls naming this instance (None: every call of the action)."""
+
+
+@dataclass(frozen=True)
+class Ec2Call:
+    action: str
+    instance_id: str | None
+    """InstanceId.1 of the call."""
+    authorization: str
+    security_token: str | None
 
 
 class Ec2Front:
@@ -59,6 +72,10 @@ class Ec2Front:
         self.forwarded: Counter[str] = Counter()
         """Action -> requests that reached moto."""
         self.fault: Fault | None = None
+        self.seen: list[Ec2Call] = []
+        """Every call, in order, with the instance it names and its credentials."""
+        self.report_pending: set[str] = set()
+        """Instances that DescribeInstances reports ``pending`` while moto has them running."""
         self.session: aiohttp.ClientSession | None = None
         self.runner: web.AppRunner | None = None
         self.url = ""
@@ -80,9 +97,23 @@ class Ec2Front:
         body = await request.read()
         form = await request.post()
         action = str(form.get("Action", "?"))
+        instance = form.get("InstanceId.1")
+        instance_id = str(instance) if instance is not None else None
         self.calls[action] += 1
+        self.seen.append(
+            Ec2Call(
+                action,
+                instance_id,
+                request.headers.get("Authorization", ""),
+                request.headers.get("X-Amz-Security-Token"),
+            )
+        )
         fault = self.fault
-        if fault is not None and fault.action == action:
+        if (
+            fault is not None
+            and fault.action == action
+            and fault.instance_id in (None, instance_id)
+        ):
             text = EC2_ERROR.format(code=fault.code, message=fault.message)
             return web.Response(status=fault.status, text=text, content_type="text/xml")
         self.forwarded[action] += 1
@@ -92,7 +123,19 @@ class Ec2Front:
             request.method, f"{self.moto_url}{request.rel_url}", headers=headers, data=body
         ) as reply:
             data = await reply.read()
+            if action == "DescribeInstances" and instance_id in self.report_pending:
+                data = data.replace(
+                    b"<instanceState><code>16</code><name>running</name></instanceState>",
+                    b"<instanceState><code>0</code><name>pending</name></instanceState>",
+                )
             return web.Response(status=reply.status, body=data, content_type=reply.content_type)
+
+    def started(self, instance_id: str) -> int:
+        """StartInstances calls naming ``instance_id`` (faulted ones included)."""
+        return self.count("StartInstances", instance_id)
+
+    def count(self, action: str, instance_id: str) -> int:
+        return sum(1 for c in self.seen if c.action == action and c.instance_id == instance_id)
 
 
 class MotoServer:
@@ -113,13 +156,13 @@ MOTO_AMI = "ami-12c6146b"
 
 
 class MotoEc2:
-    """A fresh stopped 'GPU worker' instance on the moto server."""
+    """A fresh stopped 'GPU worker' (or control node) instance on the moto server."""
 
-    def __init__(self, server: MotoServer) -> None:
+    def __init__(self, server: MotoServer, instance_type: str = "g4dn.xlarge") -> None:
         self.url = server.url
         self.client = boto3.client("ec2", region_name=REGION, endpoint_url=self.url)
         reply = self.client.run_instances(
-            ImageId=MOTO_AMI, InstanceType="g4dn.xlarge", MinCount=1, MaxCount=1
+            ImageId=MOTO_AMI, InstanceType=instance_type, MinCount=1, MaxCount=1
         )
         self.instance_id = reply["Instances"][0]["InstanceId"]
         self.client.stop_instances(InstanceIds=[self.instance_id])
@@ -141,6 +184,14 @@ class FakeOllama:
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     """Streams write their last chunk only once this is set (it starts set)."""
     produced: list[int] = field(default_factory=list)
+    token: str | None = None
+    """Set: stands for the AWS-side gpu-waker (``/healthz`` open, the rest needs the token)."""
+    authorizations: list[str | None] = field(default_factory=list)
+    """The Authorization header of every chat/generate request (None: there was none)."""
+    front: Ec2Front | None = None
+    """Set: an instance this front reports ``pending`` is not up yet (still booting)."""
+    stays_up: bool = False
+    """Keep serving after the instance stops (a stream cut off by hand mid-way, say)."""
     runner: web.AppRunner | None = None
     _watch: asyncio.Task[None] | None = None
 
@@ -152,13 +203,29 @@ class FakeOllama:
         return f"http://127.0.0.1:{self.port}"
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._check_token])
+        app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/api/version", self._version)
         app.router.add_get("/api/tags", self._tags)
         app.router.add_get("/api/ps", self._ps)
         app.router.add_post("/api/chat", self._chat)
         app.router.add_post("/api/generate", self._chat)
         return app
+
+    @web.middleware
+    async def _check_token(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path in ("/api/chat", "/api/generate"):
+            self.authorizations.append(request.headers.get("Authorization"))
+        if (
+            self.token is not None
+            and request.path != "/healthz"
+            and request.headers.get("Authorization") != f"Bearer {self.token}"
+        ):
+            return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        return await handler(request)
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "state": "stopped"})
 
     async def _version(self, _: web.Request) -> web.Response:
         return web.json_response({"version": "0.32.15"})
@@ -187,10 +254,12 @@ class FakeOllama:
     async def _follow(self) -> None:
         while True:
             state = await asyncio.to_thread(self.ec2.state)
+            if self.front is not None and self.ec2.instance_id in self.front.report_pending:
+                state = "pending"
             if state == "running" and self.runner is None:
                 await asyncio.sleep(self.boot_delay)
                 self.runner, _ = await start_site(self.app(), self.port)
-            elif state != "running" and self.runner is not None:
+            elif state != "running" and self.runner is not None and not self.stays_up:
                 await self.runner.cleanup()
                 self.runner = None
             await asyncio.sleep(0.05)

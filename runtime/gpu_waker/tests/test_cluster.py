@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gpu_waker.cluster import KubeCluster, gpu_pods_of, parse_selector, requests_gpu, upstream_of
+from gpu_waker.cluster import (
+    KubeCluster,
+    Taint,
+    gpu_pods_of,
+    parse_selector,
+    requests_gpu,
+    tolerates,
+    upstream_of,
+)
 from tests.conftest import run
 from tests.fakes import start_site
 
@@ -142,3 +150,43 @@ def test_kube_cluster_reads_the_api_with_the_official_client(tmp_path: Path) -> 
         ("/api/v1/pods", "status.phase!=Succeeded,status.phase!=Failed"),
         ("/api/v1/namespaces/llm/pods", "app.kubernetes.io/name=ollama"),
     ]
+
+
+LIQO_TAINT = Taint(key="virtual-node.liqo.io/not-allowed")
+KEY = LIQO_TAINT.key
+
+
+@pytest.mark.parametrize(
+    ("toleration", "tolerated"),
+    [
+        # What Liqo's webhook adds (pkg/webhooks/pod/mutations.go@v1.2.0).
+        ({"key": KEY, "operator": "Exists", "effect": "NoExecute"}, True),
+        ({"key": KEY, "operator": "Equal", "value": "true"}, True),
+        ({"key": KEY, "value": "true", "effect": "NoExecute"}, True),  # no operator: Equal
+        ({"operator": "Exists"}, True),  # tolerates every taint
+        ({"key": KEY, "operator": "Equal", "value": "false"}, False),
+        ({"key": KEY, "operator": "Exists", "effect": "NoSchedule"}, False),
+        ({"key": "nvidia.com/gpu", "operator": "Exists"}, False),
+    ],
+)
+def test_tolerations_match_liqos_taint_by_kubernetes_rules(
+    toleration: dict[str, str], tolerated: bool
+) -> None:
+    assert tolerates([toleration], LIQO_TAINT) is tolerated
+
+
+def test_with_a_required_toleration_only_pods_that_may_be_offloaded_count() -> None:
+    offloadable = pod("offloaded", phase="Pending")
+    offloadable["spec"]["tolerations"] = [
+        {"key": "virtual-node.liqo.io/not-allowed", "operator": "Exists", "effect": "NoExecute"}
+    ]
+    local = pod("local", phase="Pending")
+    local["spec"]["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists"}]
+    pods = [offloadable, local, pod("plain", phase="Pending")]
+    found = gpu_pods_of(
+        pods, upstream_namespace="llm", upstream_selector=OLLAMA, required_toleration=LIQO_TAINT
+    )
+    assert [p.name for p in found.pending] == ["jobs/offloaded"]
+    # Without it (worker mode, the AWS cluster) every GPU pod counts, as before.
+    everyone = gpu_pods_of(pods, upstream_namespace="llm", upstream_selector=OLLAMA)
+    assert len(everyone.pending) == 3

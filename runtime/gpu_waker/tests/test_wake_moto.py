@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import aiohttp
 
 from gpu_waker.cluster import GpuPod, GpuPods
 from gpu_waker.controller import ControllerSettings
-from tests.conftest import AUTH, FAST, World, run, start_waker, world
-from tests.fakes import Fault, MotoEc2, read_json_lines
+from tests.conftest import AUTH, FAST, World, cli, run, start_cli, start_waker, world
+from tests.fakes import Ec2Front, FakeOllama, Fault, MotoEc2, read_json_lines
 
 CHAT = {"model": "llama3.1:8b", "messages": [{"role": "user", "content": "hi"}]}
 ONE_SHOT = {**CHAT, "stream": False}
@@ -252,5 +253,31 @@ def test_ollama_latency_is_measured_for_use_not_for_model_lists(moto_ec2: MotoEc
             # One chat measured; the model list is not use.
             assert "gpu_waker_upstream_first_byte_seconds_count 1.0" in text
             assert "gpu_waker_upstream_duration_seconds_count 1.0" in text
+
+    run(scenario)
+
+
+def test_ollama_never_sees_the_clients_token(moto_ec2: MotoEc2, tmp_path: Path) -> None:
+    """Worker mode, built from the command line as deployed: the token is the proxy's, Ollama
+    gets the request without it (only the gate forwards it, to the AWS-side gpu-waker)."""
+
+    async def scenario() -> None:
+        front = Ec2Front(moto_ec2.url)
+        await front.start()
+        ollama = FakeOllama(moto_ec2)
+        ollama.start()
+        argv = cli(
+            front, tmp_path, "--instance-id", moto_ec2.instance_id, "--upstream-url", ollama.url
+        )
+        waker = await start_cli(argv)
+        try:
+            async with aiohttp.ClientSession() as client:
+                reply = await client.post(f"{waker.url}/api/chat", json=ONE_SHOT, headers=AUTH)
+                assert reply.status == 200
+            assert ollama.authorizations == [None]
+        finally:
+            await waker.close()
+            await ollama.close()
+            await front.close()
 
     run(scenario)

@@ -1,4 +1,8 @@
-"""What the AWS cluster says: GPU pods waiting for or holding the worker, and where Ollama is.
+"""What a cluster says: GPU pods waiting for or holding the worker, and where Ollama is.
+
+Worker mode reads the AWS cluster (GPU pods there, Ollama's pod); gate mode reads the homelab
+cluster, where only Pending GPU pods that tolerate Liqo's virtual-node taint (that may be
+offloaded to AWS) count, and the upstream is a fixed URL (the AWS-side gpu-waker).
 
 :class:`KubeCluster` reads the Kubernetes API (the official client, in a thread) with a
 ServiceAccount that may only list pods. :class:`StaticCluster` is a fixed upstream with no
@@ -15,6 +19,41 @@ from typing import Any, Protocol, cast
 from kubernetes import client, config
 
 GPU_RESOURCE = "nvidia.com/gpu"
+# The taint Liqo puts on every virtual node: key (liqotech/liqo pkg/consts/webhook.go@v1.2.0,
+# VirtualNodeTolerationKey), value "true" and effect NoExecute
+# (liqotech/liqo pkg/virtualKubelet/liqoNodeProvider/utils.go@v1.2.0, desiredVirtualNodeMetadata).
+# Liqo's webhook gives pods of offloaded namespaces the matching toleration
+# (pkg/webhooks/pod/mutations.go@v1.2.0, getVirtualNodeToleration: Exists, NoExecute).
+LIQO_VIRTUAL_NODE_TAINT_KEY = "virtual-node.liqo.io/not-allowed"
+LIQO_VIRTUAL_NODE_TAINT_VALUE = "true"
+LIQO_VIRTUAL_NODE_TAINT_EFFECT = "NoExecute"
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str = LIQO_VIRTUAL_NODE_TAINT_VALUE
+    effect: str = LIQO_VIRTUAL_NODE_TAINT_EFFECT
+
+
+def tolerates(tolerations: Iterable[Mapping[str, Any]], taint: Taint) -> bool:
+    """Whether any toleration (as the API serves it) tolerates ``taint``, by Kubernetes' rules
+    (kubernetes/api core/v1/toleration.go@v0.33.5, Toleration.ToleratesTaint): an empty effect
+    matches every effect, an empty key (operator Exists) every key; Exists matches any value,
+    Equal (or no operator) the same value."""
+    for toleration in tolerations:
+        effect = toleration.get("effect") or ""
+        key = toleration.get("key") or ""
+        if effect and effect != taint.effect:
+            continue
+        if key and key != taint.key:
+            continue
+        operator = toleration.get("operator") or "Equal"
+        if operator == "Exists" or (
+            operator == "Equal" and (toleration.get("value") or "") == taint.value
+        ):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -83,10 +122,13 @@ def gpu_pods_of(
     upstream_namespace: str,
     upstream_selector: Mapping[str, str],
     resource: str = GPU_RESOURCE,
+    required_toleration: Taint | None = None,
 ) -> GpuPods:
     """GPU pods from pod manifests (camelCase, as the API serves them), Ollama's excluded: its
     pod is woken by requests, and after a stop it may be re-created Pending on the stopped node,
-    which must not wake the worker again."""
+    which must not wake the worker again. With ``required_toleration`` (gate mode: Liqo's
+    virtual-node taint) only pods that tolerate it count: those may run on AWS; a homelab GPU pod
+    waiting for a local GPU must not wake AWS."""
     found = []
     for pod in pods:
         meta = pod.get("metadata") or {}
@@ -98,6 +140,10 @@ def gpu_pods_of(
         ):
             continue
         if not requests_gpu(pod.get("spec") or {}, resource):
+            continue
+        if required_toleration is not None and not tolerates(
+            (pod.get("spec") or {}).get("tolerations") or [], required_toleration
+        ):
             continue
         found.append(
             GpuPod(
@@ -129,7 +175,11 @@ class KubeCluster:
         upstream_selector: Mapping[str, str],
         upstream_port: int,
         resource: str = GPU_RESOURCE,
+        required_toleration: Taint | None = None,
+        fixed_upstream: str | None = None,
     ) -> None:
+        """``fixed_upstream``: the upstream URL, not looked up (gate mode: the AWS-side
+        gpu-waker); ``required_toleration``: see :func:`gpu_pods_of`."""
         api_client = config.new_client_from_config(config_file=kubeconfig)
         self._api = client.CoreV1Api(api_client)
         self._sanitize = api_client.sanitize_for_serialization
@@ -137,6 +187,8 @@ class KubeCluster:
         self.upstream_selector = dict(upstream_selector)
         self.upstream_port = upstream_port
         self.resource = resource
+        self.required_toleration = required_toleration
+        self.fixed_upstream = fixed_upstream
 
     def _list_all(self) -> list[dict[str, Any]]:
         reply = self._api.list_pod_for_all_namespaces(
@@ -159,9 +211,12 @@ class KubeCluster:
             upstream_namespace=self.upstream_namespace,
             upstream_selector=self.upstream_selector,
             resource=self.resource,
+            required_toleration=self.required_toleration,
         )
 
     async def upstream_url(self) -> str | None:
+        if self.fixed_upstream is not None:
+            return self.fixed_upstream
         return upstream_of(await asyncio.to_thread(self._list_upstream), self.upstream_port)
 
 

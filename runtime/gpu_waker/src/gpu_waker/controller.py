@@ -1,4 +1,13 @@
-"""The power-state controller: wake the GPU worker on demand, stop it when idle.
+"""The power-state controller: wake an instance on demand, stop it when idle.
+
+Two modes (:attr:`ControllerSettings.mode`):
+
+- ``worker`` (on the AWS control node): owns the GPU worker; wakes it for requests and Pending
+  GPU pods, stops it when idle; optionally stops the control node itself (``sleep``) once the
+  worker has been stopped and nothing used it for ``sleep_after_seconds``.
+- ``gate`` (in the homelab): owns the AWS control node; wakes it (and starts the GPU worker
+  beside it, so both boot in parallel) for requests and for Pending GPU pods that may run on
+  Liqo's virtual node. It never stops anything: the control node sleeps itself.
 
 One wake at a time: every caller of :meth:`PowerController.ensure_ready` joins the same task, so
 fifty cold requests cause one StartInstances. The truth about the instance is EC2's state, read
@@ -12,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -24,6 +34,7 @@ from gpu_waker.ec2 import (
     STOPPED,
     STOPPING,
     InstanceMissing,
+    InstanceState,
     PowerApi,
     StartRefused,
 )
@@ -31,6 +42,8 @@ from gpu_waker.metrics import Metrics
 
 log = logging.getLogger("gpu_waker")
 DOWN_STATES = frozenset({"stopping", "stopped", "unavailable", "missing"})
+WORKER, GATE = "worker", "gate"
+MODES = (WORKER, GATE)
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,19 @@ class ControllerSettings:
     """A wake nobody could complete in this time ends (the next request starts a new one)."""
     manage_power: bool = True
     """False: proxy only; never start or stop the worker (someone else does)."""
+    mode: str = WORKER
+    """``worker``: owns the GPU worker. ``gate``: owns the AWS control node, never stops it."""
+    ready_path: str = "/api/version"
+    """What answers 200 once the upstream serves: Ollama's version (worker mode), the AWS-side
+    gpu-waker's ``/healthz`` (gate mode)."""
+    sleep_after_seconds: float | None = None
+    """Worker mode: stop the control node itself (the controller's ``sleeper``) once the worker
+    has been ``stopped`` and unused this long; None: never."""
+
+    @property
+    def subject(self) -> str:
+        """What the controlled instance is, in messages."""
+        return "AWS control node" if self.mode == GATE else "GPU worker"
 
 
 class WakeError(Exception):
@@ -73,8 +99,14 @@ class PowerController:
         settings: ControllerSettings,
         metrics: Metrics | None = None,
         clock: Clock | None = None,
+        also_start: Sequence[PowerApi] = (),
+        sleeper: PowerApi | None = None,
     ) -> None:
         self.power = power
+        self.also_start = tuple(also_start)
+        """Gate mode: instances started right after ``power`` at each wake (the GPU worker)."""
+        self.sleeper = sleeper
+        """Worker mode: the instance this controller runs on, stopped when everything sleeps."""
         self.cluster = cluster
         self.session = session
         self.settings = settings
@@ -83,6 +115,9 @@ class PowerController:
         self.state = "unknown"
         # A (re)started controller gives the worker a full idle period before stopping it.
         self.last_activity = self.clock.now()
+        self.last_demand = self.last_activity
+        """Last request that needed the upstream, served or not (a 503 is a request too): the
+        sleep timer counts from it; the idle stop counts from ``last_activity``."""
         self.in_flight = 0
         self._upstream: str | None = None
         self._ready_at: float | None = None
@@ -92,12 +127,23 @@ class PowerController:
         self._refusal = ""
         self._woken_for: set[str] = set()
         self._models_note = ""
+        self._stopped_since: float | None = None
+        """Since when EC2 has reported the worker ``stopped`` without a break (sleep timer)."""
+        self._sleep_sent_at: float | None = None
+        """When StopInstances of the sleeper was accepted (not re-sent while nothing changed)."""
+        self._sleep_blocked_at = self.last_activity
+        """Last check that found a stream, a GPU pod, or could not list the pods."""
 
     # ---------------------------------------------------------------- bookkeeping
     def _set_state(self, state: str, reason: str) -> None:
         if state != self.state:
             log.info(
-                "GPU worker %s: %s -> %s (%s)", self.power.instance_id, self.state, state, reason
+                "%s %s: %s -> %s (%s)",
+                self.settings.subject,
+                self.power.instance_id,
+                self.state,
+                state,
+                reason,
             )
             self.state = state
             self.metrics.set_state(state)
@@ -126,7 +172,9 @@ class PowerController:
     async def _probe(self, url: str) -> bool:
         timeout = aiohttp.ClientTimeout(total=self.settings.probe_timeout_seconds)
         try:
-            async with self.session.get(f"{url}/api/version", timeout=timeout) as reply:
+            async with self.session.get(
+                f"{url}{self.settings.ready_path}", timeout=timeout
+            ) as reply:
                 return reply.status == 200
         except (aiohttp.ClientError, TimeoutError):
             return False
@@ -210,8 +258,8 @@ class PowerController:
         if not self.settings.manage_power:
             raise WakeError(
                 503,
-                f"GPU worker {self.power.instance_id} is not serving and gpu-waker's power "
-                "management is off (gpuWaker.enabled: false); start it by hand",
+                f"{self.settings.subject} {self.power.instance_id} is not serving and "
+                "gpu-waker's power management is off (gpuWaker.enabled: false); start it by hand",
                 retry_after=60,
             )
         if self._wake_task is None or self._wake_task.done():
@@ -222,6 +270,7 @@ class PowerController:
 
     async def ensure_ready(self, trigger: str) -> str:
         """Upstream URL once Ollama answers; starts the worker if needed. Raises WakeError."""
+        self.last_demand = self.clock.now()
         url = await self.ready_url()
         if url:
             return url
@@ -234,7 +283,7 @@ class PowerController:
         except TimeoutError:
             raise WakeError(
                 504,
-                f"GPU worker {self.power.instance_id} is not ready after "
+                f"{self.settings.subject} {self.power.instance_id} is not ready after "
                 f"{self.settings.wake_timeout_seconds:.0f} s (state: {self.state}); it keeps "
                 "starting, retry in a minute",
                 retry_after=60,
@@ -246,10 +295,11 @@ class PowerController:
         loop = asyncio.get_running_loop()
         began = loop.time()
         instance = self.power.instance_id
+        subject = self.settings.subject
         start_issued = False
         while True:
             if loop.time() - began > self.settings.give_up_seconds:
-                raise WakeError(504, f"GPU worker {instance} did not come up; see the logs", 60)
+                raise WakeError(504, f"{subject} {instance} did not come up; see the logs", 60)
             try:
                 state = await self.power.describe()
             except InstanceMissing as err:
@@ -269,7 +319,7 @@ class PowerController:
                     await self.power.start()
                 except StartRefused as err:
                     self.metrics.start_refusals.labels(err.code).inc()
-                    reason = f"EC2 refused to start GPU worker {instance}: {err}"
+                    reason = f"EC2 refused to start {subject} {instance}: {err}"
                     self._set_state("unavailable", reason)
                     if not err.retryable:
                         raise WakeError(502, reason) from None
@@ -277,16 +327,59 @@ class PowerController:
                 start_issued = True
                 self.metrics.wakes.labels(trigger.split(" ", 1)[0]).inc()
                 self._set_state("starting", f"StartInstances, trigger: {trigger}")
+                await self._start_also(trigger)
             elif state.name == PENDING:
                 self._set_state("starting", "instance pending")
             elif state.name == RUNNING:
-                self._set_state("booting", "instance running, waiting for Ollama")
+                self._set_state("booting", f"instance running, waiting for {self._upstream_name}")
                 url = await self._locate()
                 if url:
                     self.metrics.wake_duration.observe(loop.time() - began)
-                    self._mark_ready(url, f"Ollama answers after {loop.time() - began:.0f} s")
+                    self._mark_ready(
+                        url, f"{self._upstream_name} answers after {loop.time() - began:.0f} s"
+                    )
                     return url
             await asyncio.sleep(self.settings.poll_seconds)
+
+    @property
+    def _upstream_name(self) -> str:
+        return "the AWS-side gpu-waker" if self.settings.mode == GATE else "Ollama"
+
+    async def _start_also(self, trigger: str) -> None:
+        """Gate mode: start the other instances (the GPU worker) right after the control node,
+        once per wake, so both boot in parallel. A refusal does not fail the wake: the AWS-side
+        gpu-waker starts the worker itself (with its own backoff) when the request reaches it."""
+        for other in self.also_start:
+            try:
+                await other.start()
+            except (StartRefused, InstanceMissing) as err:
+                log.warning(
+                    "could not start %s beside %s %s (trigger: %s): %s; the AWS-side gpu-waker "
+                    "starts it when the request reaches it",
+                    other.instance_id,
+                    self.settings.subject,
+                    self.power.instance_id,
+                    trigger,
+                    err,
+                )
+            except Exception as err:  # EC2 unreachable, throttled past botocore's retries, ...
+                log.warning(
+                    "could not start %s beside %s %s (trigger: %s): %s: %s",
+                    other.instance_id,
+                    self.settings.subject,
+                    self.power.instance_id,
+                    trigger,
+                    type(err).__name__,
+                    err,
+                )
+            else:
+                log.info(
+                    "StartInstances %s beside %s %s (trigger: %s)",
+                    other.instance_id,
+                    self.settings.subject,
+                    self.power.instance_id,
+                    trigger,
+                )
 
     # ---------------------------------------------------------------- reconcile
     async def _gpu_pods(self) -> GpuPods | None:
@@ -303,6 +396,7 @@ class PowerController:
             state = await self.power.describe()
         except InstanceMissing as err:
             self._set_state("missing", str(err))
+            self._stopped_since = None  # missing is not "stopped": no sleep
             return
         if not self.waking:
             if state.name in (STOPPED, STOPPING):
@@ -323,6 +417,8 @@ class PowerController:
                     self.wake(f"pending-pod {fresh[0].name}")
                 except WakeError as err:
                     log.warning("not waking for %s: %s", fresh[0].name, err.reason)
+        if self.settings.mode == GATE:
+            return  # the gate never stops anything: the control node sleeps itself
         if (
             self.settings.manage_power
             and state.name == RUNNING
@@ -330,6 +426,52 @@ class PowerController:
             and pods is not None
         ):
             await self._maybe_stop(pods)
+        await self._maybe_sleep(state, pods)
+
+    async def _maybe_sleep(self, state: InstanceState, pods: GpuPods | None) -> None:
+        """Stop the control node itself once the worker has been ``stopped`` (not stopping, not
+        missing, not a spot instance EC2 may restart by itself) and nothing used it (no request,
+        no stream, no Pending or Running GPU pod) for ``sleep_after_seconds``. StopInstances is
+        sent once; a failure is retried at the next reconcile."""
+        after = self.settings.sleep_after_seconds
+        if self.sleeper is None or after is None or not self.settings.manage_power:
+            return
+        now = self.clock.now()
+        if state.name != STOPPED or state.interrupted_spot or self.waking:
+            self._stopped_since = None
+            self._sleep_sent_at = None
+            return
+        if self._stopped_since is None:
+            self._stopped_since = now
+        # GPU pods unknown (the API did not answer) is not quiet either: the period restarts.
+        if pods is None or pods.pods or self.in_flight:
+            self._sleep_blocked_at = now
+            self._sleep_sent_at = None
+            return
+        quiet_since = max(
+            self._stopped_since, self.last_activity, self.last_demand, self._sleep_blocked_at
+        )
+        if self._sleep_sent_at is not None and quiet_since > self._sleep_sent_at:
+            self._sleep_sent_at = None  # used since the stop was sent: a new quiet period
+        if now - quiet_since < after or self._sleep_sent_at is not None:
+            return
+        reason = (
+            f"GPU worker {self.power.instance_id} stopped and unused for "
+            f"{(now - quiet_since) / 60:.1f} min: no request, no stream, no GPU pod"
+        )
+        try:
+            await self.sleeper.stop()
+        except Exception as err:
+            log.warning(
+                "could not stop the control node %s (retrying at the next check): %s: %s",
+                self.sleeper.instance_id,
+                type(err).__name__,
+                err,
+            )
+            return
+        self._sleep_sent_at = now
+        self.metrics.sleeps.inc()
+        log.info("control node %s: running -> sleeping (%s)", self.sleeper.instance_id, reason)
 
     async def _maybe_stop(self, pods: GpuPods) -> None:
         idle_for = self.clock.now() - self.last_activity

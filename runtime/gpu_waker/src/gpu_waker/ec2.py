@@ -1,4 +1,5 @@
-"""The GPU worker's EC2 instance: its state, and Start/StopInstances (boto3, in a thread).
+"""An EC2 instance's state, and Start/StopInstances (boto3, in a thread): the GPU worker's in
+worker mode, the AWS control node's (and the worker's) in gate mode.
 
 Errors EC2 returns are mapped to what the controller does about them: retry later
 (:class:`StartRefused` with ``retryable``), give up naming the instance
@@ -74,9 +75,10 @@ class PowerApi(Protocol):
     async def stop(self) -> None: ...
 
 
-def ec2_client(region: str, endpoint_url: str | None = None) -> Any:
-    """An EC2 client with bounded timeouts. Credentials come from the default chain: on the
-    control node, the instance profile through IMDSv2 (never static keys)."""
+def ec2_client(region: str, endpoint_url: str | None = None, session: Session | None = None) -> Any:
+    """An EC2 client with bounded timeouts. Credentials come from ``session``: by default the
+    default chain (on the control node, the instance profile through IMDSv2; never static
+    keys), or an IAM Roles Anywhere session (:mod:`gpu_waker.credentials`)."""
     config = Config(
         region_name=region,
         connect_timeout=5,
@@ -85,7 +87,7 @@ def ec2_client(region: str, endpoint_url: str | None = None) -> Any:
         # waits (capacity) are the controller's backoff, not botocore's.
         retries={"mode": "standard", "max_attempts": 3},
     )
-    return Session().client("ec2", endpoint_url=endpoint_url, config=config)
+    return (session or Session()).client("ec2", endpoint_url=endpoint_url, config=config)
 
 
 def _code(err: ClientError) -> tuple[str, str]:
@@ -96,8 +98,10 @@ def _code(err: ClientError) -> tuple[str, str]:
 class Ec2Power:
     """StartInstances / StopInstances / DescribeInstances of one instance."""
 
-    def __init__(self, instance_id: str, client: Any) -> None:
+    def __init__(self, instance_id: str, client: Any, *, label: str = "GPU worker") -> None:
         self.instance_id = instance_id
+        self.label = label
+        """What the instance is, for messages ("GPU worker", "AWS control node")."""
         self._client = client
 
     async def describe(self) -> InstanceState:
@@ -109,12 +113,12 @@ class Ec2Power:
             code, message = _code(err)
             if code in MISSING_ERRORS:
                 raise InstanceMissing(
-                    f"GPU worker instance {self.instance_id} does not exist ({code}: {message})"
+                    f"{self.label} instance {self.instance_id} does not exist ({code}: {message})"
                 ) from err
             raise
         instances = [i for r in reply.get("Reservations", []) for i in r.get("Instances", [])]
         if not instances:
-            raise InstanceMissing(f"GPU worker instance {self.instance_id} does not exist")
+            raise InstanceMissing(f"{self.label} instance {self.instance_id} does not exist")
         instance = instances[0]
         state = InstanceState(
             name=instance["State"]["Name"],
@@ -122,7 +126,7 @@ class Ec2Power:
         )
         if state.name in GONE_STATES:
             raise InstanceMissing(
-                f"GPU worker instance {self.instance_id} is {state.name}; re-create it with "
+                f"{self.label} instance {self.instance_id} is {state.name}; re-create it with "
                 "`pulumi up -s aws-gpu`"
             )
         return state
@@ -134,7 +138,7 @@ class Ec2Power:
             code, message = _code(err)
             if code in MISSING_ERRORS:
                 raise InstanceMissing(
-                    f"GPU worker instance {self.instance_id} does not exist ({code})"
+                    f"{self.label} instance {self.instance_id} does not exist ({code})"
                 ) from err
             raise StartRefused(code, message, retryable=code in RETRYABLE_START_ERRORS) from err
 

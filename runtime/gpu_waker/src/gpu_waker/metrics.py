@@ -14,7 +14,9 @@ STATES = (
     "unavailable",
     "missing",
 )
-"""Worker states as the controller sees them (``booting``: instance running, Ollama not yet)."""
+"""States of the instance the controller owns, as it sees them: the GPU worker in worker mode
+(``booting``: instance running, Ollama not yet), the AWS control node in gate mode (``booting``:
+instance running, the AWS-side gpu-waker not answering yet)."""
 
 
 class Metrics:
@@ -23,7 +25,7 @@ class Metrics:
         r = self.registry
         self.state = Gauge(
             "gpu_waker_worker_state",
-            "1 for the current state of the GPU worker",
+            "1 for the current state of the GPU worker (gate mode: of the AWS control node)",
             ["state"],
             registry=r,
         )
@@ -69,6 +71,11 @@ class Metrics:
             "gpu_waker_requests_total", "Client requests by outcome", ["outcome"], registry=r
         )
         self.stops = Counter("gpu_waker_stops_total", "StopInstances calls", ["reason"], registry=r)
+        self.sleeps = Counter(
+            "gpu_waker_sleeps_total",
+            "StopInstances calls on the control node itself (the whole AWS side sleeps)",
+            registry=r,
+        )
         self.cluster_errors = Counter(
             "gpu_waker_cluster_errors_total", "Failed reads of the Kubernetes API", registry=r
         )

@@ -9,6 +9,8 @@
 - Every other request is use: it waits (bounded) for the worker, then is forwarded; the reply
   streams back chunk by chunk as Ollama writes it (NDJSON of /api/chat, /api/generate, SSE of
   /v1/chat/completions), compressed bodies untouched.
+- The client's ``Authorization`` is not forwarded to Ollama (worker mode); the gate forwards
+  it, since its upstream, the AWS-side gpu-waker, checks the same token.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from gpu_waker.controller import PowerController, WakeError
 
 log = logging.getLogger("gpu_waker")
 
-# RFC 9110 section 7.6.1 hop-by-hop fields, plus what the proxy sets itself.
+# RFC 9110 section 7.6.1 hop-by-hop fields, plus what the proxy sets itself, plus the client's
+# token (for the proxy, not for Ollama; the gate keeps it: see forward_headers).
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -69,6 +72,8 @@ class ProxyState:
     controller: PowerController
     session: aiohttp.ClientSession
     token: bytes
+    forward_authorization: bool = False
+    """Gate mode: the upstream (the AWS-side gpu-waker) checks the client's token too."""
     cache: dict[tuple[str, str], CachedReply] = field(default_factory=dict)
 
 
@@ -85,15 +90,27 @@ def authorized(request: web.Request, token: bytes) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token)
 
 
-def forward_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
-    """End-to-end fields only (repeated fields kept, in order)."""
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP)
+def forward_headers(
+    headers: Mapping[str, str], *, keep_authorization: bool = False
+) -> CIMultiDict[str]:
+    """End-to-end fields only (repeated fields kept, in order); ``Authorization`` only with
+    ``keep_authorization``."""
+    return CIMultiDict(
+        (k, v)
+        for k, v in headers.items()
+        if k.lower() not in HOP_BY_HOP or (keep_authorization and k.lower() == "authorization")
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
     controller = request.app[STATE_KEY].controller
     return web.json_response(
-        {"status": "ok", "worker": controller.power.instance_id, "state": controller.state}
+        {
+            "status": "ok",
+            "worker": controller.power.instance_id,
+            "state": controller.state,
+            "mode": controller.settings.mode,
+        }
     )
 
 
@@ -192,7 +209,9 @@ async def _forward(
             exchange = await state.session.request(
                 request.method,
                 f"{base}{request.rel_url}",
-                headers=forward_headers(request.headers),
+                headers=forward_headers(
+                    request.headers, keep_authorization=state.forward_authorization
+                ),
                 data=body or None,
                 allow_redirects=False,
             )
@@ -230,12 +249,21 @@ async def _forward(
 
 
 def make_app(
-    controller: PowerController, session: aiohttp.ClientSession, token: str
+    controller: PowerController,
+    session: aiohttp.ClientSession,
+    token: str,
+    *,
+    forward_authorization: bool = False,
 ) -> web.Application:
     if len(token) < 16:
         raise ValueError("the client token must have at least 16 characters")
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app[STATE_KEY] = ProxyState(controller=controller, session=session, token=token.encode())
+    app[STATE_KEY] = ProxyState(
+        controller=controller,
+        session=session,
+        token=token.encode(),
+        forward_authorization=forward_authorization,
+    )
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_route("*", "/{tail:.*}", proxy)
@@ -245,7 +273,8 @@ def make_app(
 def upstream_session(read_timeout_seconds: float) -> aiohttp.ClientSession:
     """Client session towards Ollama: no total timeout (a stream lasts as long as it lasts),
     a bounded connect, and a read timeout longer than a model load (Ollama sends its headers
-    only once the model is in memory, ollama/ollama#9292). Bodies pass through undecoded."""
+    only once the model is in memory, ollama/ollama#9292); in gate mode longer than the AWS-side
+    gpu-waker holds a request while the worker boots. Bodies pass through undecoded."""
     return aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=read_timeout_seconds),
         auto_decompress=False,
