@@ -5,7 +5,9 @@ homelab's wiring, the cross-stack check and what a switch does on day 2."""
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -277,3 +279,58 @@ def test_a_year_later_the_gate_certificate_is_renewed_and_the_anchor_kept(
     after = x509.load_pem_x509_certificate(later.exports["wakeGate"]["certificate"].encode())
     assert after.not_valid_after_utc > before.not_valid_after_utc
     assert after.not_valid_before_utc <= _NOW + timedelta(days=320)
+
+
+RUNTIME = offline.REPO_ROOT / "runtime" / "gpu_waker"
+CHECK_OPTIONS = (
+    "from gpu_waker.__main__ import check, parser, settings_from\n"
+    "from gpu_waker.credentials import roles_anywhere_from\n"
+    "args = parser().parse_args([])\n"
+    "check(args)\n"
+    "anywhere = roles_anywhere_from(args)\n"
+    "settings = settings_from(args)\n"
+    "print(args.mode, anywhere is not None, settings.sleep_after_seconds)\n"
+)
+
+
+def _runtime_accepts(install_script: str, files: dict[str, str], tmp_path: Path) -> str:
+    """The EnvironmentFile an install script writes, with its files under ``tmp_path``, read
+    by the runtime's own option parser and checks (its venv: ``./dev setup``)."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(RUNTIME / "src")}
+    for line in install_script.splitlines():
+        if line.startswith("GPU_WAKER_"):
+            name, value = line.split("=", 1)
+            if value.startswith(render.ETC_DIR + "/"):
+                path = tmp_path / value.removeprefix(render.ETC_DIR + "/")
+                path.write_text(files.get(path.name, "x" * 32))
+                value = str(path)
+            env[name] = value
+    result = subprocess.run(
+        [str(RUNTIME / ".venv" / "bin" / "python"), "-c", CHECK_OPTIONS],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_the_runtime_accepts_what_both_stacks_configure(
+    aws_gpu_run: StackRun, homelab_run: StackRun, tmp_path: Path
+) -> None:
+    """The contract between the IaC and runtime/gpu_waker: every GPU_WAKER_* the install
+    scripts write is an option the runtime knows, in a combination it accepts, with the
+    certificate and key aws-gpu issued (one key pair, ARNs in one region)."""
+    worker = aws_gpu_run.one(COMMAND, "gpu-waker-install").plain_inputs["create"]
+    (tmp_path / "aws").mkdir()
+    assert _runtime_accepts(worker, {}, tmp_path / "aws") == "worker False 1800.0"
+    aws = homelab_run.referenced["aws-gpu"]
+    files = {
+        render.GATE_CERTIFICATE: aws.values["wakeGate"]["certificate"],
+        render.GATE_PRIVATE_KEY: aws.values["wakeGatePrivateKey"],
+    }
+    gate = homelab_run.one(COMMAND, "wake-gate-install").plain_inputs["create"]
+    (tmp_path / "gate").mkdir()
+    assert _runtime_accepts(gate, files, tmp_path / "gate") == "gate True None"

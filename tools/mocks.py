@@ -25,6 +25,8 @@ from stacks.config import PROJECT
 from tools.fakes import MOCK_TIME, computed_outputs, digest, mock_call, provider_id
 from tools.values import jsonable, redact, secret_paths, unwrap
 
+EC2_INSTANCE = "aws:ec2/instance:Instance"
+
 __all__ = [
     "MOCK_TIME",
     "PlanMocks",
@@ -88,10 +90,13 @@ class PlanMocks(pulumi.runtime.Mocks):
             return "", state  # an empty id is unknown during a preview (pulumi/runtime/resource.py)
         incarnation = 1 if args.name in self.recreated else 0
         state.update(computed_outputs(args.typ, args.name, args.inputs, self.stack, incarnation))
+        resource_digest = digest(self.stack, args.typ, args.name)
         resource_id = (
             args.resource_id
             or provider_id(args.typ, unwrap(dict(args.inputs)))
-            or f"{args.name}-{digest(self.stack, args.typ, args.name)[:8]}"
+            # An EC2 instance id as EC2 forms it, the one its mock ARN names (tools/fakes.py).
+            or (f"i-{resource_digest[:17]}" if args.typ == EC2_INSTANCE else None)
+            or f"{args.name}-{resource_digest[:8]}"
         )
         return resource_id, state
 
