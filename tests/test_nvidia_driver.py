@@ -14,7 +14,7 @@ import pytest
 
 from components.aws import nvidia_driver as nd
 from components.base.templates import PLACEHOLDER
-from tests.real_tools import shellcheck
+from tests.real_tools import require, shellcheck
 
 TEMPLATE = Path(nd.__file__).parent / "templates" / "hybridgpu-nvidia-driver.sh"
 PINS = nd.NvidiaDriverPins()
@@ -94,7 +94,9 @@ def _node(tmp_path: Path, codename: str = "noble", db: dict[str, str] | None = N
     return root
 
 
-def _run(tmp_path: Path, script: str | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    tmp_path: Path, script: str | None = None, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     root = tmp_path / "root"
     (root / "calls").write_text("")
     text = script if script is not None else nd.render_install_script(PINS)
@@ -102,7 +104,12 @@ def _run(tmp_path: Path, script: str | None = None) -> subprocess.CompletedProce
     for path in ("/etc/os-release", "/usr/share/keyrings/", "/etc/apt/sources.list.d/"):
         assert path in text, path
         text = text.replace(path, f"{root}{path}")
-    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "FAKE_ROOT": str(root)}
+    env = {
+        **os.environ,
+        "PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin",
+        "FAKE_ROOT": str(root),
+        **(extra_env or {}),
+    }
     return subprocess.run(
         ["bash", "-c", text], capture_output=True, text=True, env=env, timeout=60, check=False
     )
@@ -233,3 +240,47 @@ def test_another_ubuntu_without_a_driver_is_a_clear_error(tmp_path: Path) -> Non
     assert result.returncode != 0
     assert "needs Ubuntu noble, this is Ubuntu jammy" in result.stderr
     assert _calls(tmp_path) == []
+
+
+def test_the_fingerprint_check_reads_what_the_real_gpg_prints(tmp_path: Path) -> None:
+    """The fakes above print gpg's colon format by hand; here the real gpg reads a real key
+    (a throwaway one, pinned for this run): the served key passes, any other is refused."""
+    gpg = require("gpg")
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    env = {**os.environ, "GNUPGHOME": str(home)}
+    fingerprints = []
+    for name in ("served", "other"):
+        generate = [gpg, "--batch", "--passphrase", "", "--quick-gen-key", name, "ed25519"]
+        subprocess.run(
+            [*generate, "sign", "never"], env=env, capture_output=True, check=True, timeout=60
+        )
+        listing = subprocess.run(
+            [gpg, "--batch", "--with-colons", "--list-keys", name],
+            env=env, capture_output=True, text=True, check=True, timeout=60,
+        ).stdout  # fmt: skip
+        fingerprints.append(next(x.split(":")[9] for x in listing.splitlines() if x[:4] == "fpr:"))
+    armored = subprocess.run(
+        [gpg, "--batch", "--armor", "--export", "served"],
+        env=env, capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    root = _node(tmp_path)
+    (tmp_path / "bin/gpg").unlink()  # the real one
+    served = tmp_path / "served.asc"
+    served.write_text(armored)
+    (tmp_path / "bin/curl").write_text(
+        '#!/bin/bash\nwhile [ $# -gt 0 ]; do [ "$1" = --output ] && out=$2; shift; done\n'
+        f'cp {served} "$out"\n'
+    )
+    for fingerprint, ok in ((fingerprints[0], True), (fingerprints[1], False)):
+        keyring = root / "usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
+        keyring.unlink(missing_ok=True)
+        (root / "dpkg.json").write_text("{}")
+        pins = nd.NvidiaDriverPins(key_fingerprint=fingerprint)
+        result = _run(tmp_path, nd.render_install_script(pins), {"HOME": str(tmp_path)})
+        assert (result.returncode == 0) is ok, result.stderr
+        assert keyring.exists() is ok
+        if ok:  # a binary keyring apt reads with signed-by (gpg --dearmor)
+            assert keyring.read_bytes()[:1] != b"-"
+        else:
+            assert f"has key {fingerprints[0]}, not the pinned {fingerprints[1]}" in result.stderr
