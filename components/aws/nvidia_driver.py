@@ -12,8 +12,11 @@ driver and the toolkit are in place, and a failed install is retried by the sync
 
 Why this is enough for k3s: at start, k3s's agent looks ``nvidia-container-runtime`` up in PATH
 and adds it to its containerd config as the ``nvidia`` runtime (k3s-io/k3s
-pkg/agent/containerd/nvidia.go@v1.33.5+k3s1, ``findNvidiaContainerRuntimes``); the toolkit's
-package puts it in /usr/bin. The k3s installer then sets the toolkit's unprivileged-access
+pkg/agent/containerd/nvidia.go, ``findNvidiaContainerRuntimes``, read at a stored commit: the
+v1.33.5+k3s1 tag itself was not at hand; the detection is documented at
+https://docs.k3s.io/advanced#nvidia-container-runtime-support, and ``default-runtime``, which
+the worker's config sets, came with k3s-io/k3s#8700); the toolkit's package puts the
+runtime in /usr/bin. The k3s installer then sets the toolkit's unprivileged-access
 options (components/aws/templates/install-k3s.sh), which it does only if ``nvidia-ctk`` exists.
 
 The pins:
