@@ -243,7 +243,9 @@ def main() -> None:
 
     # GPU worker AMI default: AWS's "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04)",
     # which ships the NVIDIA driver and the NVIDIA container toolkit; k3s detects the nvidia
-    # container runtime at start, so the node needs no driver install at boot.
+    # container runtime at start, so the node needs no driver install at boot. With
+    # gpuWorker.nvidiaDriver 'ubuntu' it is plain Ubuntu 24.04 and the worker's node agent
+    # installs both (pinned) before the k3s agent first starts (components/aws/nvidia_driver.py).
     gpu_worker = AwsK3sNode(
         "gpu-worker",
         AwsK3sNodeArgs(

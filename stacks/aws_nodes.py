@@ -16,7 +16,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_command as command
 
-from components.aws import imds_guard
+from components.aws import imds_guard, nvidia_driver
 from components.aws.cloud_init import (
     AGENT_PATH,
     INSTALL_K3S_PATH,
@@ -299,6 +299,8 @@ def worker_files(
     """The GPU worker's SSH identity and k3s agent, published only once ``after`` (the server's
     apply) is done: version skew, servers first."""
     worker = config.aws.gpu_worker
+    # gpuWorker.nvidiaDriver 'ubuntu': the pinned install (components/aws/nvidia_driver.py).
+    pins = nvidia_driver.NvidiaDriverPins() if worker.nvidia_driver == "ubuntu" else None
     return NodeFiles(
         "gpu-worker-files",
         NodeFilesArgs(
@@ -324,9 +326,15 @@ def worker_files(
                     ),
                     prefix="imds/",
                 ),
+                *specs([nvidia_driver.driver_file(pins)] if pins else []),
             ],
-            # The IMDS rule is in place before the installer can start k3s (first boot).
-            run=[["systemctl", "enable", "--now", imds_guard.UNIT], [INSTALL_K3S_PATH]],
+            # The IMDS rule is in place before the installer can start k3s (first boot); so
+            # are the NVIDIA driver and toolkit of plain Ubuntu, which k3s looks for at start.
+            run=[
+                ["systemctl", "enable", "--now", imds_guard.UNIT],
+                *([[nvidia_driver.SCRIPT_PATH]] if pins else []),
+                [INSTALL_K3S_PATH],
+            ],
             enable=["k3s-agent.service"],
         ),
         opts=pulumi.ResourceOptions(provider=provider, depends_on=[after]),

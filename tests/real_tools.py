@@ -16,6 +16,7 @@ INSTALL_HINT = {
     "nebula": "apt-get install nebula",
     "nebula-cert": "apt-get install nebula",
     "shellcheck": "apt-get install shellcheck",
+    "gpg": "apt-get install gnupg",
     "cloud-init": "apt-get install cloud-init",
     "ip": "apt-get install iproute2",
     "ping": "apt-get install iputils-ping",

@@ -4,7 +4,9 @@ of each recorded node is checked by the real cloud-init and shellcheck."""
 
 from __future__ import annotations
 
+import base64
 import copy
+import gzip
 import inspect
 import ipaddress
 import json
@@ -681,3 +683,54 @@ def test_shellcheck_accepts_the_planned_scripts(aws_gpu_run: StackRun, tmp_path:
     for shell, paths in (("bash", bash), ("sh", posix)):
         result = run(require("shellcheck"), f"--shell={shell}", *paths, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- gpuWorker.nvidiaDriver ---------------------------------------------------------------------
+
+
+def test_the_ubuntu_driver_worker_boots_plain_ubuntu_and_installs_before_k3s(
+    aws_gpu_run: StackRun, valid_fixture_runs: dict[str, StackRun], tmp_path: Path
+) -> None:
+    from components.aws import nvidia_driver
+
+    ubuntu = valid_fixture_runs["aws-worker-ubuntu-driver"]
+    lookups = [args for token, args in ubuntu.calls if token == "aws:ec2/getAmi:getAmi"]
+    assert [a["owners"] for a in lookups] == [["099720109477"]] * 2, "both nodes: Ubuntu"
+    assert {a["filters"][0]["values"][0] for a in lookups} == {
+        "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"
+    }
+    path = "/hybridgpu/aws-gpu/gpu-worker"
+    manifest = json.loads(parameter(ubuntu, f"{path}/manifest"))
+    files = {f["name"]: f for f in manifest["files"]}
+    assert files["nvidia/install"]["path"] == nvidia_driver.SCRIPT_PATH
+    assert files["nvidia/install"]["mode"] == "0755"
+    # The driver and toolkit are in before the k3s installer first starts the agent.
+    assert manifest["run"] == [
+        ["systemctl", "enable", "--now", "hybridgpu-imds-guard.service"],
+        [nvidia_driver.SCRIPT_PATH],
+        ["/usr/local/sbin/hybridgpu-install-k3s"],
+    ]
+    # Above a standard parameter's 4 KB: stored gzip+base64, in one parameter.
+    assert files["nvidia/install"]["encoding"] == "gzip+base64"
+    stored = parameter(ubuntu, f"{path}/files/nvidia/install")
+    script = gzip.decompress(base64.b64decode(stored)).decode()
+    assert script == nvidia_driver.render_install_script(nvidia_driver.NvidiaDriverPins())
+    result = run(require("shellcheck"), "--shell=bash", _write(tmp_path, script), check=False)
+    assert result.returncode == 0, result.stdout
+    # The default worker (the Deep Learning AMI) has neither.
+    default = json.loads(parameter(aws_gpu_run, f"{path}/manifest"))
+    assert "nvidia/install" not in {f["name"] for f in default["files"]}
+    assert [nvidia_driver.SCRIPT_PATH] not in default["run"]
+    # The user data is the same bootstrap (already checked by cloud-init's schema above): the
+    # install is a node file, so the user data stays under EC2's 16 KB.
+    for role in NODE_ROLES:
+        assert (
+            node(ubuntu, role).plain_inputs["userData"]
+            == (node(aws_gpu_run, role).plain_inputs["userData"])
+        )
+
+
+def _write(tmp_path: Path, script: str) -> Path:
+    target = tmp_path / "hybridgpu-nvidia-driver.sh"
+    target.write_text(script)
+    return target

@@ -135,3 +135,25 @@ def test_a_new_worker_instance_type_replaces_only_the_worker(aws_gpu_run: StackR
         after[urn].name for urn in after if _effective(before[urn]) != _effective(after[urn])
     ]
     assert changed == ["gpu-worker-spot"]
+
+
+def test_switching_the_nvidia_driver_leaves_a_launched_worker_alone(
+    aws_gpu_run: StackRun, valid_fixture_runs: dict[str, StackRun]
+) -> None:
+    """gpuWorker.nvidiaDriver picks the worker's image, which is ignored after launch like any
+    newer AMI (IGNORED_AFTER_LAUNCH): switching it either way touches no instance. What does
+    reach the worker is its node files: the install script, which on the Deep Learning AMI
+    finds the image's own driver and does nothing (tests/test_nvidia_driver.py); switching back
+    drops it and the packages stay. README "Small worker image" says how to rebuild instead."""
+    ubuntu = valid_fixture_runs["aws-worker-ubuntu-driver"]
+    for a, b in ((aws_gpu_run, ubuntu), (ubuntu, aws_gpu_run)):
+        assert_no_node_is_touched(a, b)
+    worker_a = aws_gpu_run.one(NODE_TYPES[1], "gpu-worker-spot")
+    worker_b = ubuntu.one(NODE_TYPES[1], "gpu-worker-spot")
+    # The image did change: only the ignore keeps the worker.
+    assert worker_a.plain_inputs["ami"] != worker_b.plain_inputs["ami"]
+    assert "ami" in worker_b.ignore_changes
+    files = {f["name"] for f in _manifest(ubuntu, "gpu-worker")["files"]}
+    assert files - {f["name"] for f in _manifest(aws_gpu_run, "gpu-worker")["files"]} == {
+        "nvidia/install"
+    }

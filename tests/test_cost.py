@@ -97,11 +97,12 @@ def test_frugal_profile_idle_figures(tmp_path: Path) -> None:
     fixture = fixture_configs.load(fixture_configs.FIXTURES / "valid" / "aws-frugal.yaml")
     aws = json.dumps(fixture.overrides["hybridgpu:aws"])
     figures = _printed(tmp_path, f"hybridgpu:aws={aws}")
-    expected = HOURS * 0.0188 + IPV4 + 10 * GP3 + 90 * GP3 + S3_20GB
+    expected = HOURS * 0.0188 + IPV4 + 10 * GP3 + 24 * GP3 + S3_20GB
     assert figures["control node gp3 10 GiB"] == pytest.approx(0.80, abs=0.005)
-    assert figures["GPU worker gp3 90 GiB (stopped)"] == pytest.approx(7.20, abs=0.005)
+    # Plain Ubuntu with the driver installed at first boot (README "Small worker image").
+    assert figures["GPU worker gp3 24 GiB (stopped)"] == pytest.approx(1.92, abs=0.005)
     assert figures["idle total per month"] == pytest.approx(expected, abs=0.01)
-    assert figures["idle total per month"] == pytest.approx(25.83, abs=0.01)
+    assert figures["idle total per month"] == pytest.approx(20.55, abs=0.01)
 
 
 def test_an_instance_type_without_a_price_is_named() -> None:

@@ -4,7 +4,6 @@ market, model bucket, budget, and the federation pieces that live on AWS."""
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -12,6 +11,7 @@ from pydantic.config import JsonDict
 
 from components.aws.budget import MAX_EMAILS, MAX_NOTIFICATIONS
 from components.aws.model_bucket import MAX_NAME_PREFIX
+from components.aws.nvidia_driver import DRIVER_BRANCH
 from components.kube.labels import LABEL_VALUE_PATTERN
 from components.nebula.pki import host_public_key
 from stacks.config.errors import ConfigError, validate
@@ -29,49 +29,22 @@ from stacks.config.gpu_instances import (
     NVIDIA_GPU_FAMILIES,
     gpu_family,
 )
+from stacks.config.images import (
+    DLAMI_UNSUPPORTED_FAMILIES,
+    GRAVITON_FAMILY,
+    IMAGES_GIB,
+    NVIDIA_GPU_AMI,
+    UBUNTU_2404_AMI,
+    UBUNTU_DRIVER_FAMILIES,
+    AmiSelector,
+    ami_gib,
+    driver_gib,
+)
 from stacks.config.operations import BackupBucketSettings
 from stacks.config.project import ProjectSettings
 from stacks.config.tls import AcmeDns01Settings
 
 NVIDIA_FAMILIES_ONLY: JsonDict = {"allowed": "family " + ", ".join(sorted(NVIDIA_GPU_FAMILIES))}
-
-
-class AmiSelector(Model):
-    """Either a fixed AMI id, or a lookup by owner + name pattern (most recent wins)."""
-
-    id: str | None = Field(default=None, pattern=r"^ami-[0-9a-f]{8,17}$")
-    owners: tuple[str, ...] = ()
-    name_pattern: str | None = None
-    architecture: Literal["x86_64", "arm64"] = "x86_64"
-
-    @model_validator(mode="after")
-    def _one_way(self) -> AmiSelector:
-        if self.id is None and not (self.owners and self.name_pattern):
-            raise ValueError("give either 'id' or both 'owners' and 'namePattern'")
-        if self.id is not None and (self.owners or self.name_pattern):
-            raise ValueError("give either 'id' or 'owners' + 'namePattern', not both")
-        return self
-
-
-# Canonical's Ubuntu 24.04 images (owner id from https://ubuntu.com/server/docs/cloud-images/amazon-ec2).
-UBUNTU_2404_AMI = AmiSelector(
-    owners=("099720109477",),
-    name_pattern="ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*",
-)
-# AWS Deep Learning Base AMI with the NVIDIA driver and container toolkit preinstalled
-# (https://docs.aws.amazon.com/dlami/latest/devguide/appendix-ami-release-notes.html).
-NVIDIA_GPU_AMI = AmiSelector(
-    owners=("amazon",),
-    name_pattern="Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *",
-)
-
-
-# Graviton (arm64) families: a 'g' right after the generation digit (t4g, m7g, c7gn, ...).
-GRAVITON_FAMILY = re.compile(r"^[a-z]+\d+g[a-z]*\.")
-# The DLAMI "OSS Nvidia Driver" AMIs support G4dn, G5, G6, Gr6, G6e, P4d, P4de, P5, P5e, P5en and
-# not P3/P3dn, whose V100 the driver branch dropped
-# (https://docs.aws.amazon.com/dlami/latest/devguide/appendix-ami-release-notes.html).
-DLAMI_UNSUPPORTED_FAMILIES = ("p3", "p3dn")
 
 
 class ControlNodeSettings(Model):
@@ -125,8 +98,26 @@ class GpuWorkerSettings(Model):
     spot: SpotSettings = SpotSettings()
     root_volume_gib: int = Field(default=125, ge=8, le=16384)
     """Billed while stopped. Holds the AMI (75 GiB for the default Deep Learning AMI, 8 for
-    others), 10 GiB of images and ``modelStore.cacheGiB`` (:func:`parse_aws` checks it)."""
+    others), the NVIDIA driver and toolkit with ``nvidiaDriver: ubuntu`` (3 GiB), 10 GiB of
+    images and ``modelStore.cacheGiB`` (:func:`parse_aws` checks it)."""
+    nvidia_driver: Literal["preinstalled", "ubuntu"] = "preinstalled"
+    """Where the NVIDIA driver and container toolkit come from. ``preinstalled``: the AMI has
+    them (the default AMI, AWS's Deep Learning Base AMI, 75 GiB). ``ubuntu``: the first boot
+    installs them, pinned, on plain Ubuntu 24.04 (the default AMI then, 8 GiB), a few minutes
+    once; families g4dn, g5, g6, g6e, gr6. Applies at launch only (README "Small worker
+    image")."""
     ami: AmiSelector = NVIDIA_GPU_AMI
+    """The worker's image; the default follows ``nvidiaDriver`` (Ubuntu 24.04 with ``ubuntu``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_follows_the_driver(cls, data: Any) -> Any:
+        """With ``nvidiaDriver: ubuntu`` and no ``ami``, the image is plain Ubuntu 24.04."""
+        if isinstance(data, dict):
+            driver = data.get("nvidiaDriver", data.get("nvidia_driver"))
+            if driver == "ubuntu" and "ami" not in data:
+                return {**data, "ami": UBUNTU_2404_AMI}
+        return data
 
     @field_validator("instance_type")
     @classmethod
@@ -152,6 +143,20 @@ class GpuWorkerSettings(Model):
                 "ami.architecture: the NVIDIA GPU families are x86_64 (the arm64 g5g is not "
                 "supported here)"
             )
+        if self.nvidia_driver == "ubuntu":
+            if family not in UBUNTU_DRIVER_FAMILIES:
+                raise ValueError(
+                    f"instanceType: '{self.instance_type}' with nvidiaDriver 'ubuntu' (driver "
+                    f"branch {DRIVER_BRANCH}-server, no NVIDIA Fabric Manager): allowed families "
+                    f"are {', '.join(UBUNTU_DRIVER_FAMILIES)}; use nvidiaDriver 'preinstalled' "
+                    f"for '{family}'"
+                )
+            if self.ami == NVIDIA_GPU_AMI:
+                raise ValueError(
+                    "ami: nvidiaDriver 'ubuntu' installs the driver on plain Ubuntu 24.04; the "
+                    "Deep Learning AMI already has one (use nvidiaDriver 'preinstalled'), or "
+                    "leave ami out for Ubuntu 24.04"
+                )
         return self
 
     @property
@@ -336,18 +341,16 @@ class AwsSettings(Model):
         return self
 
 
-# The Deep Learning Base AMI's root snapshot is 75 GB, and EC2 refuses a smaller root volume
-# (InvalidBlockDeviceMapping); other AMIs: Ubuntu's 8 GiB at least.
-DLAMI_SNAPSHOT_GIB = 75
-MIN_AMI_GIB = 8
-IMAGES_GIB = 10
-"""Container images (Ollama's is ~4 GB unpacked), k3s, logs on the worker."""
-
-
 def min_worker_volume_gib(aws: AwsSettings) -> int:
-    """The AMI, the images and the Mountpoint model cache (an emptyDir on the root volume)."""
-    ami = DLAMI_SNAPSHOT_GIB if aws.gpu_worker.ami == NVIDIA_GPU_AMI else MIN_AMI_GIB
-    return ami + IMAGES_GIB + aws.model_store.cache_gib
+    """The AMI, what the first boot installs on it, the images and the Mountpoint model cache
+    (an emptyDir on the root volume)."""
+    worker = aws.gpu_worker
+    return (
+        ami_gib(worker.ami)
+        + driver_gib(worker.nvidia_driver)
+        + IMAGES_GIB
+        + aws.model_store.cache_gib
+    )
 
 
 def parse_aws(project: ProjectSettings, raw: Any) -> AwsSettings:
@@ -356,10 +359,16 @@ def parse_aws(project: ProjectSettings, raw: Any) -> AwsSettings:
     overlay = project.network.nebula_overlay_cidr
     needed = min_worker_volume_gib(aws)
     if aws.gpu_worker.root_volume_gib < needed:
+        driver = driver_gib(aws.gpu_worker.nvidia_driver)
+        installed = (
+            f", the NVIDIA driver and toolkit of nvidiaDriver 'ubuntu' ({driver} GiB)"
+            if driver
+            else ""
+        )
         raise ConfigError(
             f"{key('aws')}.gpuWorker.rootVolumeGiB: {aws.gpu_worker.root_volume_gib} GiB is too "
-            f"small; it must hold the AMI ({needed - IMAGES_GIB - aws.model_store.cache_gib} "
-            f"GiB for this one), {IMAGES_GIB} GiB of images and modelStore.cacheGiB "
+            f"small; it must hold the AMI ({ami_gib(aws.gpu_worker.ami)} GiB for this one)"
+            f"{installed}, {IMAGES_GIB} GiB of images and modelStore.cacheGiB "
             f"({aws.model_store.cache_gib}): at least {needed}"
         )
     ip = aws.control_node.overlay_ip
