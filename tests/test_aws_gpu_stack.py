@@ -10,6 +10,7 @@ import gzip
 import inspect
 import ipaddress
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,9 @@ def test_control_node_has_an_elastic_ip_and_the_lookup_ami(aws_gpu_run: StackRun
     eip = aws_gpu_run.one("aws:ec2/eip:Eip", "control-node-eip").plain_inputs
     assert eip["domain"] == "vpc"
     assoc = aws_gpu_run.one("aws:ec2/eipAssociation:EipAssociation", "control-node-eip-assoc")
-    assert assoc.plain_inputs["instanceId"].startswith("control-node-instance")
+    # The control node's id (the mocks form instance ids as EC2 does, i-<17 hex>).
+    assert assoc.plain_inputs["instanceId"] == aws_gpu_run.exports["wakeGate"]["controlInstanceId"]
+    assert re.fullmatch(r"i-[0-9a-f]{17}", assoc.plain_inputs["instanceId"])
     assert aws_gpu_run.one("aws:ec2/eip:Eip", "control-node-eip").protect
     lookups = [args for token, args in aws_gpu_run.calls if token == "aws:ec2/getAmi:getAmi"]
     ubuntu = next(a for a in lookups if a["owners"] == ["099720109477"])
