@@ -124,27 +124,49 @@ class GpuWaker(pulumi.ComponentResource):
             script
         )
         bundle = args.bundle
-        self.install = remote.Command(
+        self.install = install_command(
             f"{name}-install",
-            connection=args.ssh,
-            create=install_text,
-            # The same idempotent script. Any changed input, stdin included (a new token), is an
-            # update that runs it: the provider has no custom diff (pulumi/pulumi-command
-            # provider/pkg/provider/remote/commandController.go, Update runs `update`).
-            update=install_text,
-            delete=remote_command(render_uninstall_script()),
-            stdin=pulumi.Output.secret(
-                pulumi.Output.from_input(args.client_token).apply(
-                    lambda token: stdin_payload(token, bundle)
-                )
+            ssh=args.ssh,
+            script=install_text,
+            stdin=pulumi.Output.from_input(args.client_token).apply(
+                lambda token: stdin_payload(token, bundle)
             ),
-            logging=remote.Logging.STDERR,
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=[*args.wait_for, policy, *rbac],
-                delete_before_replace=True,
-                deleted_with=args.machine,
-            ),
+            parent=self,
+            depends_on=[*args.wait_for, policy, *rbac],
+            machine=args.machine,
         )
         self.url = f"http://{args.listen_ip}:{args.port}"
         self.register_outputs({"url": self.url, "bundleSha256": bundle.sha256})
+
+
+def install_command(
+    name: str,
+    *,
+    ssh: remote.ConnectionArgs,
+    script: pulumi.Output[str],
+    stdin: pulumi.Output[str],
+    parent: pulumi.Resource,
+    depends_on: Sequence[pulumi.Resource],
+    machine: pulumi.Resource | None,
+) -> remote.Command:
+    """gpu-waker's install over SSH, on the AWS control node or as the homelab's wake gate:
+    the idempotent install script as create and update, its secrets on stdin only."""
+    return remote.Command(
+        name,
+        connection=ssh,
+        create=script,
+        # The same idempotent script. Any changed input, stdin included (a new token, a renewed
+        # certificate), is an update that runs it: the provider has no custom diff
+        # (pulumi/pulumi-command provider/pkg/provider/remote/commandController.go, Update runs
+        # `update`).
+        update=script,
+        delete=remote_command(render_uninstall_script()),
+        stdin=pulumi.Output.secret(stdin),
+        logging=remote.Logging.STDERR,
+        opts=pulumi.ResourceOptions(
+            parent=parent,
+            depends_on=list(depends_on),
+            delete_before_replace=True,
+            deleted_with=machine,
+        ),
+    )

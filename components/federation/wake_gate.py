@@ -21,13 +21,13 @@ from typing import Any
 import pulumi
 from pulumi_command import remote
 
+from components.aws.gpu_waker import install_command
 from components.aws.gpu_waker_render import (
     GateSettings,
     WakerBundle,
     remote_command,
     render_install_script,
     render_rbac,
-    render_uninstall_script,
     stdin_payload,
 )
 from components.kube.objects import declare
@@ -95,23 +95,14 @@ class WakeGate(pulumi.ComponentResource):
         stdin = pulumi.Output.all(args.client_token, args.gate, args.private_key).apply(
             lambda v: stdin_payload(v[0], bundle, (v[1]["certificate"], v[2]))
         )
-        self.install = remote.Command(
+        self.install = install_command(
             f"{name}-install",
-            connection=args.ssh,
-            create=install_text,
-            # Idempotent; any changed input (a renewed certificate on stdin, a new bundle) is an
-            # update that runs it again (pulumi/pulumi-command
-            # provider/pkg/provider/remote/commandController.go: Update runs `update`).
-            update=install_text,
-            delete=remote_command(render_uninstall_script()),
-            stdin=pulumi.Output.secret(stdin),
-            logging=remote.Logging.STDERR,
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=[*args.wait_for, *rbac],
-                delete_before_replace=True,
-                deleted_with=args.machine,
-            ),
+            ssh=args.ssh,
+            script=install_text,
+            stdin=stdin,
+            parent=self,
+            depends_on=[*args.wait_for, *rbac],
+            machine=args.machine,
         )
         self.url = f"http://{args.listen_ip}:{args.port}"
         self.register_outputs({"url": self.url, "bundleSha256": bundle.sha256})
