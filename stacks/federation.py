@@ -122,6 +122,7 @@ def aws_federation(
 class HomelabFederation:
     open_webui_url: str
     open_webui_admin_password: pulumi.Output[str]
+    wake_gate_url: str | None
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,7 @@ def homelab_federation(
     # Where the homelab's clients reach Ollama: the wake gate when the AWS side sleeps (it starts
     # it and forwards to gpu-waker on AWS), else gpu-waker on AWS directly.
     client_url: pulumi.Input[str] = remote.waker_url
+    gate_url: str | None = None
     if homelab.ollama.wake_gate:
         if gate_host is None or remote.wake_gate is None or remote.wake_gate_key is None:
             raise ValueError("the wake gate needs its host and aws-gpu's wakeGate outputs")
@@ -261,7 +263,7 @@ def homelab_federation(
                 machine=gate_host.machine,
             ),
         )
-        client_url = gate.url
+        client_url = gate_url = gate.url
     webui = homelab.open_webui
     admin_password = random.RandomPassword("open-webui-admin-password", length=24, special=False)
     secret_key = random.RandomPassword("open-webui-secret-key", length=48, special=False)
@@ -315,4 +317,5 @@ def homelab_federation(
     return HomelabFederation(
         open_webui_url=open_webui.url,
         open_webui_admin_password=pulumi.Output.secret(admin_password.result),
+        wake_gate_url=gate_url,
     )

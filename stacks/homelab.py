@@ -389,6 +389,7 @@ def main() -> None:
             "nebulaHosts": {vm.name: str(vm.overlay_ip) for vm in config.homelab.all_vms},
             "liqoClusterId": config.homelab.federation.cluster_id,
             "openWebuiUrl": federation.open_webui_url,
+            "wakeGateUrl": federation.wake_gate_url,
             "openWebuiAdminPassword": federation.open_webui_admin_password,
             "jupyterhubUrl": platform.jupyterhub_url,
             "cudaValidation": platform.cuda_validation,

@@ -168,6 +168,11 @@ HOMELAB_OUTPUTS: tuple[OutputSpec, ...] = (
     OutputSpec("liqoClusterId", "Liqo cluster id of the homelab cluster (the consumer)."),
     OutputSpec("openWebuiUrl", "Open WebUI, through the Traefik ingress."),
     OutputSpec(
+        "wakeGateUrl",
+        "The wake gate on the first control plane (Ollama's API for the homelab's clients when "
+        "the AWS side sleeps); null without one.",
+    ),
+    OutputSpec(
         "openWebuiAdminPassword",
         "Password of the Open WebUI admin account (openWebui.adminEmail).",
         secret=True,

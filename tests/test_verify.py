@@ -269,3 +269,28 @@ def test_aws_gpu_with_the_worker_stopped_checks_the_control_node_and_skips_the_r
     results = by_check(verify.verify_site(site, lambda _: None))
     assert results["nodes-ready"].status == FAIL
     assert "ip-10-100-1-20 NotReady" in results["nodes-ready"].reason
+
+
+def test_the_homelab_checks_ollama_through_the_wake_gate_when_there_is_one() -> None:
+    """When the AWS side sleeps, the homelab's clients call the wake gate: verify takes that
+    path (homelab output wakeGateUrl), with gpu-waker's token; the aws-gpu site keeps its own."""
+    outputs = {**RECORDED["outputs"], "kubeconfig": kubeconfig("https://127.0.0.1:1")}
+    aws_outputs = {
+        **RECORDED["outputs"],
+        "adminKubeconfig": kubeconfig("https://127.0.0.1:1"),
+        "gpuWakerUrl": "http://10.200.0.1:11435",
+        "gpuWakerToken": "t0ken",
+    }
+    gate = "http://192.168.10.21:11435"
+    homelab, aws = verify.build_sites(
+        ["homelab", "aws-gpu"],
+        {"homelab": {**outputs, "wakeGateUrl": gate}, "aws-gpu": aws_outputs},
+        TIMEOUT,
+    )
+    assert homelab.waker == (gate, "t0ken")
+    assert aws.waker == ("http://10.200.0.1:11435", "t0ken")
+    # Without a gate (the control node never sleeps) both call gpu-waker on AWS.
+    (homelab,) = verify.build_sites(
+        ["homelab"], {"homelab": {**outputs, "wakeGateUrl": None}, "aws-gpu": aws_outputs}, TIMEOUT
+    )
+    assert homelab.waker == ("http://10.200.0.1:11435", "t0ken")

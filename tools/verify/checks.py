@@ -230,7 +230,9 @@ def check_prometheus(site: Site) -> Result:
         return reply["data"]["result"]
 
     sites = {r["metric"].get("site", "") for r in query("count by (site) (DCGM_FI_DEV_GPU_UTIL)")}
-    aws_ready = query('max(gpu_waker_worker_state{state="ready"})')
+    # gpu-waker on AWS (job gpu-waker), not the homelab's wake gate, whose state is the control
+    # node's (components/platform/monitoring.py WAKE_GATE_JOB).
+    aws_ready = query('max(gpu_waker_worker_state{job="gpu-waker",state="ready"})')
     aws_running = bool(aws_ready) and float(aws_ready[0]["value"][1]) == 1
     missing = [s for s in ("homelab", "aws") if s not in sites]
     if "aws" in missing and not aws_running:

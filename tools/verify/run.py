@@ -143,10 +143,13 @@ def build_sites(which: list[str], outputs: dict[str, dict[str, Any]], timeout: f
     sites = []
     for stack in which:
         out = outputs[stack]
+        # The homelab's clients call the wake gate when the AWS side sleeps: check that path.
+        gate = out.get("wakeGateUrl") if stack == "homelab" else None
+        site_waker = (gate, waker[1]) if gate and waker is not None else waker
         text = out["kubeconfig"] if stack == "homelab" else out["adminKubeconfig"]
         path = _kubeconfig_file(text, stack)
         kube = Kube.from_kubeconfig(text, timeout=max(timeout / 3, 1.0), path=path)
-        sites.append(Site(stack, kube, out, waker=waker, timeout=timeout))
+        sites.append(Site(stack, kube, out, waker=site_waker, timeout=timeout))
     return sites
 
 
