@@ -15,6 +15,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 from pulumi_command import remote
 
+from components.aws.gpu_waker_render import NAMESPACE as WAKER_NAMESPACE
 from components.aws.gpu_waker_render import control_node_pod_subnet, load_bundle
 from components.federation import open_webui as open_webui_app
 from components.federation.gpu_waker_clients import GpuWakerClients, GpuWakerClientsArgs
@@ -264,6 +265,12 @@ def homelab_federation(
             ),
         )
         client_url = gate_url = gate.url
+        # Nothing runs in the gate's namespace (its ServiceAccount's token is used on the host).
+        NamespaceIsolation(
+            f"{WAKER_NAMESPACE}-isolation",
+            NamespaceIsolationArgs(namespace=WAKER_NAMESPACE, wait_for=(gate,)),
+            opts=on_cluster,
+        )
     webui = homelab.open_webui
     admin_password = random.RandomPassword("open-webui-admin-password", length=24, special=False)
     secret_key = random.RandomPassword("open-webui-secret-key", length=48, special=False)

@@ -94,6 +94,13 @@ def test_the_wake_role_trusts_only_the_gate_certificate_through_its_anchor(
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == WAKE_GATE_CN
     assert ":profile/" in gate["profileArn"]
     assert "wakeGatePrivateKey" in aws_gpu_run.secret_exports
+    # The exported key is the gate certificate's (a leaf), never the CA's.
+    key = serialization.load_pem_private_key(
+        aws_gpu_run.exports["wakeGatePrivateKey"].encode(), password=None
+    )
+    assert key.public_key().public_numbers() == cert.public_key().public_numbers()  # type: ignore[union-attr]
+    ca_cert = x509.load_pem_x509_certificate(ca_pem.encode())
+    assert key.public_key().public_numbers() != ca_cert.public_key().public_numbers()  # type: ignore[union-attr]
 
 
 def test_the_control_node_may_stop_itself_and_nothing_else_new(aws_gpu_run: StackRun) -> None:

@@ -39,7 +39,7 @@ if [ "$ROLES_ANYWHERE" = true ]; then
   IFS= read -r private_key_b64 || true
   certificate=$(printf '%s' "$certificate_b64" | base64 -d 2>/dev/null || true)
   private_key=$(printf '%s' "$private_key_b64" | base64 -d 2>/dev/null || true)
-  if [[ "$certificate" != *"BEGIN CERTIFICATE"* || "$private_key" != *"PRIVATE KEY"* ]]; then
+  if [[ "$certificate" != *"-----BEGIN CERTIFICATE-----"* || "$private_key" != *"KEY-----"* ]]; then
     echo "gpu-waker: no Roles Anywhere certificate and key on stdin" >&2
     exit 1
   fi
