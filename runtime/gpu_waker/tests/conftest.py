@@ -63,6 +63,18 @@ def moto_ec2(moto_server: MotoServer, fake_aws_credentials: None) -> MotoEc2:
     return MotoEc2(moto_server)
 
 
+async def shut_down(
+    controller: PowerController, runner: web.AppRunner, session: aiohttp.ClientSession
+) -> None:
+    """Cancel a wake in progress, stop the proxy, close its upstream session."""
+    task = controller._wake_task
+    if task is not None and not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    await runner.cleanup()
+    await session.close()
+
+
 @dataclass
 class Waker:
     controller: PowerController
@@ -73,12 +85,7 @@ class Waker:
     session: aiohttp.ClientSession
 
     async def close(self) -> None:
-        task = self.controller._wake_task
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        await self.runner.cleanup()
-        await self.session.close()
+        await shut_down(self.controller, self.runner, self.session)
 
 
 async def start_waker(
@@ -146,12 +153,7 @@ class Running:
     session: aiohttp.ClientSession
 
     async def close(self) -> None:
-        task = self.controller._wake_task
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        await self.runner.cleanup()
-        await self.session.close()
+        await shut_down(self.controller, self.runner, self.session)
 
 
 def cli(front: Ec2Front, token_dir: Path, *options: str) -> list[str]:

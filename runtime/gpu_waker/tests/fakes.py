@@ -17,6 +17,7 @@ import json
 import socket
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -34,6 +35,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def write_kubeconfig(path: Path, port: int, token: str = "sa-token") -> Path:  # noqa: S107
+    """A kubeconfig for a loopback API on ``port`` with a bearer token (written to ``path``)."""
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+                "users": [{"name": "u", "user": {"token": token}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            }
+        )
+    )
+    return path
 
 
 async def start_site(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int]:

@@ -3,7 +3,6 @@ Kubernetes client against a fake API server on loopback."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from gpu_waker.cluster import (
     upstream_of,
 )
 from tests.conftest import run
-from tests.fakes import start_site
+from tests.fakes import start_site, write_kubeconfig
 
 OLLAMA = {"app.kubernetes.io/name": "ollama"}
 
@@ -125,18 +124,7 @@ def test_kube_cluster_reads_the_api_with_the_official_client(tmp_path: Path) -> 
         app.router.add_get("/api/v1/namespaces/llm/pods", llm_pods)
         runner, port = await start_site(app)
         kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "c",
-                    "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
-                    "users": [{"name": "u", "user": {"token": "sa-token"}}],
-                    "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-                }
-            )
-        )
+        write_kubeconfig(kubeconfig, port)
         cluster = KubeCluster(
             str(kubeconfig), upstream_namespace="llm", upstream_selector=OLLAMA, upstream_port=11434
         )

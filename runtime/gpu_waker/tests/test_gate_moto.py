@@ -7,7 +7,6 @@ Pending pods that may be offloaded to AWS (Liqo's toleration) waking it and othe
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +28,7 @@ from tests.fakes import (
     MotoServer,
     read_json_lines,
     start_site,
+    write_kubeconfig,
 )
 
 CHAT = {"model": "llama3.1:8b", "messages": [{"role": "user", "content": "hi"}]}
@@ -277,18 +277,7 @@ def test_only_pending_gpu_pods_that_tolerate_liqos_virtual_node_wake_aws(
         app.router.add_get("/api/v1/pods", all_pods)
         api, port = await start_site(app)
         kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "c",
-                    "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
-                    "users": [{"name": "u", "user": {"token": "sa-token"}}],
-                    "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-                }
-            )
-        )
+        write_kubeconfig(kubeconfig, port)
         async with gate_world(moto_server, tmp_path, extra=("--kubeconfig", str(kubeconfig))) as w:
             controller = w.gate.controller
             # A homelab GPU pod waiting for a local GPU: not for AWS.

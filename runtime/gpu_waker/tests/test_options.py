@@ -12,6 +12,7 @@ from gpu_waker.cluster import KubeCluster, StaticCluster
 from gpu_waker.credentials import roles_anywhere_from
 from gpu_waker.ec2 import Ec2Power
 from tests.conftest import TOKEN, run
+from tests.fakes import write_kubeconfig
 from tests.test_roles_anywhere import ANCHOR, PROFILE, ROLE, self_signed, write_pem
 
 WORKER = "i-0123456789abcdef0"
@@ -104,12 +105,7 @@ def test_gate_mode_with_a_kubeconfig_reads_pods_that_tolerate_the_liqo_taint(
     tmp_path: Path,
 ) -> None:
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        '{"apiVersion": "v1", "kind": "Config", "current-context": "c",'
-        ' "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],'
-        ' "users": [{"name": "u", "user": {"token": "t"}}],'
-        ' "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}'
-    )
+    write_kubeconfig(kubeconfig, 9, token="t")
 
     async def scenario() -> None:
         service = build(parser().parse_args(gate(tmp_path, "--kubeconfig", str(kubeconfig))))
