@@ -4,6 +4,7 @@ every check has passed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pulumi
@@ -77,11 +78,20 @@ def wake_gate_error(ours: bool, theirs: dict[str, Any]) -> ConfigError | None:
     )
 
 
-def check_wake_gate(ours: bool, theirs: pulumi.Output[Any]) -> pulumi.Output[Any]:
-    def compare(value: dict[str, Any]) -> dict[str, Any]:
-        error = wake_gate_error(ours, value)
+def checked(
+    theirs: pulumi.Output[Any], error_of: Callable[[Any], ConfigError | None]
+) -> pulumi.Output[Any]:
+    """``theirs`` (an aws-gpu output), failing with ``error_of(value)`` when that is an error:
+    a gate check (nothing is registered after it fails)."""
+
+    def compare(value: Any) -> Any:
+        error = error_of(value)
         if error is not None:
             raise error
         return value
 
     return theirs.apply(compare)
+
+
+def check_wake_gate(ours: bool, theirs: pulumi.Output[Any]) -> pulumi.Output[Any]:
+    return checked(theirs, lambda value: wake_gate_error(ours, value))

@@ -152,6 +152,12 @@ class GateHost:
     ssh: remote.ConnectionArgs
     machine: pulumi.Resource | None
     wait_for: Sequence[pulumi.Resource]
+    port: int = GPU_WAKER_PORT
+
+    @property
+    def address(self) -> str:
+        """``ip:port``: where the clients (and Prometheus) reach the gate."""
+        return f"{self.ip}:{self.port}"
 
 
 def homelab_federation(
@@ -252,7 +258,7 @@ def homelab_federation(
             "wake-gate",
             WakeGateArgs(
                 listen_ip=gate_host.ip,
-                port=GPU_WAKER_PORT,
+                port=gate_host.port,
                 gate=remote.wake_gate,
                 private_key=remote.wake_gate_key,
                 upstream_url=remote.waker_url,

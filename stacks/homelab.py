@@ -15,7 +15,7 @@ from components.k3s.config import K3sClusterSettings, K3sNode, cluster_dns_ip, s
 from components.k3s.vip import VipSettings
 from components.kube.charts import KUBE_VIP, with_digest
 from components.kube.labels import GPU_NODE_LABEL
-from components.nebula.config import GPU_WAKER_PORT, default_policy
+from components.nebula.config import default_policy
 from components.nebula.host import NebulaHost
 from components.proxmox.node_assets import GpuMapping, ProxmoxNodeAssets, ProxmoxNodeAssetsArgs
 from components.proxmox.vm import ProxmoxVm, ProxmoxVmArgs
@@ -327,6 +327,7 @@ def main() -> None:
     # The cluster id names the cluster, so a new API address (a VIP added later) updates the
     # provider instead of replacing it and everything it manages (pulumi_kubernetes Provider
     # cluster_identifier).
+    wake_gate = gate_host(config, vms, pinned, cluster) if config.homelab.ollama.wake_gate else None
     homelab_k8s = k8s.Provider(
         "homelab-k8s",
         kubeconfig=cluster.kubeconfig,
@@ -341,9 +342,7 @@ def main() -> None:
             control_node_overlay_ip=aws_gpu.require("controlNodeOverlayIp"),
             gpu_waker_token=aws_gpu.require("gpuWakerToken"),
             worker_gpu_count=aws_gpu.require("gpuWorkerGpuCount"),
-            wake_gate_address=f"{config.homelab.control_planes[0].ip}:{GPU_WAKER_PORT}"
-            if config.homelab.ollama.wake_gate
-            else None,
+            wake_gate_address=wake_gate.address if wake_gate is not None else None,
         ),
         issuer=issuer_of(config, aws_gpu, clock),
     )
@@ -369,7 +368,7 @@ def main() -> None:
             if config.homelab.ollama.wake_gate
             else None,
         ),
-        gate_host=gate_host(config, vms, pinned, cluster),
+        gate_host=wake_gate,
         wait_for=[platform.gpu_stack],
         ingress=platform.ingress,
         tls=platform.tls,

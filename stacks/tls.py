@@ -17,6 +17,7 @@ from components.platform.cert_manager import (
 )
 from stacks.config import AwsSettings, ConfigError, HomelabConfig, key
 from stacks.config.tls import ACME_ROUTE53
+from stacks.cross_stack import checked
 from stacks.outputs import AwsGpuReference
 from stacks.renewal import RenewalClock
 
@@ -63,14 +64,7 @@ def check_acme_zone(config: HomelabConfig, aws_gpu: AwsGpuReference) -> pulumi.O
         return pulumi.Output.from_input(None)
     ours = issuer.hosted_zone_id
     assert ours is not None
-
-    def compare(theirs: dict[str, Any] | None) -> dict[str, Any] | None:
-        error = acme_zone_error(ours, theirs)
-        if error is not None:
-            raise error
-        return theirs
-
-    return aws_gpu.require("acmeDns01").apply(compare)
+    return checked(aws_gpu.require("acmeDns01"), lambda theirs: acme_zone_error(ours, theirs))
 
 
 def issuer_of(config: HomelabConfig, aws_gpu: AwsGpuReference, clock: RenewalClock) -> Issuer:

@@ -287,8 +287,8 @@ def test_the_install_script_installs_the_bundle_and_is_idempotent(
 
 
 GATE = render.GateSettings(
-    control_instance_id="i-0control",
-    worker_instance_id="i-0worker",
+    control_instance_id="i-0123456789abcdef0",
+    worker_instance_id="i-0123456789abcdef1",
     region="us-west-2",
     listen_ip="192.168.10.21",
     port=11435,

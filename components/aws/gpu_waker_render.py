@@ -167,7 +167,8 @@ class GateSettings:
     def __post_init__(self) -> None:
         ipaddress.IPv4Address(self.listen_ip)
         for name in ("control_instance_id", "worker_instance_id"):
-            if not re.fullmatch(r"[0-9A-Za-z-]+", getattr(self, name)):
+            # EC2's form (i-, 8 or 17 hex digits), as gpu-waker checks it.
+            if not re.fullmatch(r"i-[0-9a-f]{8,17}", getattr(self, name)):
                 raise ValueError(f"{name} '{getattr(self, name)}' is not an instance id")
         if not re.fullmatch(r"http://[0-9.]+:[0-9]+", self.upstream_url):
             raise ValueError(f"upstream_url '{self.upstream_url}' is not http://<ip>:<port>")

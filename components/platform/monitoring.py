@@ -250,8 +250,8 @@ def render_scrape_configs(
             "credentials": {"name": GPU_WAKER_SECRET, "key": "token"},
         },
     }
-    gate_target = {"targets": [wake_gate_address], "labels": {"site": SITE_HOMELAB}}
-    gate = [scrape("wake-gate", WAKE_GATE_JOB, [gate_target], behind_token)]
+    gate_targets = [{"targets": [wake_gate_address], "labels": {"site": SITE_HOMELAB}}]
+    gate = [scrape("wake-gate", WAKE_GATE_JOB, gate_targets, behind_token)]
     return [
         scrape(
             "aws-dcgm-exporter",
