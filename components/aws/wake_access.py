@@ -11,6 +11,10 @@ exists anywhere.
   in place, never replaced (hashicorp/terraform-provider-aws
   internal/service/rolesanywhere/trust_anchor.go: no ForceNew, Update calls UpdateTrustAnchor
   with the new source), so a renewed CA keeps the anchor's ARN that the role's trust names.
+- The profile has no input that forces a replacement either (internal/service/rolesanywhere/
+  profile.go: no ForceNew; Update calls UpdateProfile, Enable/DisableProfile), so its ARN, which
+  the gate is configured with, stays. Both were read at stored commits of the provider's main
+  branch, not at the tag pulumi-aws 7.51.1 bridges.
 - The role trusts Roles Anywhere only through this trust anchor (``aws:SourceArn``) and only for
   a certificate whose subject CN is the gate's (``aws:PrincipalTag/x509Subject/CN``, the session
   tags Roles Anywhere sets from the certificate,
